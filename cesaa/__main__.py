@@ -1,0 +1,5 @@
+import sys
+
+from cesaa.cli import main
+
+sys.exit(main())

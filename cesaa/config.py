@@ -1,0 +1,172 @@
+"""Configuration dataclasses.  ``dataclasses.asdict(cfg)`` is what goes into ``meta.json``.
+
+Every reconstructed choice of the CESAA paper (see ``docs/model.md``) is a field here, with its default and
+the reason for it.  ``apply_overrides`` implements the CLI's ``--set model.top_k=2`` and rejects unknown keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+GATE_INPUTS = ("concat", "per_domain", "features")
+FUSIONS = ("sum", "concat")
+HEADS = ("shared", "per_domain")
+DISPATCHES = ("sparse", "dense")
+MONITORS = ("auc", "mean_domain_auc", "worst_domain_auc", "gauc", "logloss")
+TASKS = ("ranking", "retrieval")
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of every model in the registry (each model reads the fields it needs)."""
+
+    name: str = "cesaa"
+    embed_dim: int = 16  # Scenario-Wise Rec benchmark setting
+    expert_hidden: tuple[int, ...] = (64,)  # hidden layers of each expert MLP
+    expert_dim: int = 32  # output width H of every expert
+    tower_hidden: tuple[int, ...] = (32,)  # hidden layers of the prediction tower(s)
+    dropout: float = 0.0
+    # --- CES: conditional expert selection ---
+    num_experts: int = 8  # E selectable domain experts
+    top_k: int = 2  # k experts per example (Shazeer et al. use k=2..4)
+    num_shared: int = 1  # always-on shared experts; 0 = the "no shared expert" ablation
+    gate_input: str = "concat"  # concat: gate sees [x, domain emb]; per_domain: one W_g per domain; features: x only
+    noisy_gating: bool = True  # Shazeer's trainable noise, training only
+    dispatch: str = "sparse"  # sparse: run only selected experts; dense: run all and mask (oracle)
+    fusion: str = (
+        "sum"  # sum: h = mean(shared) + sum_k g_k E_k; concat: [mean(shared), sum_k g_k E_k]
+    )
+    head: str = "shared"  # shared: one tower on [h, domain emb]; per_domain: one tower per domain
+    # --- AEA: adaptive expert aggregation ---
+    alpha: float = 0.01  # weight of L_MI = -I(D;E) (Mod-Squad used 5e-4..3e-2)
+    beta: float = 0.0  # weight of Shazeer's balance loss CV(importance)^2 + CV(load)^2
+    # --- baselines ---
+    mmoe_experts: int = 0  # 0 = one expert per domain (Scenario-Wise Rec setting)
+    ple_levels: int = 1  # stacked CGC levels
+    ple_specific: int = 2  # domain-specific experts per domain
+    ple_shared: int = 1  # shared experts per level
+    star_hidden: tuple[int, ...] = (64, 32)  # star-topology FCN widths
+
+    def __post_init__(self) -> None:
+        self.expert_hidden = tuple(int(h) for h in self.expert_hidden)
+        self.tower_hidden = tuple(int(h) for h in self.tower_hidden)
+        self.star_hidden = tuple(int(h) for h in self.star_hidden)
+        _positive(self, "embed_dim", "expert_dim", "num_experts", "ple_levels", "ple_specific")
+        _nonnegative(self, "num_shared", "mmoe_experts", "ple_shared")
+        if not 1 <= self.top_k <= self.num_experts:
+            raise ValueError(f"top_k={self.top_k} must be in [1, num_experts={self.num_experts}]")
+        if self.alpha < 0:
+            raise ValueError(f"alpha={self.alpha} must be >= 0 (it weights -I(D;E))")
+        if self.beta < 0:
+            raise ValueError(f"beta={self.beta} must be >= 0")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout={self.dropout} must be in [0, 1)")
+        _choice(self, "gate_input", GATE_INPUTS)
+        _choice(self, "fusion", FUSIONS)
+        _choice(self, "head", HEADS)
+        _choice(self, "dispatch", DISPATCHES)
+
+
+@dataclass
+class TrainConfig:
+    """Optimization and early stopping.  Defaults: the paper's Adam, lr 1e-3, batch 1024."""
+
+    epochs: int = 20
+    batch_size: int = 1024
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    patience: int = 3  # epochs without improvement of `monitor` before stopping
+    monitor: str = "auc"  # validation metric for early stopping
+    seed: int = 0
+    device: str = "auto"  # auto: CUDA when present, else CPU
+    eval_batch_size: int = 8192
+    routing_snapshots: bool = False  # save per-epoch routing statistics for the analysis package
+    max_grad_norm: float = 0.0  # 0 = no clipping
+
+    def __post_init__(self) -> None:
+        _positive(self, "epochs", "batch_size", "eval_batch_size")
+        if self.lr <= 0:
+            raise ValueError(f"lr={self.lr} must be > 0")
+        _nonnegative(self, "weight_decay", "patience", "max_grad_norm")
+        _choice(self, "monitor", MONITORS)
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ValueError(f"device={self.device!r} must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
+
+
+def _positive(obj: Any, *names: str) -> None:
+    for n in names:
+        if getattr(obj, n) < 1:
+            raise ValueError(f"{n}={getattr(obj, n)} must be >= 1")
+
+
+def _nonnegative(obj: Any, *names: str) -> None:
+    for n in names:
+        if getattr(obj, n) < 0:
+            raise ValueError(f"{n}={getattr(obj, n)} must be >= 0")
+
+
+def _choice(obj: Any, name: str, options: tuple[str, ...]) -> None:
+    if getattr(obj, name) not in options:
+        raise ValueError(f"{name}={getattr(obj, name)!r} must be one of {list(options)}")
+
+
+def _parse_value(raw: str, current: Any, key: str) -> Any:
+    """Parse a CLI string into the type of the field's current value."""
+    try:
+        if isinstance(current, bool):
+            low = raw.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if isinstance(current, int):
+            return int(raw)
+        if isinstance(current, float):
+            return float(raw)
+        if isinstance(current, tuple):
+            raw = raw.strip().strip("()[]")
+            return tuple(int(v) for v in raw.split(",") if v.strip())
+        return raw
+    except ValueError:
+        kind = type(current).__name__
+        raise ValueError(f"--set {key}={raw!r}: expected a value of type {kind}") from None
+
+
+def apply_overrides(
+    model: ModelConfig, train: TrainConfig, sets: list[str]
+) -> tuple[ModelConfig, TrainConfig]:
+    """Apply ``section.field=value`` strings; unknown keys raise ``ValueError`` listing the valid ones."""
+    changes: dict[str, dict[str, Any]] = {"model": {}, "train": {}}
+    cfgs = {"model": model, "train": train}
+    valid = [f"model.{f.name}" for f in fields(ModelConfig) if f.name != "name"] + [
+        f"train.{f.name}" for f in fields(TrainConfig)
+    ]
+    for item in sets:
+        if "=" not in item:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. model.top_k=2")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if key not in valid:
+            raise ValueError(f"unknown --set key {key!r}; valid keys: {', '.join(valid)}")
+        section, name = key.split(".", 1)
+        changes[section][name] = _parse_value(raw, getattr(cfgs[section], name), key)
+    return (
+        dataclasses.replace(model, **changes["model"]),
+        dataclasses.replace(train, **changes["train"]),
+    )
+
+
+def config_from_dict(cls: type, d: dict) -> Any:
+    """Rebuild a config dataclass from ``asdict`` output strictly: unknown keys are an error."""
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown keys {unknown}")
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+    return cls(**kwargs)
+
+
+__all__ = ["ModelConfig", "TrainConfig", "apply_overrides", "config_from_dict", "field"]

@@ -1,0 +1,197 @@
+"""Noisy top-k gating (Shazeer et al. 2017, arXiv 1701.06538): a pure function and a thin module.
+
+``noisy_top_k_gating`` holds all the math and no parameters; ``NoisyTopKGate`` only owns the gate
+weights and builds the gate input.  Algorithm as in davidmrau/mixture-of-experts ``moe.py``.
+
+Shapes: B = batch, Din = gate input width, D = domains, E = experts, k = experts selected per row.
+
+    logits   [B, E]  clean gate logits u W_g (float32, before noise and knock-out masking)
+    probs    [B, E]  softmax(logits) over the selectable experts: dense and differentiable (MI loss,
+                     analysis).  Knocked-out experts get exactly 0; the rest renormalize.
+    gates    [B, E]  softmax over the top-k of H = logits + noise, other entries exactly 0:
+                     k non-zeros per row, rows sum to 1.  These weights mix the experts.
+    topk_idx [B, k]  the selected experts, ordered by decreasing H (ties: torch.topk's order)
+    load     [E]     expected number of rows routed to each expert.  Noisy training: Shazeer's
+                     smooth estimate sum_x P(e in top-k under a fresh noise draw); otherwise the
+                     plain selection counts (as floats).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+NOISE_FLOOR = 1e-2  # noise std = softplus(u W_noise) + 1e-2, as in the reference ports
+
+
+@dataclass(frozen=True)
+class GateOutput:
+    """What a gate computed; see the module docstring for the shapes and meanings."""
+
+    logits: torch.Tensor  # [B, E]
+    probs: torch.Tensor  # [B, E]
+    gates: torch.Tensor  # [B, E]
+    topk_idx: torch.Tensor  # [B, k] long
+    load: torch.Tensor  # [E]
+
+
+def check_routing(k: int, num_experts: int, knocked_out: Sequence[int] = ()) -> tuple[int, ...]:
+    """Validate k and the knocked-out experts; return the knocked-out indices, sorted and unique.
+
+    Raises ``ValueError`` unless every index is in [0, num_experts) and
+    1 <= k <= num_experts - len(knocked_out).
+    """
+    ko = tuple(sorted({int(i) for i in knocked_out}))
+    bad = [i for i in ko if not 0 <= i < num_experts]
+    if bad:
+        raise ValueError(
+            f"knocked_out={list(ko)} has indices {bad} outside [0, num_experts={num_experts})"
+        )
+    available = num_experts - len(ko)
+    if not 1 <= k <= available:
+        raise ValueError(
+            f"top_k={k} must be in [1, {available}] "
+            f"(num_experts={num_experts} minus {len(ko)} knocked out)"
+        )
+    return ko
+
+
+def noisy_top_k_gating(
+    clean_logits: torch.Tensor,
+    noise_logits: torch.Tensor | None,
+    k: int,
+    training: bool,
+    knocked_out: Sequence[int] | None = None,
+    generator: torch.Generator | None = None,
+) -> GateOutput:
+    """Select k experts per row.
+
+    clean_logits: [B, E] u W_g.  noise_logits: [B, E] u W_noise, or None for no noise; noise is
+    added only when ``training`` (so evaluation is deterministic):
+        H = clean + N(0, 1) * (softplus(noise_logits) + 1e-2)
+    gates = softmax(KeepTopK(H, k)).  Knocked-out experts are masked to -inf before the top-k and
+    the softmax, so they are never selected and get probability 0.  Softmaxes run in (at least)
+    float32.  ``generator`` seeds the noise draw.
+    """
+    b, e = clean_logits.shape
+    ko = check_routing(k, e, knocked_out or ())
+    dtype = torch.promote_types(clean_logits.dtype, torch.float32)
+    clean = clean_logits.to(dtype)  # [B, E]
+    noisy = training and noise_logits is not None
+
+    if noisy:
+        noise_std = F.softplus(noise_logits.to(dtype)) + NOISE_FLOOR  # [B, E]
+        eps = torch.randn(clean.shape, generator=generator, device=clean.device, dtype=dtype)
+        h = clean + eps * noise_std  # [B, E]
+    else:
+        noise_std = None
+        h = clean  # [B, E]
+
+    blocked = None
+    selectable = clean
+    if ko:
+        blocked = torch.zeros(e, dtype=torch.bool, device=clean.device)  # [E]
+        blocked[list(ko)] = True
+        selectable = clean.masked_fill(blocked, float("-inf"))  # [B, E]
+        h = h.masked_fill(blocked, float("-inf"))  # [B, E]
+
+    probs = F.softmax(selectable, dim=-1)  # [B, E]
+
+    # the smooth load needs the (k+1)-th largest H as the threshold of the selected experts
+    smooth = noise_std is not None and k < e - len(ko)
+    top_vals, top_idx = h.topk(k + 1 if smooth else k, dim=-1)  # [B, k(+1)], descending
+    topk_idx = top_idx[:, :k]  # [B, k]
+    topk_gates = F.softmax(top_vals[:, :k], dim=-1)  # [B, k]
+    gates = torch.zeros_like(h).scatter(1, topk_idx, topk_gates)  # [B, E]
+
+    if smooth:
+        p_in = _prob_in_top_k(clean, h, noise_std, top_vals, k)  # [B, E]
+        if blocked is not None:
+            p_in = p_in.masked_fill(blocked, 0.0)
+        load = p_in.sum(dim=0)  # [E]
+    else:
+        load = torch.bincount(topk_idx.reshape(-1), minlength=e).to(dtype)  # [E]
+    return GateOutput(logits=clean, probs=probs, gates=gates, topk_idx=topk_idx, load=load)
+
+
+def _prob_in_top_k(
+    clean: torch.Tensor,
+    noisy: torch.Tensor,
+    noise_std: torch.Tensor,
+    top_vals: torch.Tensor,
+    k: int,
+) -> torch.Tensor:
+    """P(expert e is in the top k of row x under a fresh noise draw on e alone), differentiable.
+
+    clean, noisy, noise_std: [B, E]; top_vals: [B, k+1] the largest noisy values, descending.
+    An expert now in the top k stays there if its value beats the (k+1)-th largest; an expert now
+    out gets in if it beats the k-th largest.  Returns [B, E].
+    """
+    threshold_if_in = top_vals[:, k : k + 1]  # [B, 1]
+    threshold_if_out = top_vals[:, k - 1 : k]  # [B, 1]
+    normal = torch.distributions.Normal(
+        torch.zeros((), device=clean.device, dtype=clean.dtype),
+        torch.ones((), device=clean.device, dtype=clean.dtype),
+    )
+    prob_if_in = normal.cdf((clean - threshold_if_in) / noise_std)  # [B, E]
+    prob_if_out = normal.cdf((clean - threshold_if_out) / noise_std)  # [B, E]
+    return torch.where(noisy > threshold_if_in, prob_if_in, prob_if_out)
+
+
+class NoisyTopKGate(nn.Module):
+    """Owns W_g and W_noise (zero-initialized: the gate starts uniform) and builds the gate input.
+
+    gate_input:
+      - "concat":     u = [x, e_d],  W: [Din + De, E]
+      - "per_domain": u = x, one matrix per domain gathered by the row's domain,  W: [D, Din, E]
+      - "features":   u = x,  W: [Din, E]
+    ``noisy=False`` drops W_noise (plain top-k gating).
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        domain_dim: int,
+        num_experts: int,
+        num_domains: int,
+        gate_input: str = "concat",
+        noisy: bool = True,
+    ) -> None:
+        super().__init__()
+        shapes = {
+            "concat": (in_dim + domain_dim, num_experts),
+            "per_domain": (num_domains, in_dim, num_experts),
+            "features": (in_dim, num_experts),
+        }
+        if gate_input not in shapes:
+            raise ValueError(f"gate_input={gate_input!r} must be one of {list(shapes)}")
+        self.gate_input = gate_input
+        self.num_experts = num_experts
+        self.w_gate = nn.Parameter(torch.zeros(shapes[gate_input]))
+        self.w_noise = nn.Parameter(torch.zeros(shapes[gate_input])) if noisy else None
+
+    def _project(self, w: torch.Tensor, u: torch.Tensor, domain: torch.Tensor) -> torch.Tensor:
+        if self.gate_input == "per_domain":
+            return torch.einsum("bi,bie->be", u, w[domain])  # [B, Din] x [B, Din, E] -> [B, E]
+        return u @ w  # [B, E]
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        domain_emb: torch.Tensor,
+        domain: torch.Tensor,
+        k: int,
+        knocked_out: Sequence[int] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> GateOutput:
+        # x: [B, Din], domain_emb: [B, De], domain: [B] long
+        u = torch.cat([x, domain_emb], dim=1) if self.gate_input == "concat" else x  # [B, Din(+De)]
+        clean = self._project(self.w_gate, u, domain)  # [B, E]
+        noise = None
+        if self.training and self.w_noise is not None:
+            noise = self._project(self.w_noise, u, domain)  # [B, E]
+        return noisy_top_k_gating(clean, noise, k, self.training, knocked_out, generator)

@@ -1,0 +1,68 @@
+"""Auxiliary losses of the mixture-of-experts models, as stateless functions.
+
+Shapes: B = batch, D = domains, E = experts.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def joint_domain_expert(
+    probs: torch.Tensor, domain: torch.Tensor, num_domains: int
+) -> torch.Tensor:
+    """Joint distribution P(D, E) on a batch:  M[d, e] = (1/B) * sum_{x: dom(x)=d} p(x)_e.
+
+    probs: [B, E] rows summing to 1; domain: [B] long in [0, D).  Returns M: [D, E], summing to 1.
+    Differentiable in ``probs``.
+    """
+    b, e = probs.shape
+    p = probs if probs.dtype == torch.float64 else probs.float()  # float32 at least
+    m = p.new_zeros(num_domains, e).index_add(
+        0, domain, p
+    )  # [D, E] sums of probabilities per domain
+    return m / max(b, 1)
+
+
+def mutual_information(joint: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """I(D; E) = sum_{d,e} M[d,e] log(M[d,e] / (P(d) P(e))) in nats, from a joint M: [D, E].
+
+    ``joint`` need not be normalized (it is divided by its sum).  Bounds: 0 <= I <= min(log D, log E).
+    Zero cells contribute 0 (the limit of m log m).  Differentiable; this one function serves both the
+    training loss and the analysis package's soft MI.
+    """
+    m = joint if joint.dtype == torch.float64 else joint.float()  # float32 at least
+    total = m.sum()
+    if total <= 0:
+        return m.new_zeros(())
+    m = m / total
+    pd = m.sum(dim=1, keepdim=True)  # [D, 1]
+    pe = m.sum(dim=0, keepdim=True)  # [1, E]
+    ratio = m / (pd * pe).clamp_min(eps)
+    terms = torch.where(m > 0, m * torch.log(ratio.clamp_min(eps)), torch.zeros_like(m))
+    return terms.sum().clamp_min(0.0)
+
+
+def mi_loss(
+    probs: torch.Tensor, domain: torch.Tensor, num_domains: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """L_MI = -I(D; E) on the batch (Mod-Squad, with tasks -> domains).  Returns (loss, I) — I for logging."""
+    mi = mutual_information(joint_domain_expert(probs, domain, num_domains))
+    return -mi, mi.detach()
+
+
+def cv_squared(x: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
+    """Squared coefficient of variation  var(x) / mean(x)^2  (0 for a single element)."""
+    x = x.float()
+    if x.numel() <= 1:
+        return x.new_zeros(())
+    return x.var() / (x.mean() ** 2 + eps)
+
+
+def balance_loss(gates: torch.Tensor, load: torch.Tensor) -> torch.Tensor:
+    """Shazeer et al. (2017):  CV(Importance)^2 + CV(Load)^2.
+
+    gates: [B, E] sparse gate weights (Importance_e = sum_x G(x)_e); load: [E] smooth expected number of
+    rows routed to each expert (Load_e = sum_x P(x, e)).  0 when perfectly balanced.
+    """
+    return cv_squared(gates.sum(dim=0)) + cv_squared(load)

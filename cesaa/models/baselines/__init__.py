@@ -1,0 +1,14 @@
+"""Multi-domain baselines.  Importing this package registers each one in :mod:`cesaa.models.registry`.
+
+- ``mlp``: one MLP with the domain as a feature;  ``shared_bottom``: shared MLP + per-domain towers;
+- ``mmoe``: shared experts, per-domain softmax gates and towers;  ``ple``: stacked CGC levels;
+- ``star``: partitioned normalization + star-topology FCN + auxiliary domain network.
+"""
+
+from cesaa.models.baselines.mlp import DomainMLP
+from cesaa.models.baselines.mmoe import MMoE
+from cesaa.models.baselines.ple import PLE
+from cesaa.models.baselines.shared_bottom import SharedBottom
+from cesaa.models.baselines.star import STAR
+
+__all__ = ["MMoE", "PLE", "STAR", "DomainMLP", "SharedBottom"]

@@ -1,0 +1,111 @@
+"""Building blocks shared by the baselines: stacked MLPs, per-domain row selection, routing overrides.
+
+Shapes: B = batch, G = stacked groups (experts or per-domain towers), D = domains, E = experts under
+one gate, I = input width, O = output width.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from cesaa.models.output import RoutingOverride
+
+
+class StackedMLP(nn.Module):
+    """G independent ReLU MLPs whose weights are stacked per layer: one einsum per layer, no module loop.
+
+    Same layout as :func:`cesaa.features.mlp`: Linear-ReLU-(Dropout) per hidden size, then a Linear to
+    ``out_dim``, followed by a ReLU when ``out_relu`` (expert outputs are hidden representations; towers
+    and gates end linear).  With ``hidden=()`` this is G stacked linear layers (per-domain gates).
+
+    Input [B, I] (every group reads the same rows) or [B, G, I] (group g reads ``x[:, g]``).
+    Output [B, G, O].  Initialized like ``nn.Linear``, independently per group.
+    """
+
+    def __init__(
+        self,
+        groups: int,
+        in_dim: int,
+        hidden: tuple[int, ...],
+        out_dim: int,
+        dropout: float = 0.0,
+        out_relu: bool = False,
+    ) -> None:
+        super().__init__()
+        sizes = (in_dim, *hidden, out_dim)
+        self.groups = groups
+        self.weights = nn.ParameterList(
+            nn.Parameter(torch.empty(groups, i, o))
+            for i, o in zip(sizes[:-1], sizes[1:], strict=True)
+        )
+        self.biases = nn.ParameterList(nn.Parameter(torch.empty(groups, o)) for o in sizes[1:])
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.out_relu = out_relu
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for w, b in zip(self.weights, self.biases, strict=True):
+            bound = 1.0 / math.sqrt(w.shape[1])  # nn.Linear's default: U(-1/sqrt(fan_in), +)
+            nn.init.uniform_(w, -bound, bound)
+            nn.init.uniform_(b, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        last = len(self.weights) - 1
+        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            eq = "bi,gio->bgo" if x.dim() == 2 else "bgi,gio->bgo"
+            x = torch.einsum(eq, x, w) + b  # [B, G, O_i]
+            if i < last:
+                x = self.dropout(torch.relu(x))
+            elif self.out_relu:
+                x = torch.relu(x)
+        return x  # [B, G, O]
+
+
+def select_domain(t: torch.Tensor, domain: torch.Tensor) -> torch.Tensor:
+    """Each row's own domain slice: t [B, D, ...], domain [B] long -> [B, ...]."""
+    return t[torch.arange(t.shape[0], device=t.device), domain]
+
+
+def override_dense_gate(
+    probs: torch.Tensor, routing: RoutingOverride | None, shared: tuple[int, ...] = ()
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Apply an inference-time routing override to dense softmax gates over the last dim: [..., E].
+
+    1. ``knocked_out`` experts (plus ``shared`` ones when ``use_shared=False``) get probability 0 and
+       the rest is renormalized: ``probs = p * keep / sum(p * keep)``, still summing to 1.
+    2. ``top_k``: keep the k largest remaining probabilities and renormalize them -> ``gates``
+       (exactly k non-zeros, ``topk_idx`` [..., k]); without it ``gates = probs`` and no ``topk_idx``.
+
+    Returns ``(probs, gates, topk_idx)``; identity (or ``None``) returns the input unchanged.
+    """
+    if routing is None or routing.is_identity:
+        return probs, probs, None
+    e = probs.shape[-1]
+    off = set(routing.knocked_out) | (set() if routing.use_shared else set(shared))
+    bad = sorted(i for i in off if not 0 <= i < e)
+    if bad:
+        raise ValueError(f"knocked_out={routing.knocked_out}: indices {bad} not in [0, {e})")
+    left = e - len(off)
+    if left < 1:
+        raise ValueError(f"routing override leaves no expert: {e} experts, all switched off")
+    if off:
+        keep = torch.ones(e, dtype=probs.dtype, device=probs.device)
+        keep[list(off)] = 0.0
+        probs = probs * keep
+        probs = probs / probs.sum(dim=-1, keepdim=True)  # [..., E]
+    if routing.top_k is None:
+        return probs, probs, None
+    if not 1 <= routing.top_k <= left:
+        raise ValueError(f"top_k={routing.top_k} must be in [1, {left}] (experts left switched on)")
+    vals, topk_idx = probs.topk(routing.top_k, dim=-1)  # [..., k]
+    gates = torch.zeros_like(probs).scatter(-1, topk_idx, vals / vals.sum(dim=-1, keepdim=True))
+    return probs, gates, topk_idx
+
+
+def reject_routing(routing: RoutingOverride | None, model: str) -> None:
+    """Models without a gate cannot honour a routing override; say so instead of ignoring it."""
+    if routing is not None and not routing.is_identity:
+        raise ValueError(f"model {model!r} has no gate: routing overrides do not apply ({routing})")

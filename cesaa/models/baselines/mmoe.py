@@ -1,0 +1,65 @@
+"""MMoE (Ma et al., KDD 2018) with domains as tasks: shared experts, one softmax gate and tower per domain.
+
+Shapes: B = batch, D = domains, n = experts, I = FeatureEmbedding width, H = ``expert_dim``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cesaa.config import ModelConfig
+from cesaa.features import FeatureEmbedding, FeatureSpec
+from cesaa.models.baselines.blocks import StackedMLP, override_dense_gate, select_domain
+from cesaa.models.output import ModelOutput, RoutingOverride
+from cesaa.models.registry import register
+
+
+@register("mmoe", "MMoE: shared experts, one softmax gate and one tower per domain")
+class MMoE(nn.Module):
+    """logit = tower_d(sum_i g_d(x)_i E_i(x)),  g_d = softmax(x W_d + b_d),  d = the row's domain.
+
+    ``n = cfg.mmoe_experts`` experts, or one per domain when it is 0 (Scenario-Wise Rec setting).
+    Experts, gates and towers are stacked; the D gates and towers run on every row (D is small) and
+    each row reads its own domain's.  ``probs`` = ``gates`` = that gate's softmax [B, n] (dense).
+
+    Routing overrides (inference ablations) act on the row's gate before mixing, see
+    :func:`~cesaa.models.baselines.blocks.override_dense_gate`: ``knocked_out`` experts get 0 and the
+    rest is renormalized (``probs``); ``top_k`` keeps the k largest of those and renormalizes them
+    (``gates``, ``topk_idx``).  MMoE has no always-on shared expert, so ``use_shared`` is ignored.
+    """
+
+    def __init__(self, cfg: ModelConfig, spec: FeatureSpec) -> None:
+        super().__init__()
+        d, h = spec.num_domains, cfg.expert_dim
+        self.num_experts = cfg.mmoe_experts or d
+        self.embedding = FeatureEmbedding(spec, cfg.embed_dim)
+        i = self.embedding.out_dim
+        self.experts = StackedMLP(self.num_experts, i, cfg.expert_hidden, h, cfg.dropout, True)
+        self.gates = StackedMLP(d, i, (), self.num_experts)  # D stacked linear gates
+        self.towers = StackedMLP(d, h, cfg.tower_hidden, 1, cfg.dropout)
+
+    def forward(
+        self,
+        cat: torch.Tensor,
+        num: torch.Tensor,
+        domain: torch.Tensor,
+        routing: RoutingOverride | None = None,
+        return_expert_outputs: bool = False,
+    ) -> ModelOutput:
+        # cat: [B, C] long, num: [B, M] float, domain: [B] long
+        x = self.embedding(cat, num)  # [B, I]
+        experts = self.experts(x)  # [B, n, H]
+        logits = select_domain(self.gates(x), domain)  # [B, D, n] -> [B, n]
+        probs = torch.softmax(logits.float(), dim=-1)  # [B, n], fp32 softmax
+        probs, gates, topk_idx = override_dense_gate(probs, routing)
+        mixed = torch.einsum("bn,bnh->bh", gates.to(experts.dtype), experts)  # [B, H]
+        logit = select_domain(self.towers(mixed), domain).squeeze(-1)  # [B, D, 1] -> [B]
+        return ModelOutput(
+            logit=logit,
+            probs=probs,
+            gates=gates,
+            topk_idx=topk_idx,
+            aux_loss=logit.new_zeros(()),
+            expert_outputs=experts if return_expert_outputs else None,
+        )

@@ -1,0 +1,134 @@
+"""STAR (Sheng et al., CIKM 2021): partitioned normalization, star-topology FCN, auxiliary network.
+
+Shapes: B = batch, D = domains, I = FeatureEmbedding width, De = ``embed_dim``, O = a layer's width.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from cesaa.config import ModelConfig
+from cesaa.features import FeatureEmbedding, FeatureSpec, mlp
+from cesaa.models.baselines.blocks import reject_routing, select_domain
+from cesaa.models.output import ModelOutput, RoutingOverride
+from cesaa.models.registry import register
+
+
+class PartitionedNorm(nn.Module):
+    """PN:  z' = (gamma * gamma_d) * (z - mu_d) / sqrt(var_d + eps) + (beta + beta_d),  d = row's domain.
+
+    STAR trains on single-domain batches, so its batch moments are the domain's moments.  With mixed
+    batches we keep that meaning: in training mu_d, var_d are the moments of domain d's rows in the
+    batch (a domain with < 2 rows falls back to its running moments), and they update per-domain
+    running moments (BatchNorm's momentum, unbiased variance); eval uses the running moments only.
+    """
+
+    def __init__(
+        self, dim: int, num_domains: int, momentum: float = 0.1, eps: float = 1e-5
+    ) -> None:
+        super().__init__()
+        self.momentum, self.eps = momentum, eps
+        self.gamma = nn.Parameter(torch.ones(dim))
+        self.beta = nn.Parameter(torch.zeros(dim))
+        self.domain_gamma = nn.Parameter(torch.ones(num_domains, dim))
+        self.domain_beta = nn.Parameter(torch.zeros(num_domains, dim))
+        self.register_buffer("running_mean", torch.zeros(num_domains, dim))  # [D, I]
+        self.register_buffer("running_var", torch.ones(num_domains, dim))  # [D, I]
+
+    def forward(self, x: torch.Tensor, domain: torch.Tensor) -> torch.Tensor:
+        # x: [B, I], domain: [B] long
+        if self.training:
+            mean, var = self._batch_moments(x, domain)  # [D, I] each
+        else:
+            mean, var = self.running_mean, self.running_var  # [D, I] each
+        x_hat = (x - mean[domain]) / torch.sqrt(var[domain] + self.eps)  # [B, I]
+        scale = self.gamma * self.domain_gamma[domain]  # [B, I]
+        return scale * x_hat + self.beta + self.domain_beta[domain]  # [B, I]
+
+    def _batch_moments(
+        self, x: torch.Tensor, domain: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        d = self.running_mean.shape[0]
+        count = torch.bincount(domain, minlength=d).to(x.dtype)[:, None]  # [D, 1]
+        mean = x.new_zeros(d, x.shape[1]).index_add(0, domain, x) / count.clamp_min(1)  # [D, I]
+        sq = x.new_zeros(d, x.shape[1]).index_add(0, domain, (x - mean[domain]) ** 2)  # [D, I]
+        var = sq / count.clamp_min(1)  # [D, I] biased, as BatchNorm normalizes
+        seen = count >= 2  # [D, 1]
+        with torch.no_grad():
+            m = self.momentum
+            unbiased = sq / (count - 1).clamp_min(1)
+            new_mean = (1 - m) * self.running_mean + m * mean
+            new_var = (1 - m) * self.running_var + m * unbiased
+            self.running_mean.copy_(torch.where(seen, new_mean, self.running_mean))
+            self.running_var.copy_(torch.where(seen, new_var, self.running_var))
+        return torch.where(seen, mean, self.running_mean), torch.where(seen, var, self.running_var)
+
+
+class StarFCN(nn.Module):
+    """Layer l of domain d: weight W_l ⊙ W_{l,d}, bias b_l + b_{l,d}; ReLU between layers, linear output.
+
+    W_{l,d} start at ones and b_{l,d} at zeros, so every domain starts from the shared FCN.  All D
+    paths run on every row (D is small; one einsum per layer) and each row reads its own domain's.
+    """
+
+    def __init__(self, num_domains: int, sizes: tuple[int, ...], dropout: float) -> None:
+        super().__init__()
+        pairs = list(zip(sizes[:-1], sizes[1:], strict=True))
+        self.weights = nn.ParameterList(nn.Parameter(torch.empty(i, o)) for i, o in pairs)
+        self.biases = nn.ParameterList(nn.Parameter(torch.empty(o)) for _, o in pairs)
+        for w, b in zip(self.weights, self.biases, strict=True):
+            bound = 1.0 / math.sqrt(w.shape[0])  # nn.Linear's default init
+            nn.init.uniform_(w, -bound, bound)
+            nn.init.uniform_(b, -bound, bound)
+        d = num_domains
+        self.domain_weights = nn.ParameterList(nn.Parameter(torch.ones(d, i, o)) for i, o in pairs)
+        self.domain_biases = nn.ParameterList(nn.Parameter(torch.zeros(d, o)) for _, o in pairs)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor, domain: torch.Tensor) -> torch.Tensor:
+        # x: [B, I], domain: [B] long
+        h = x  # [B, I], fanned out to every domain's path by the first layer
+        last = len(self.weights) - 1
+        for i in range(last + 1):
+            w = self.weights[i] * self.domain_weights[i]  # [D, I, O]
+            b = self.biases[i] + self.domain_biases[i]  # [D, O]
+            eq = "bi,dio->bdo" if h.dim() == 2 else "bdi,dio->bdo"
+            h = torch.einsum(eq, h, w) + b  # [B, D, O]
+            if i < last:
+                h = self.dropout(torch.relu(h))
+        return select_domain(h, domain).squeeze(-1)  # [B, D, 1] -> [B]
+
+
+@register("star", "STAR: partitioned norm, star-topology FCN, auxiliary domain network")
+class STAR(nn.Module):
+    """logit = StarFCN_d(PN_d(x)) + aux([e_d, x]); FCN widths ``star_hidden`` then 1, aux ``tower_hidden``."""
+
+    def __init__(self, cfg: ModelConfig, spec: FeatureSpec) -> None:
+        super().__init__()
+        d = spec.num_domains
+        self.embedding = FeatureEmbedding(spec, cfg.embed_dim)
+        i = self.embedding.out_dim
+        self.norm = PartitionedNorm(i, d)
+        self.fcn = StarFCN(d, (i, *cfg.star_hidden, 1), cfg.dropout)
+        self.domain_embedding = nn.Embedding(d, cfg.embed_dim)
+        nn.init.normal_(self.domain_embedding.weight, std=0.05)  # as FeatureEmbedding
+        self.aux = mlp(cfg.embed_dim + i, cfg.tower_hidden, 1, cfg.dropout)
+
+    def forward(
+        self,
+        cat: torch.Tensor,
+        num: torch.Tensor,
+        domain: torch.Tensor,
+        routing: RoutingOverride | None = None,
+        return_expert_outputs: bool = False,
+    ) -> ModelOutput:
+        # cat: [B, C] long, num: [B, M] float, domain: [B] long
+        reject_routing(routing, "star")
+        x = self.embedding(cat, num)  # [B, I]
+        main = self.fcn(self.norm(x, domain), domain)  # [B]
+        aux = self.aux(torch.cat([self.domain_embedding(domain), x], dim=1)).squeeze(-1)  # [B]
+        logit = main + aux  # [B]
+        return ModelOutput(logit=logit, aux_loss=logit.new_zeros(()))

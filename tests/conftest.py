@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(1)  # tiny tensors: threads only add overhead (and the machine has 2 cores)
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("CESAA_DATA_DIR", REPO.parent / "shared" / "data"))
+ML100K = DATA_DIR / "movielens-100k"
+
+
+@pytest.fixture(scope="session")
+def ml100k_path() -> Path:
+    if not (ML100K / "u.data").is_file():
+        pytest.skip(f"MovieLens-100k not found at {ML100K} (set CESAA_DATA_DIR)")
+    return ML100K
+
+
+@pytest.fixture(scope="session")
+def small_data():
+    """A small planted synthetic dataset shared by the trainer/checkpoint/CLI tests."""
+    from cesaa.data import load_data
+
+    return load_data("synthetic:rows=20000,domains=3,seed=0")

@@ -1,0 +1,245 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cesaa.gating import GateOutput, NoisyTopKGate, check_routing, noisy_top_k_gating
+
+B, D, E, K, DIN, DE = 32, 3, 4, 2, 6, 5
+
+
+def _logits(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(B, E, generator=g), torch.randn(B, E, generator=g)
+
+
+def _inputs(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, DIN, generator=g)
+    e_d = torch.randn(B, DE, generator=g)
+    domain = torch.arange(B) % D
+    return x, e_d, domain
+
+
+def _random_gate(gate_input: str = "concat", noisy: bool = True) -> NoisyTopKGate:
+    gate = NoisyTopKGate(DIN, DE, E, D, gate_input=gate_input, noisy=noisy)
+    with torch.no_grad():
+        gate.w_gate.normal_(generator=torch.Generator().manual_seed(1))
+        if gate.w_noise is not None:
+            gate.w_noise.normal_(generator=torch.Generator().manual_seed(2))
+    return gate
+
+
+@pytest.mark.parametrize("training", [False, True])
+@pytest.mark.parametrize("k", [1, 2, 3, 4])
+def test_exactly_k_nonzeros_and_rows_sum_to_one(training: bool, k: int) -> None:
+    clean, noise = _logits()
+    out = noisy_top_k_gating(clean, noise, k, training)
+    assert isinstance(out, GateOutput)
+    assert out.gates.shape == (B, E) and out.probs.shape == (B, E) and out.load.shape == (E,)
+    assert out.topk_idx.shape == (B, k)
+    assert ((out.gates != 0).sum(dim=1) == k).all()
+    assert out.gates.sum(dim=1).tolist() == pytest.approx([1.0] * B, abs=1e-6)
+    assert out.probs.sum(dim=1).tolist() == pytest.approx([1.0] * B, abs=1e-6)
+    # the non-zeros are exactly the selected experts
+    selected = torch.zeros(B, E, dtype=torch.bool).scatter(1, out.topk_idx, True)
+    assert torch.equal(selected, out.gates != 0)
+
+
+def test_probs_are_float32_softmax_of_clean_logits() -> None:
+    clean, noise = _logits()
+    out = noisy_top_k_gating(clean.to(torch.bfloat16), noise, K, training=True)
+    assert out.probs.dtype == torch.float32 and out.gates.dtype == torch.float32
+    expected = torch.softmax(clean.to(torch.bfloat16).float(), dim=-1)
+    assert torch.allclose(out.probs, expected)
+
+
+def test_eval_is_deterministic_and_ignores_noise() -> None:
+    clean, noise = _logits()
+    a = noisy_top_k_gating(clean, noise, K, training=False)
+    b = noisy_top_k_gating(clean, noise, K, training=False)
+    c = noisy_top_k_gating(clean, None, K, training=False)
+    assert torch.equal(a.gates, b.gates) and torch.equal(a.gates, c.gates)
+    assert torch.equal(a.topk_idx, c.topk_idx)
+    # eval selects the top-k of the clean logits
+    assert torch.equal(a.topk_idx, clean.topk(K, dim=-1).indices)
+
+
+def test_training_noise_differs_between_calls_and_generator_reproduces() -> None:
+    clean, noise = _logits()
+    a = noisy_top_k_gating(clean, noise, K, training=True)
+    b = noisy_top_k_gating(clean, noise, K, training=True)
+    assert not torch.equal(a.gates, b.gates)
+    c = noisy_top_k_gating(clean, noise, K, True, generator=torch.Generator().manual_seed(5))
+    d = noisy_top_k_gating(clean, noise, K, True, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(c.gates, d.gates)
+    # probs never see the noise
+    assert torch.equal(a.probs, b.probs)
+
+
+def test_gate_module_eval_deterministic_train_noisy() -> None:
+    gate = _random_gate()
+    x, e_d, domain = _inputs()
+    gate.eval()
+    a, b = gate(x, e_d, domain, K), gate(x, e_d, domain, K)
+    assert torch.equal(a.gates, b.gates)
+    gate.train()
+    c, d = gate(x, e_d, domain, K), gate(x, e_d, domain, K)
+    assert not torch.equal(c.gates, d.gates)
+
+
+def test_zero_init_gate_is_uniform() -> None:
+    gate = NoisyTopKGate(DIN, DE, E, D)
+    x, e_d, domain = _inputs()
+    out = gate.eval()(x, e_d, domain, K)
+    assert out.probs.flatten().tolist() == pytest.approx([1 / E] * (B * E))
+    assert out.gates.max().item() == pytest.approx(1 / K)
+
+
+def test_gradients_reach_w_gate_and_w_noise() -> None:
+    gate = NoisyTopKGate(DIN, DE, E, D)  # zero init, as used in training
+    x, e_d, domain = _inputs()
+    weights = torch.randn(B, E, generator=torch.Generator().manual_seed(3))
+    out = gate.train()(x, e_d, domain, K, generator=torch.Generator().manual_seed(4))
+    (out.gates * weights).sum().backward()
+    assert gate.w_gate.grad is not None and gate.w_gate.grad.abs().sum() > 0
+    assert gate.w_noise.grad is not None and gate.w_noise.grad.abs().sum() > 0
+
+
+def test_load_gradient_reaches_w_noise() -> None:
+    gate = _random_gate()
+    x, e_d, domain = _inputs()
+    out = gate.train()(x, e_d, domain, K)
+    out.load.var().backward()
+    assert gate.w_noise.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_knocked_out_experts_never_selected_and_get_zero_prob(training: bool) -> None:
+    clean, noise = _logits()
+    clean[:, 1] += 10.0  # expert 1 would win every row
+    out = noisy_top_k_gating(clean, noise, K, training, knocked_out=(1,))
+    assert not (out.topk_idx == 1).any()
+    assert (out.probs[:, 1] == 0).all() and (out.gates[:, 1] == 0).all()
+    assert out.load[1].item() == 0.0
+    assert out.probs.sum(dim=1).tolist() == pytest.approx([1.0] * B, abs=1e-6)
+    assert out.gates.sum(dim=1).tolist() == pytest.approx([1.0] * B, abs=1e-6)
+    rest = [0, 2, 3]
+    expected = torch.softmax(clean[:, rest], dim=-1)
+    assert torch.allclose(out.probs[:, rest], expected)
+
+
+def test_knocked_out_gradients_are_finite() -> None:
+    clean, noise = _logits()
+    clean.requires_grad_(True)
+    noise.requires_grad_(True)
+    out = noisy_top_k_gating(clean, noise, K, True, knocked_out=(0, 3))
+    (out.gates.sum(0) @ torch.arange(E).float() + out.probs[:, 1].sum() + out.load.sum()).backward()
+    assert torch.isfinite(clean.grad).all() and torch.isfinite(noise.grad).all()
+
+
+def test_k_equal_e_gives_dense_softmax() -> None:
+    clean, _ = _logits()
+    out = noisy_top_k_gating(clean, None, E, training=True)
+    assert torch.allclose(out.gates, out.probs, atol=1e-7)
+    assert torch.allclose(out.gates, torch.softmax(clean, dim=-1), atol=1e-7)
+
+
+def test_load_without_noise_is_selection_count() -> None:
+    clean, noise = _logits()
+    for out in (
+        noisy_top_k_gating(clean, noise, K, training=False),
+        noisy_top_k_gating(clean, None, K, training=True),
+    ):
+        counts = torch.bincount(out.topk_idx.flatten(), minlength=E).float()
+        assert torch.equal(out.load, counts)
+        assert out.load.sum().item() == B * K
+
+
+def test_smooth_load_is_a_probability_sum() -> None:
+    clean, noise = _logits()
+    out = noisy_top_k_gating(clean, noise, K, training=True)
+    assert out.load.shape == (E,)
+    assert (out.load >= 0).all() and (out.load <= B).all()
+    assert not torch.equal(out.load, out.load.round())  # smooth, not counts
+    # in expectation each row puts about k experts in its top k
+    assert out.load.sum().item() == pytest.approx(B * K, rel=0.35)
+
+
+def test_smooth_load_matches_brute_force_definition() -> None:
+    """load_e = sum_x P(H'_e > k-th largest H of the other experts), H'_e = clean_e + N(0, std_e)."""
+    clean, noise = _logits()
+    out = noisy_top_k_gating(clean, noise, K, True, generator=torch.Generator().manual_seed(8))
+    eps = torch.randn(B, E, generator=torch.Generator().manual_seed(8))  # the same draw
+    std = torch.nn.functional.softplus(noise) + 1e-2
+    h = clean + eps * std
+    normal = torch.distributions.Normal(0.0, 1.0)
+    expected = torch.zeros(E)
+    for e in range(E):
+        others = torch.cat([h[:, :e], h[:, e + 1 :]], dim=1)  # [B, E-1]
+        threshold = others.topk(K, dim=1).values[:, -1]  # [B]
+        expected[e] = normal.cdf((clean[:, e] - threshold) / std[:, e]).sum()
+    assert out.load.tolist() == pytest.approx(expected.tolist(), abs=1e-5)
+
+
+@pytest.mark.parametrize("gate_input", ["concat", "per_domain", "features"])
+def test_each_gate_input_mode_works(gate_input: str) -> None:
+    gate = _random_gate(gate_input)
+    x, e_d, domain = _inputs()
+    out = gate.eval()(x, e_d, domain, K)
+    assert ((out.gates != 0).sum(dim=1) == K).all()
+    # only "concat" reads the domain embedding
+    out2 = gate(x, e_d + 1.0, domain, K)
+    assert torch.equal(out.logits, out2.logits) == (gate_input != "concat")
+
+
+def test_gate_input_shapes() -> None:
+    assert NoisyTopKGate(DIN, DE, E, D, "concat").w_gate.shape == (DIN + DE, E)
+    assert NoisyTopKGate(DIN, DE, E, D, "per_domain").w_gate.shape == (D, DIN, E)
+    assert NoisyTopKGate(DIN, DE, E, D, "features").w_gate.shape == (DIN, E)
+    assert NoisyTopKGate(DIN, DE, E, D, noisy=False).w_noise is None
+    with pytest.raises(ValueError, match="gate_input"):
+        NoisyTopKGate(DIN, DE, E, D, "bogus")
+
+
+def test_per_domain_weights_change_only_their_domain_rows() -> None:
+    gate = _random_gate("per_domain").eval()
+    x, e_d, domain = _inputs()
+    before = gate(x, e_d, domain, K).logits
+    with torch.no_grad():
+        gate.w_gate[1].normal_(generator=torch.Generator().manual_seed(9))
+    after = gate(x, e_d, domain, K).logits
+    changed = (before != after).any(dim=1)
+    assert torch.equal(changed, domain == 1)
+
+
+def test_per_domain_gradient_only_reaches_present_domains() -> None:
+    gate = _random_gate("per_domain").eval()
+    x, e_d, _ = _inputs()
+    domain = torch.zeros(B, dtype=torch.long)  # only domain 0 in the batch
+    gate(x, e_d, domain, K).probs[:, 0].sum().backward()
+    assert gate.w_gate.grad[0].abs().sum() > 0
+    assert gate.w_gate.grad[1:].abs().sum() == 0
+
+
+def test_noiseless_module_has_no_noise() -> None:
+    gate = _random_gate(noisy=False).train()
+    x, e_d, domain = _inputs()
+    assert torch.equal(gate(x, e_d, domain, K).gates, gate(x, e_d, domain, K).gates)
+
+
+@pytest.mark.parametrize("k", [0, 5, -1])
+def test_invalid_k_raises(k: int) -> None:
+    clean, noise = _logits()
+    with pytest.raises(ValueError, match="top_k"):
+        noisy_top_k_gating(clean, noise, k, training=False)
+
+
+def test_check_routing() -> None:
+    assert check_routing(2, 4, (3, 1, 3)) == (1, 3)
+    with pytest.raises(ValueError, match="top_k=3 must be in \\[1, 2\\]"):
+        check_routing(3, 4, (0, 1))
+    with pytest.raises(ValueError, match="knocked_out"):
+        check_routing(1, 4, (4,))
+    with pytest.raises(ValueError, match="knocked_out"):
+        check_routing(1, 4, (-1,))

@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from cesaa.losses import balance_loss, cv_squared, joint_domain_expert, mi_loss, mutual_information
+
+B, D, E = 30, 3, 4
+
+
+def test_joint_sums_to_one_and_has_domain_marginals() -> None:
+    probs = torch.softmax(torch.randn(B, E, generator=torch.Generator().manual_seed(0)), dim=-1)
+    domain = torch.tensor([0] * 10 + [1] * 5 + [2] * 15)
+    m = joint_domain_expert(probs, domain, D)
+    assert m.shape == (D, E)
+    assert m.sum().item() == pytest.approx(1.0)
+    assert m.sum(dim=1).tolist() == pytest.approx([10 / B, 5 / B, 15 / B])
+
+
+def test_mi_zero_when_routing_ignores_domain() -> None:
+    row = torch.softmax(torch.tensor([0.3, -1.0, 2.0, 0.5]), dim=-1)
+    probs = row.expand(B, E)
+    domain = torch.arange(B) % D
+    mi = mutual_information(joint_domain_expert(probs, domain, D))
+    assert mi.item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_mi_log_d_for_one_expert_per_balanced_domain() -> None:
+    domain = torch.arange(B) % 3
+    probs = torch.nn.functional.one_hot(domain, 3).float()  # D = E = 3
+    mi = mutual_information(joint_domain_expert(probs, domain, 3))
+    assert mi.item() == pytest.approx(math.log(3), rel=1e-6)
+
+
+def test_mi_log_2_for_two_domains_on_disjoint_expert_pairs() -> None:
+    domain = torch.arange(B) % 2
+    probs = torch.tensor([[0.5, 0.5, 0.0, 0.0], [0.0, 0.0, 0.5, 0.5]])[domain]
+    mi = mutual_information(joint_domain_expert(probs, domain, 2))
+    assert mi.item() == pytest.approx(math.log(2), rel=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_mi_bounded_on_random_inputs(seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    probs = torch.softmax(3 * torch.randn(B, E, generator=g), dim=-1)
+    domain = torch.randint(0, D, (B,), generator=g)
+    mi = mutual_information(joint_domain_expert(probs, domain, D)).item()
+    assert 0.0 <= mi <= math.log(min(D, E)) + 1e-6
+    assert mi > 0.0
+
+
+def test_mi_loss_is_negative_mi_and_differentiable() -> None:
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(B, E, generator=g, requires_grad=True)
+    domain = torch.arange(B) % D
+    loss, mi = mi_loss(torch.softmax(logits, dim=-1), domain, D)
+    assert loss.item() == pytest.approx(-mi.item())
+    assert not mi.requires_grad
+    loss.backward()
+    assert logits.grad is not None and logits.grad.abs().sum() > 0
+    assert torch.isfinite(logits.grad).all()
+
+
+def test_mi_loss_with_a_zero_expert_column_has_finite_gradient() -> None:
+    logits = torch.randn(B, E, generator=torch.Generator().manual_seed(1))
+    logits[:, 2] = float("-inf")  # a knocked-out expert: probability exactly 0
+    logits.requires_grad_(True)
+    loss, _ = mi_loss(torch.softmax(logits, dim=-1), torch.arange(B) % D, D)
+    loss.backward()
+    assert torch.isfinite(logits.grad).all()
+
+
+def test_cv_squared_known_values() -> None:
+    assert cv_squared(torch.tensor([2.0, 2.0, 2.0])).item() == pytest.approx(0.0)
+    # unbiased var([1, 3]) = 2, mean^2 = 4
+    assert cv_squared(torch.tensor([1.0, 3.0])).item() == pytest.approx(0.5)
+    assert cv_squared(torch.tensor([5.0])).item() == 0.0
+
+
+def test_balance_loss_zero_when_balanced_positive_otherwise() -> None:
+    gates = torch.tensor([[0.5, 0.5, 0.0, 0.0], [0.0, 0.0, 0.5, 0.5]])
+    assert balance_loss(gates, torch.ones(4)).item() == pytest.approx(0.0)
+    skewed = torch.tensor([[0.5, 0.5, 0.0, 0.0], [0.5, 0.5, 0.0, 0.0]])
+    # importance [1, 1, 0, 0]: var 1/3, mean 1/2 -> 4/3;  load [2, 2, 0, 0]: the same
+    assert balance_loss(skewed, torch.tensor([2.0, 2.0, 0.0, 0.0])).item() == pytest.approx(8 / 3)
