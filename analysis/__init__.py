@@ -30,3 +30,66 @@ __all__ = [
     "row_entropy",
     "summarize",
 ]
+
+# ---- embeddings, figures and the report (cesaa report) ------------------------------------------
+from analysis import figures  # noqa: E402
+from analysis.embeddings import (  # noqa: E402
+    cached_projection,
+    embedding_cache_path,
+    expert_output_points,
+    project,
+)
+from analysis.report import Report, build_report, write_report  # noqa: E402
+
+__all__ += [
+    "Report",
+    "build_report",
+    "cached_projection",
+    "embedding_cache_path",
+    "expert_output_points",
+    "figures",
+    "project",
+    "write_report",
+]
+
+# ---- collection, causal tests, planted truth, comparison, alarms ---------------------------------
+from analysis.alarms import (  # noqa: E402
+    Alarm,
+    AlarmThresholds,
+    health_alarms,
+    prediction_std_per_domain,
+)
+from analysis.capabilities import routing_capabilities  # noqa: E402
+from analysis.causal import k_curve, knockout_importance  # noqa: E402
+from analysis.collect import Collection, EmbeddingSample, collect, collect_checkpoint  # noqa: E402
+from analysis.compare import (  # noqa: E402
+    Comparison,
+    activation_evolution,
+    align_experts,
+    compare,
+    read_routing_snapshots,
+    routing_evolution,
+)
+from analysis.truth import TruthRecovery, truth_recovery  # noqa: E402
+
+__all__ += [
+    "Alarm",
+    "AlarmThresholds",
+    "Collection",
+    "Comparison",
+    "EmbeddingSample",
+    "TruthRecovery",
+    "activation_evolution",
+    "align_experts",
+    "collect",
+    "collect_checkpoint",
+    "compare",
+    "health_alarms",
+    "k_curve",
+    "knockout_importance",
+    "prediction_std_per_domain",
+    "read_routing_snapshots",
+    "routing_capabilities",
+    "routing_evolution",
+    "truth_recovery",
+]

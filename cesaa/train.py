@@ -255,6 +255,8 @@ def train(
             **{f"val/{k}": v for k, v in val.items()},
             "time_s": time.perf_counter() - t0,
         }
+        if run is not None and train_cfg.routing_snapshots:
+            _write_routing_snapshot(run, model, data, epoch, train_cfg.eval_batch_size)
         score = _score(val, train_cfg.monitor)
         if score > best_score:
             best_score, best_epoch, bad_epochs = score, epoch, 0
@@ -310,6 +312,24 @@ def _commit_epoch(
             "bad_epochs": bad_epochs,
         },
     )
+
+
+ROUTING_DIR = "routing"
+
+
+@torch.no_grad()
+def _write_routing_snapshot(
+    run: Path, model: nn.Module, data: MultiDomainData, epoch: int, batch_size: int
+) -> None:
+    """Routing statistics of the validation split after ``epoch`` -> ``routing/epoch_XXX.json``.
+
+    Read back by ``analysis.compare.routing_evolution`` (how MI and P(e|d) evolve in training).
+    """
+    from analysis.collect import collect
+
+    stats = collect(model, data.val, num_domains=data.spec.num_domains, batch_size=batch_size).stats
+    if stats is not None:  # models without a gate have no routing to snapshot
+        write_json(run / ROUTING_DIR / f"epoch_{epoch + 1:03d}.json", stats.to_dict())
 
 
 def _read_state(run: Path) -> dict:

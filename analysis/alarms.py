@@ -1,0 +1,284 @@
+"""Health alarms: plain-language warnings about routing and per-domain quality.
+
+Shapes: D = domains, E = selectable experts.
+
+Each alarm says what was measured, what it means and what to try.  The checks:
+
+- ``gate_collapse`` (warning): one expert takes more than ``collapse_share`` of a domain's gate
+  probability mass (soft P(e | d)).
+- ``dead_expert`` (warning): an expert's share of all selections is below ``dead_fraction`` x 1/E
+  (as ``analysis.measures.load_balance``; for dense gates a row "selects" its largest gate weight).
+- ``domain_auc_chance`` (critical): a domain's AUC is within ``chance_auc_margin`` of 0.5.
+- ``constant_predictions`` (critical): a domain's predictions have a standard deviation below
+  ``constant_pred_std``.
+- ``mi_near_zero`` (warning): alpha > 0 but the normalized soft I(D; E) is below ``min_mi``.
+- ``domains_indistinguishable`` (warning): two domains' soft P(e | d) have a Jensen-Shannon
+  divergence below ``similar_domains_js`` nats.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from analysis.measures import activation, domain_similarity, load_balance, mutual_information
+from analysis.stats import RoutingStats
+from analysis.validation import to_numpy
+
+LEVELS = ("critical", "warning")
+
+
+@dataclass(frozen=True)
+class AlarmThresholds:
+    """When each alarm fires.  Defaults and why:
+
+    - ``collapse_share`` = 0.9: the issue's definition of gate collapse (one expert > 90% of a
+      domain's gate mass).
+    - ``dead_fraction`` = 0.01: an expert with < 1% of its uniform share 1/E of the selections does
+      essentially no work (the same default as ``load_balance``).
+    - ``chance_auc_margin`` = 0.02: AUC in [0.48, 0.52] is within the noise of a random ranking
+      for a few thousand rows (the AUC's standard error is about 0.01 at 2,500 rows).
+    - ``constant_pred_std`` = 1e-3: predicted probabilities that vary by less than 0.1 percentage
+      point cannot rank rows.
+    - ``min_mi`` = 0.05: normalized I(D; E) (in [0, 1], see ``mutual_information``) below 5% of
+      its maximum means the routing barely depends on the domain.
+    - ``similar_domains_js`` = 0.005 nats: Jensen-Shannon divergence below 0.7% of its maximum
+      log 2, i.e. the two domains' expert mixes differ by about a percent.
+    """
+
+    collapse_share: float = 0.9
+    dead_fraction: float = 0.01
+    chance_auc_margin: float = 0.02
+    constant_pred_std: float = 1e-3
+    min_mi: float = 0.05
+    similar_domains_js: float = 0.005
+
+    def __post_init__(self) -> None:
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"AlarmThresholds.{name} must be a number >= 0, got {value!r}")
+        if not 0 < self.collapse_share <= 1:
+            raise ValueError(f"collapse_share={self.collapse_share} must be in (0, 1]")
+
+
+@dataclass(frozen=True)
+class Alarm:
+    """One finding: ``level`` ("critical" or "warning"), a stable ``code``, a short ``title``, a
+    ``message`` in plain language (what it means, what to try), the ``domain`` name and ``expert``
+    index it concerns (or None), the measured ``value`` and the ``threshold`` it crossed."""
+
+    level: str
+    code: str
+    title: str
+    message: str
+    domain: str | None = None
+    expert: int | None = None
+    value: float | None = None
+    threshold: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def prediction_std_per_domain(predictions: Any, domain: Any, num_domains: int) -> np.ndarray:
+    """[D] standard deviation of the predictions within each domain (NaN for an empty domain)."""
+    p = to_numpy(predictions, "predictions").astype(np.float64).ravel()
+    dom = to_numpy(domain, "domain").astype(np.int64).ravel()
+    if p.shape != dom.shape:
+        raise ValueError(f"domain has {dom.shape[0]} rows but predictions has {p.shape[0]}")
+    n = np.bincount(dom, minlength=num_domains).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.bincount(dom, weights=p, minlength=num_domains) / n
+        var = np.bincount(dom, weights=(p - mean[dom]) ** 2, minlength=num_domains) / n
+    return np.sqrt(var)
+
+
+def _std_array(std: Any, names: list[str]) -> np.ndarray | None:
+    if std is None:
+        return None
+    if isinstance(std, Mapping):
+        unknown = sorted(set(map(str, std)) - set(names))
+        if unknown:
+            raise ValueError(f"predictions_std_per_domain names unknown domains {unknown}")
+        return np.array([float(std.get(n, math.nan)) for n in names])
+    arr = to_numpy(std, "predictions_std_per_domain").astype(np.float64)
+    if arr.shape != (len(names),):
+        raise ValueError(
+            f"predictions_std_per_domain must have shape ({len(names)},) (one per domain), "
+            f"got {arr.shape}"
+        )
+    return arr
+
+
+def health_alarms(
+    stats: RoutingStats | None,
+    metrics: Mapping[str, float],
+    domain_names: Sequence[str],
+    *,
+    alpha: float,
+    predictions_std_per_domain: Any = None,
+    thresholds: AlarmThresholds = AlarmThresholds(),  # noqa: B008 (frozen, immutable)
+) -> list[Alarm]:
+    """Every alarm that fires, critical ones first.
+
+    ``stats``: the routing statistics (``None`` for models without a gate: only the metric checks
+    run).  ``metrics``: flat metric keys as ``cesaa.train.evaluate`` returns (``auc/<domain>``).
+    ``alpha``: the MI-loss weight the model was trained with.  ``predictions_std_per_domain``:
+    [D] array or {name: std} (see ``prediction_std_per_domain``); without it the
+    constant-prediction check is skipped.
+    """
+    if stats is not None and not isinstance(stats, RoutingStats):
+        raise ValueError(f"stats must be a RoutingStats or None, got {type(stats).__name__}")
+    if not isinstance(metrics, Mapping):
+        raise ValueError(f"metrics must be a dict of metric keys, got {type(metrics).__name__}")
+    if isinstance(domain_names, str) or not isinstance(domain_names, Sequence):
+        raise ValueError(f"domain_names must be a list of names, got {domain_names!r}")
+    names = [str(n) for n in domain_names]
+    if stats is not None and len(names) != stats.num_domains:
+        raise ValueError(
+            f"domain_names has {len(names)} names but stats has {stats.num_domains} domains"
+        )
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha < 0:
+        raise ValueError(f"alpha must be a number >= 0, got {alpha!r}")
+    if not isinstance(thresholds, AlarmThresholds):
+        raise ValueError(f"thresholds must be AlarmThresholds, got {type(thresholds).__name__}")
+    t = thresholds
+    std = _std_array(predictions_std_per_domain, names)
+
+    alarms = _metric_alarms(metrics, names, std, t)
+    if stats is not None and stats.rows > 0:
+        alarms += _routing_alarms(stats, names, alpha, t)
+    return sorted(alarms, key=lambda a: LEVELS.index(a.level))
+
+
+def _metric_alarms(
+    metrics: Mapping[str, float], names: list[str], std: np.ndarray | None, t: AlarmThresholds
+) -> list[Alarm]:
+    out = []
+    for d, name in enumerate(names):
+        auc = metrics.get(f"auc/{name}")
+        if auc is not None and not math.isnan(auc) and abs(auc - 0.5) <= t.chance_auc_margin:
+            out.append(
+                Alarm(
+                    "critical",
+                    "domain_auc_chance",
+                    f"{name}: no better than chance",
+                    f"The model ranks {name}'s rows no better than a coin flip (AUC {auc:.3f}; "
+                    "0.5 is random).  Its predictions are useless for this domain.  Check that the "
+                    "domain has enough rows with both labels and features that carry signal; if "
+                    "other domains are fine, it may be drowned out by larger ones: try "
+                    "domain-specific experts (CESAA with alpha > 0), per-domain towers "
+                    "(model.head=per_domain) or more epochs.",
+                    domain=name,
+                    value=float(auc),
+                    threshold=t.chance_auc_margin,
+                )
+            )
+        if std is not None and not math.isnan(std[d]) and std[d] < t.constant_pred_std:
+            out.append(
+                Alarm(
+                    "critical",
+                    "constant_predictions",
+                    f"{name}: constant predictions",
+                    f"The predictions for {name} barely vary (standard deviation {std[d]:.2g}): "
+                    "the model gives every row about the same probability, so it cannot rank "
+                    "them.  Often a collapsed tower (dead ReLUs), a learning rate that is too "
+                    "high, or a domain whose rows all share one label: try a lower lr, "
+                    "max_grad_norm, or check the domain's labels.",
+                    domain=name,
+                    value=float(std[d]),
+                    threshold=t.constant_pred_std,
+                )
+            )
+    return out
+
+
+def _routing_alarms(
+    stats: RoutingStats, names: list[str], alpha: float, t: AlarmThresholds
+) -> list[Alarm]:
+    out = []
+    e = stats.num_experts
+    act = activation(stats, "soft")  # [D, E]
+    for d, name in enumerate(names):
+        if stats.count[d] == 0:
+            continue
+        top = int(np.argmax(act[d]))
+        share = float(act[d, top])
+        if e > 1 and share > t.collapse_share:
+            out.append(
+                Alarm(
+                    "warning",
+                    "gate_collapse",
+                    f"{name}: gate collapsed onto expert {top}",
+                    f"In {name}, expert {top} receives {share:.0%} of the gate's probability "
+                    "mass, so the other experts hardly contribute: the domain is served by a "
+                    "single expert.  If that is not the specialization you want, add a "
+                    "load-balancing loss (model.beta > 0), lower alpha, or keep noisy gating on.",
+                    domain=name,
+                    expert=top,
+                    value=share,
+                    threshold=t.collapse_share,
+                )
+            )
+
+    lb = load_balance(stats, dead_fraction=t.dead_fraction)
+    for i in lb["dead_experts"]:
+        load = float(lb["load"][i])
+        out.append(
+            Alarm(
+                "warning",
+                "dead_expert",
+                f"expert {i} is unused",
+                f"Expert {i} gets {load:.2%} of the routing decisions (an even share would be "
+                f"{1 / e:.0%}): it does essentially no work, so its parameters are wasted.  Try "
+                "a load-balancing loss (model.beta > 0), noisy gating, or fewer experts.",
+                expert=int(i),
+                value=load,
+                threshold=float(lb["dead_threshold"]),
+            )
+        )
+
+    if alpha > 0 and stats.num_domains > 1 and e > 1:
+        mi = mutual_information(stats, "soft")
+        norm = mutual_information(stats, "soft", normalized=True)
+        if norm < t.min_mi:
+            out.append(
+                Alarm(
+                    "warning",
+                    "mi_near_zero",
+                    "routing ignores the domain although alpha > 0",
+                    f"alpha = {alpha:g} asks the gate to give domains their own experts, but the "
+                    f"mutual information between domain and expert is only {mi:.3g} nats "
+                    f"({norm:.1%} of its maximum): the routing is nearly the same for every "
+                    "domain.  Try a larger alpha, a gate that sees the domain "
+                    "(gate_input=concat or per_domain), or more epochs.",
+                    value=norm,
+                    threshold=t.min_mi,
+                )
+            )
+
+    js = domain_similarity(stats, "soft")
+    for a in range(len(names)):
+        for b in range(a + 1, len(names)):
+            if not np.isnan(js[a, b]) and js[a, b] < t.similar_domains_js:
+                out.append(
+                    Alarm(
+                        "warning",
+                        "domains_indistinguishable",
+                        f"{names[a]} and {names[b]} are routed alike",
+                        f"{names[a]} and {names[b]} send their rows to the experts in almost "
+                        f"the same proportions (Jensen-Shannon divergence {js[a, b]:.2g} nats, "
+                        "0 = identical): the gate treats them as one domain.  Fine if the two "
+                        "domains really behave alike; otherwise try a larger alpha or a gate "
+                        "that sees the domain.",
+                        domain=names[a],
+                        value=float(js[a, b]),
+                        threshold=t.similar_domains_js,
+                    )
+                )
+    return out

@@ -1,0 +1,327 @@
+"""Run a model once over a table and collect its routing.
+
+Shapes: N = rows of the table, n = rows in the embedding sample, D = domains, E = selectable experts,
+k = experts selected per row, S = shared experts, H = expert width.
+
+One batched, gradient-free pass.  The routing statistics are a ``RoutingStats`` (sums only), so
+their memory does not depend on N and the stats of two halves of a table merge into the stats of
+the whole.  Only a few per-row arrays are kept (predictions, labels, domains and the top-1 expert:
+what metrics and row-level comparisons need) plus, on request, a seeded random subsample of rows
+with every expert's output (for embedding plots).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from analysis.alarms import prediction_std_per_domain
+from analysis.capabilities import routing_capabilities
+from analysis.stats import RoutingStats
+from analysis.validation import check_routing_arrays
+from cesaa.checkpoint import Checkpoint, load_checkpoint
+from cesaa.data.table import EncodedTable, MultiDomainData
+from cesaa.metrics import evaluate_predictions
+from cesaa.models.output import RoutingOverride
+
+PARTS = ("train", "val", "test")
+
+
+@dataclass
+class EmbeddingSample:
+    """A seeded random subsample of rows, kept row by row (``n`` = the sample size).
+
+    - ``rows``: [n] int64 positions in the table, ascending.
+    - ``domain``: [n] int64; ``label``: [n] float; ``prediction``: [n] predicted probability.
+    - ``probs``: [n, E] dense gate probabilities; ``gates``: [n, E] the weights that mixed the
+      experts (k non-zeros per row for top-k gates); ``topk_idx``: [n, k] selected experts (top-k
+      gates only); ``expert``: [n] the top-1 expert.  ``None`` for models without a gate.
+    - ``expert_outputs``: [n, E, H] every selectable expert's output (``None`` when the model does
+      not return them); ``shared_outputs``: [n, S, H] every shared expert's output, or ``None``.
+    """
+
+    rows: np.ndarray
+    domain: np.ndarray
+    label: np.ndarray
+    prediction: np.ndarray
+    probs: np.ndarray | None = None
+    gates: np.ndarray | None = None
+    topk_idx: np.ndarray | None = None
+    expert: np.ndarray | None = None
+    expert_outputs: np.ndarray | None = None
+    shared_outputs: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.rows.shape[0])
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict of nested lists (``None`` for what is missing)."""
+        return {
+            name: (None if getattr(self, name) is None else getattr(self, name).tolist())
+            for name in self.__dataclass_fields__
+        }
+
+
+@dataclass
+class Collection:
+    """What one pass of a model over a table produced.
+
+    - ``stats``: the routing statistics (with labels and predictions), or ``None`` when the model
+      has no gate; then ``has_routing`` is False and ``no_routing_reason`` says why.
+    - ``predictions`` [N] float32 predicted probabilities (as ``cesaa.train.predict``);
+      ``labels`` [N] float32; ``domain`` [N] int64.
+    - ``top1`` [N] int64 the top-1 expert of every row (``None`` without a gate).
+    - ``sample``: the embedding sample, or ``None`` when ``sample_size=0``.
+    - ``capabilities``: ``routing_capabilities(model)``; ``routing``: the override used.
+    """
+
+    stats: RoutingStats | None
+    predictions: np.ndarray
+    labels: np.ndarray
+    domain: np.ndarray
+    top1: np.ndarray | None
+    sample: EmbeddingSample | None
+    num_domains: int
+    capabilities: dict[str, Any]
+    routing: RoutingOverride | None = None
+    domain_names: tuple[str, ...] | None = None
+    has_routing: bool = field(init=False)
+    no_routing_reason: str | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.has_routing = self.stats is not None
+        self.no_routing_reason = (
+            None
+            if self.has_routing
+            else f"model {self.capabilities.get('name')!r} has no gate: there is no routing to "
+            "analyse (only its predictions were collected)"
+        )
+
+    @property
+    def rows(self) -> int:
+        return int(self.predictions.shape[0])
+
+    def metrics(self, domain_names: tuple[str, ...] | list[str] | None = None) -> dict[str, float]:
+        """Overall and per-domain AUC / logloss of the collected predictions (flat keys, as
+        ``cesaa.train.evaluate``); names default to ``domain_names`` or ``domain_<d>``."""
+        names = domain_names if domain_names is not None else self.domain_names
+        if names is None:
+            names = tuple(f"domain_{d}" for d in range(self.num_domains))
+        return evaluate_predictions(self.labels, self.predictions, self.domain, domain_names=names)
+
+    def prediction_std_per_domain(self) -> np.ndarray:
+        """[D] standard deviation of the predictions within each domain (NaN without rows)."""
+        return prediction_std_per_domain(self.predictions, self.domain, self.num_domains)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe summary: capabilities, rows, the stats' sums and the sample's size."""
+        return {
+            "rows": self.rows,
+            "num_domains": self.num_domains,
+            "domain_names": None if self.domain_names is None else list(self.domain_names),
+            "capabilities": dict(self.capabilities),
+            "routing": None if self.routing is None else _routing_dict(self.routing),
+            "has_routing": self.has_routing,
+            "no_routing_reason": self.no_routing_reason,
+            "stats": None if self.stats is None else self.stats.to_dict(),
+            "sample_size": 0 if self.sample is None else len(self.sample),
+        }
+
+
+def _routing_dict(r: RoutingOverride) -> dict[str, Any]:
+    return {"top_k": r.top_k, "use_shared": r.use_shared, "knocked_out": list(r.knocked_out)}
+
+
+def _nonnegative_int(value: Any, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+@torch.no_grad()
+def collect(
+    model: nn.Module,
+    table: EncodedTable,
+    *,
+    num_domains: int,
+    routing: RoutingOverride | None = None,
+    batch_size: int = 8192,
+    sample_size: int = 0,
+    seed: int = 0,
+    progress: bool = False,
+) -> Collection:
+    """Run ``model`` over ``table`` once (eval mode, no gradient, batches of ``batch_size``).
+
+    Collects the routing statistics of every row (dense gate probabilities, selected experts,
+    domain, label, prediction), the per-row predictions and top-1 experts, and, when
+    ``sample_size`` > 0, an ``EmbeddingSample`` of ``min(sample_size, N)`` rows drawn without
+    replacement from ``numpy.random.default_rng(seed)`` whose expert outputs are computed by a
+    second forward pass on those rows only.  ``routing`` re-routes at inference (see
+    ``RoutingOverride``).  ``progress`` shows a tqdm bar.  The model's train/eval mode is restored.
+    """
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(table, EncodedTable):
+        raise ValueError(f"table must be an EncodedTable, got {type(table).__name__}")
+    if routing is not None and not isinstance(routing, RoutingOverride):
+        raise ValueError(f"routing must be a RoutingOverride or None, got {type(routing).__name__}")
+    num_domains = _nonnegative_int(num_domains, "num_domains", 1)
+    batch_size = _nonnegative_int(batch_size, "batch_size", 1)
+    sample_size = _nonnegative_int(sample_size, "sample_size", 0)
+    domain_all = check_routing_arrays(domain=table.domain, num_domains=num_domains).domain
+    caps = routing_capabilities(model)
+
+    n = len(table)
+    sample_rows = np.zeros(0, np.int64)
+    if sample_size > 0 and n > 0:
+        rng = np.random.default_rng(seed)
+        sample_rows = np.sort(rng.choice(n, size=min(sample_size, n), replace=False))
+
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    stats: RoutingStats | None = None
+    preds, top1 = [], []
+    parts: dict[str, list[np.ndarray]] = {}
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=math.ceil(n / batch_size), desc="collect routing", leave=False)
+    try:
+        for start, batch in zip(range(0, n, batch_size), table.batches(batch_size), strict=True):
+            b = batch.to(device)
+            out = model(b.cat, b.num, b.domain, routing=routing)
+            p = torch.sigmoid(out.logit).float().cpu().numpy()  # [B]
+            preds.append(p)
+            dom = batch.domain.numpy()
+            probs = topk = None
+            if out.probs is not None:
+                probs = out.probs.detach().float().cpu().numpy()  # [B, E]
+                topk = None if out.topk_idx is None else out.topk_idx.cpu().numpy()  # [B, k]
+                if stats is None:
+                    stats = RoutingStats.empty(num_domains, probs.shape[1])
+                stats = stats.update(probs, dom, topk_idx=topk, labels=batch.label.numpy(), preds=p)
+                top1.append(topk[:, 0] if topk is not None else probs.argmax(axis=1))
+            lo, hi = np.searchsorted(sample_rows, [start, start + len(batch)])
+            if hi > lo:
+                local = sample_rows[lo:hi] - start
+                _sample_batch(model, b, local, probs, out.gates, topk, routing, parts)
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+        model.train(was_training)
+
+    if stats is None and n == 0 and caps["has_gate"]:
+        stats = RoutingStats.empty(num_domains, caps["num_experts"])
+    predictions = np.concatenate(preds) if preds else np.zeros(0, np.float32)
+    top1_all = np.concatenate(top1).astype(np.int64) if top1 else None
+    sample = None
+    if sample_size > 0:
+        sample = EmbeddingSample(
+            rows=sample_rows,
+            domain=domain_all[sample_rows],
+            label=table.label.numpy()[sample_rows].astype(np.float64),
+            prediction=predictions[sample_rows].astype(np.float64),
+            expert=None if top1_all is None else top1_all[sample_rows],
+            **{k: (np.concatenate(v) if v else None) for k, v in parts.items()},
+        )
+    return Collection(
+        stats=stats,
+        predictions=predictions,
+        labels=table.label.numpy().astype(np.float32),
+        domain=domain_all,
+        top1=top1_all,
+        sample=sample,
+        num_domains=num_domains,
+        capabilities=caps,
+        routing=routing,
+    )
+
+
+def _sample_batch(
+    model: nn.Module,
+    batch: EncodedTable,
+    local: np.ndarray,
+    probs: np.ndarray | None,
+    gates: torch.Tensor | None,
+    topk: np.ndarray | None,
+    routing: RoutingOverride | None,
+    parts: dict[str, list[np.ndarray]],
+) -> None:
+    """Append the sampled rows ``local`` (positions in ``batch``) to ``parts``; expert outputs come
+    from a second forward pass on those rows only."""
+    idx = torch.as_tensor(local, dtype=torch.long, device=batch.domain.device)
+    sub = batch.subset(idx)
+    out = model(sub.cat, sub.num, sub.domain, routing=routing, return_expert_outputs=True)
+    rows = {
+        "probs": None if probs is None else probs[local].astype(np.float64),
+        "gates": None if gates is None else _np(gates[idx]).astype(np.float64),
+        "topk_idx": None if topk is None else topk[local].astype(np.int64),
+        "expert_outputs": _np(out.expert_outputs),
+        "shared_outputs": _np(out.shared_outputs),
+    }
+    for key, value in rows.items():
+        if value is not None:
+            parts.setdefault(key, []).append(value)
+
+
+def _np(t: torch.Tensor | None) -> np.ndarray | None:
+    return None if t is None else t.detach().float().cpu().numpy()
+
+
+def collect_checkpoint(
+    path_or_ckpt: str | Path | Checkpoint,
+    data: str | EncodedTable | MultiDomainData,
+    *,
+    part: str = "test",
+    routing: RoutingOverride | None = None,
+    batch_size: int = 8192,
+    sample_size: int = 0,
+    seed: int = 0,
+    progress: bool = False,
+    device: str | torch.device = "cpu",
+) -> Collection:
+    """``collect`` for a checkpoint (a run folder or a loaded ``Checkpoint``) on ``data``.
+
+    ``data``: an ``EncodedTable``; a ``MultiDomainData`` (its split ``part``: "train", "val" or
+    "test"); or a data source string for ``cesaa.data.load_data``, encoded with the checkpoint's
+    own encoders (default random split, seed 0), of which split ``part`` is used.  The returned
+    collection carries the checkpoint's domain names.
+    """
+    if part not in PARTS:
+        raise ValueError(f"part must be one of {list(PARTS)}, got {part!r}")
+    ckpt = path_or_ckpt
+    if not isinstance(ckpt, Checkpoint):
+        ckpt = load_checkpoint(path_or_ckpt, device=device)
+    if isinstance(data, str):
+        from cesaa.data import load_data
+
+        data = load_data(data, encoders=ckpt.encoders)
+    if isinstance(data, MultiDomainData):
+        data = getattr(data, part)
+    if not isinstance(data, EncodedTable):
+        raise ValueError(
+            "data must be a data source string, a MultiDomainData or an EncodedTable, got "
+            f"{type(data).__name__}"
+        )
+    out = collect(
+        ckpt.model,
+        data,
+        num_domains=ckpt.spec.num_domains,
+        routing=routing,
+        batch_size=batch_size,
+        sample_size=sample_size,
+        seed=seed,
+        progress=progress,
+    )
+    out.domain_names = tuple(ckpt.domain_names)
+    return out

@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import figures
+
+DOMAINS = ["news", "video", "shop"]
+EXPERTS = ["e0", "e1", "e2", "e3"]
+
+
+def test_activation_heatmap_has_domain_rows_expert_columns_and_the_exact_values():
+    act = np.random.default_rng(0).dirichlet(np.ones(4), size=3)  # [D=3, E=4]
+    fig = figures.activation_heatmap(act, DOMAINS, EXPERTS, "P(e|d)")
+    (hm,) = fig.data
+    z = np.asarray(hm.z)
+    assert z.shape == (3, 4)
+    np.testing.assert_array_equal(z, act)
+    assert list(hm.y) == DOMAINS and list(hm.x) == EXPERTS
+    assert fig.layout.yaxis.autorange == "reversed"  # first domain on top, as in the matrix
+    assert hm.text[2][1] == f"{act[2, 1]:.2f}"
+
+
+def test_heatmap_default_names_and_bad_names():
+    fig = figures.activation_heatmap(np.eye(2))
+    assert list(fig.data[0].y) == ["domain_0", "domain_1"]
+    with pytest.raises(ValueError, match="expert_names has 3 names but the data has 2"):
+        figures.activation_heatmap(np.eye(2), None, ["a", "b", "c"])
+    with pytest.raises(ValueError, match="act must be 2-D"):
+        figures.activation_heatmap(np.ones(3))
+
+
+def test_nan_cells_have_no_text():
+    fig = figures.activation_heatmap(np.array([[0.5, 0.5], [np.nan, np.nan]]))
+    assert list(fig.data[0].text[1]) == ["", ""]
+
+
+def test_load_bars_and_coactivation():
+    load = np.array([0.4, 0.3, 0.2, 0.1])
+    fig = figures.load_bars(load, EXPERTS, soft=np.full(4, 0.25))
+    np.testing.assert_array_equal(np.asarray(fig.data[0].y), load)
+    assert len(fig.data) == 2 and list(fig.data[0].x) == EXPERTS
+    assert fig.layout.shapes[0].y0 == pytest.approx(0.25)  # the uniform line 1/E
+    co = np.eye(4) * 0.5
+    fig = figures.coactivation_heatmap(co, EXPERTS)
+    np.testing.assert_array_equal(np.asarray(fig.data[0].z), co)
+
+
+def test_entropy_distributions_one_trace_per_domain():
+    h = np.array([0.1, 0.2, 0.3, 0.4, 0.5])
+    dom = np.array([0, 0, 1, 2, 2])
+    for build in (figures.entropy_violin, figures.entropy_histogram):
+        fig = build(h, dom, DOMAINS, max_entropy=np.log(4))
+        assert [t.name for t in fig.data] == DOMAINS
+        values = [np.asarray(t.y if t.type == "violin" else t.x) for t in fig.data]
+        np.testing.assert_array_equal(values[2], [0.4, 0.5])
+    with pytest.raises(ValueError, match="entropy has 5 rows but domain has 2"):
+        figures.entropy_violin(h, dom[:2], DOMAINS)
+
+
+def test_knockout_heatmap_pivots_target_by_domain():
+    rows = [
+        (t, d, 0.7, 0.5, i * 0.01 - j * 0.1, 0.0)
+        for i, t in enumerate(["expert 0", "expert 1", "shared"])
+        for j, d in enumerate(["overall", *DOMAINS])
+    ]
+    df = pd.DataFrame(
+        rows, columns=["target", "domain", "auc", "logloss", "delta_auc", "delta_logloss"]
+    )
+    fig = figures.knockout_heatmap(df)
+    z = np.asarray(fig.data[0].z)
+    assert z.shape == (3, 4)
+    assert list(fig.data[0].y) == ["expert 0", "expert 1", "shared"]
+    assert list(fig.data[0].x) == ["overall", *DOMAINS]
+    assert z[2, 1] == pytest.approx(0.02 - 0.1)
+    assert fig.data[0].zmid == 0
+    with pytest.raises(ValueError, match="needs a 'target' column"):
+        figures.knockout_heatmap(df.drop(columns="target"))
+
+
+def test_k_curve_one_line_per_domain_sorted_by_k():
+    df = pd.DataFrame(
+        {
+            "k": [2, 1, 2, 1],
+            "domain": ["overall", "overall", "news", "news"],
+            "auc": [0.7, 0.6, 0.8, 0.65],
+            "logloss": 0.5,
+            "active_experts": 0,
+        }
+    )
+    fig = figures.k_curve_figure(df)
+    assert [t.name for t in fig.data] == ["overall", "news"]
+    assert list(fig.data[0].x) == [1, 2] and list(fig.data[0].y) == [0.6, 0.7]
+
+
+def test_embedding_scatter_one_trace_per_label():
+    xy = np.random.default_rng(1).normal(size=(10, 2))
+    lab = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 0])
+    fig = figures.embedding_scatter(xy, lab, DOMAINS)
+    assert [t.name for t in fig.data] == DOMAINS
+    assert sum(len(t.x) for t in fig.data) == 10
+    np.testing.assert_array_equal(np.asarray(fig.data[0].x), xy[lab == 0, 0])
+    with pytest.raises(ValueError, match=r"xy must be \[n, 2\]"):
+        figures.embedding_scatter(np.zeros((3, 3)), [0, 0, 0])
+
+
+def test_training_truth_and_metric_figures():
+    history = [
+        {"epoch": 1, "train/loss": 0.7, "val/auc": 0.6},
+        {"epoch": 2, "train/loss": 0.6, "val/auc": 0.65},
+    ]
+    fig = figures.training_curve(history)
+    assert [t.name for t in fig.data] == ["train/loss", "val/auc"]
+    truth = np.array([[1, 1, 0], [1, 0, 1], [1, 0, 0]])
+    act = np.full((3, 4), 0.25)
+    fig = figures.truth_vs_learned(truth, act, DOMAINS, ["m0", "m1", "m2"], EXPERTS)
+    np.testing.assert_array_equal(np.asarray(fig.data[0].z), truth)
+    np.testing.assert_array_equal(np.asarray(fig.data[1].z), act)
+    with pytest.raises(ValueError, match="truth has 3 domains but activation has 2"):
+        figures.truth_vs_learned(truth, act[:2])
+    metrics = {"auc": 0.7, "auc/news": 0.6, "auc/video": 0.8, "auc/shop": None}
+    fig = figures.metric_bars(metrics, DOMAINS)
+    np.testing.assert_array_equal(np.asarray(fig.data[0].y), [0.6, 0.8, np.nan])
+
+
+def test_fixed_size_and_static_config():
+    fig = figures.activation_heatmap(np.eye(3), width=800, height=300)
+    assert (fig.layout.width, fig.layout.height, fig.layout.autosize) == (800, 300, False)
+    assert figures.html_config(static=True)["displayModeBar"] is False
+    assert "displayModeBar" not in figures.html_config()
