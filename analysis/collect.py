@@ -293,8 +293,9 @@ def collect_checkpoint(
     """``collect`` for a checkpoint (a run folder or a loaded ``Checkpoint``) on ``data``.
 
     ``data``: an ``EncodedTable``; a ``MultiDomainData`` (its split ``part``: "train", "val" or
-    "test"); or a data source string for ``cesaa.data.load_data``, encoded with the checkpoint's
-    own encoders (default random split, seed 0), of which split ``part`` is used.  The returned
+    "test"); or a data source string for ``cesaa.data.load_data`` (or ``stream:SCHEMA``, read piece
+    by piece with ``analysis.stream.collect_stream``), encoded with the checkpoint's own encoders
+    (default random split, seed 0), of which split ``part`` is used.  The returned
     collection carries the checkpoint's domain names.
     """
     if part not in PARTS:
@@ -304,7 +305,23 @@ def collect_checkpoint(
         ckpt = load_checkpoint(path_or_ckpt, device=device)
     if isinstance(data, str):
         from cesaa.data import load_data
+        from cesaa.data.stream import is_stream_source, open_stream
 
+        if is_stream_source(data):  # Parquet larger than memory: one piece at a time
+            from analysis.stream import collect_stream
+
+            rows = getattr(open_stream(data, encoders=ckpt.encoders), part)
+            return collect_stream(
+                ckpt.model,
+                rows.chunks(),
+                num_domains=ckpt.spec.num_domains,
+                rows=len(rows),
+                routing=routing,
+                batch_size=batch_size,
+                sample_size=sample_size,
+                seed=seed,
+                domain_names=tuple(ckpt.domain_names),
+            )
         data = load_data(data, encoders=ckpt.encoders)
     if isinstance(data, MultiDomainData):
         data = getattr(data, part)

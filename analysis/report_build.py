@@ -44,6 +44,7 @@ def gather(
     progress: bool,
     cache_dir: str | Path | None,
 ) -> dict[str, Any]:
+    from analysis.stream import collect_stream
     from cesaa.checkpoint import load_checkpoint
     from cesaa.data import load_data
     from cesaa.metrics import evaluate_predictions
@@ -58,27 +59,45 @@ def gather(
         source = data_source or desc.get("source")
         if not source:
             raise ValueError(f"{ckpt_path}: meta.json names no data source; pass --data")
-        data = load_data(
+        from cesaa.data.stream import is_stream_source, open_stream
+
+        stream = is_stream_source(source)  # Parquet larger than memory
+        data = (open_stream if stream else load_data)(
             source,
             split=desc.get("split", "random"),
             seed=desc.get("seed", 0),
             encoders=ckpt.encoders,
         )
-        table = getattr(data, split)
+        part = getattr(data, split)
+        table = part.sample_table(100_000, seed=seed) if stream else part  # knock-out, k curve
     domains = list(ckpt.domain_names)
     model = ckpt.model
     with _timed(timings, "collect"):
-        col = collect(
-            model,
-            table,
-            num_domains=len(domains),
-            sample_size=sample_size,
-            seed=seed,
-            progress=progress,
+        col = (
+            collect_stream(
+                model,
+                part.chunks(),
+                num_domains=len(domains),
+                rows=len(part),
+                sample_size=sample_size,
+                seed=seed,
+            )
+            if stream
+            else collect(
+                model,
+                table,
+                num_domains=len(domains),
+                sample_size=sample_size,
+                seed=seed,
+                progress=progress,
+            )
         )
     caps = col.capabilities
     experts = [f"expert {i}" for i in range(caps["num_experts"])]
-    user = table.user.numpy() if table.user is not None else None
+    if stream:
+        user = part.column("user")
+    else:
+        user = table.user.numpy() if table.user is not None else None
     metrics = evaluate_predictions(
         col.labels, col.predictions, col.domain, user=user, domain_names=domains
     )
@@ -152,7 +171,7 @@ def gather(
                 "fingerprint": data.fingerprint,
                 "train_fingerprint": meta["data"].get("fingerprint"),
                 "split": split,
-                "rows": len(table),
+                "rows": len(part),
             },
             "history": history,
         },

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 _MAX_SHOWN = 5  # bad values listed in a message
+MAX_INFERRED = 1 << 20  # largest domain / expert count inferred from index values (not allocated)
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,11 @@ def _in_range(arr: np.ndarray, name: str, high: int | None) -> None:
     if bad.any():
         bound = "[0, inf)" if high is None else f"[0, {high})"
         raise ValueError(f"{name} has values outside {bound}: {_shown(arr[bad])}")
+    if high is None and arr.size and arr.max() >= MAX_INFERRED:  # the count is inferred from it
+        raise ValueError(
+            f"{name} has index {int(arr.max())}: more than {MAX_INFERRED} domains/experts "
+            "inferred; pass num_domains / num_experts if that is really meant"
+        )
 
 
 def _positive_int(value: Any, name: str) -> int | None:

@@ -8,14 +8,26 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
 
 DATA_HELP = (
     "data source: 'synthetic' (optionally 'synthetic:rows=50000,domains=4,seed=1'), "
-    "'movielens-100k:PATH', 'movielens-1m:PATH' or 'table:SCHEMA.toml|yaml'"
+    "'movielens-100k:PATH', 'movielens-1m:PATH', 'table:SCHEMA.toml|yaml' or "
+    "'stream:SCHEMA.toml|yaml' (Parquet larger than memory, read row group by row group)"
 )
+
+
+def _load(source: str, split: str, seed: int, encoders: dict | None = None):
+    """``load_data``, or ``open_stream`` for a ``stream:`` source."""
+    from cesaa.data import load_data
+    from cesaa.data.stream import is_stream_source, open_stream
+
+    if is_stream_source(source):
+        return open_stream(source, split=split, seed=seed, encoders=encoders)
+    return load_data(source, split=split, seed=seed, encoders=encoders)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -79,11 +91,14 @@ def _print_metrics(metrics: dict, domain_names: tuple[str, ...], title: str) -> 
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from cesaa import distributed
     from cesaa.checkpoint import read_meta
     from cesaa.config import ModelConfig, TrainConfig, apply_overrides, config_from_dict
-    from cesaa.data import load_data
     from cesaa.models.registry import default_config
     from cesaa.train import train
+
+    main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 prints
+    say = print if main_rank else (lambda *a, **k: None)
 
     if args.resume:
         meta = read_meta(args.resume)
@@ -97,23 +112,28 @@ def _cmd_train(args: argparse.Namespace) -> int:
         source, split, data_seed = args.data, args.split, args.data_seed
         out = Path(args.out or f"runs/{args.model}-{time.strftime('%Y%m%d-%H%M%S')}")
     t0 = time.perf_counter()
-    data = load_data(source, split=split, seed=data_seed)
+    data = _load(source, split, data_seed)
     t_data = time.perf_counter() - t0
-    print(
+    say(
         f"data: {source} ({len(data.train)}/{len(data.val)}/{len(data.test)} rows, "
         f"domains {', '.join(data.domain_names)}) loaded in {t_data:.1f}s"
     )
-    print(f"model: {model_cfg.name}  run folder: {out}" + ("  (resuming)" if args.resume else ""))
-    result = train(
-        model_cfg,
-        train_cfg,
-        data,
-        out,
-        resume=bool(args.resume),
-        progress=not args.quiet,
-        callback=None if args.quiet else _epoch_printer,
-    )
+    say(f"model: {model_cfg.name}  run folder: {out}" + ("  (resuming)" if args.resume else ""))
+    try:
+        result = train(
+            model_cfg,
+            train_cfg,
+            data,
+            out,
+            resume=bool(args.resume),
+            progress=not args.quiet,
+            callback=None if args.quiet else _epoch_printer,
+        )
+    finally:
+        distributed.shutdown()
     elapsed = time.perf_counter() - t0
+    if not main_rank:
+        return 0
     print(
         f"done in {elapsed:.1f}s: {len(result.history)} epochs"
         + (" (early stopping)" if result.stopped_early else "")
@@ -134,16 +154,13 @@ def _epoch_printer(event: dict) -> None:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from cesaa.checkpoint import load_checkpoint
-    from cesaa.data import load_data
     from cesaa.models.output import RoutingOverride
     from cesaa.train import evaluate
 
     ckpt = load_checkpoint(args.checkpoint)
     desc = ckpt.meta["data"]["description"]
     source = args.data or desc["source"]
-    data = load_data(
-        source, split=desc.get("split", "random"), seed=desc.get("seed", 0), encoders=ckpt.encoders
-    )
+    data = _load(source, desc.get("split", "random"), desc.get("seed", 0), ckpt.encoders)
     knocked = tuple(int(v) for v in args.knock_out.split(",") if v.strip())
     routing = RoutingOverride(top_k=args.top_k, use_shared=not args.no_shared, knocked_out=knocked)
     table = getattr(data, args.split)

@@ -16,6 +16,7 @@ HEADS = ("shared", "per_domain")
 DISPATCHES = ("sparse", "dense")
 MONITORS = ("auc", "mean_domain_auc", "worst_domain_auc", "gauc", "logloss")
 TASKS = ("ranking", "retrieval")
+MI_SCOPES = ("rank", "global")
 
 
 @dataclass
@@ -84,6 +85,9 @@ class TrainConfig:
     eval_batch_size: int = 8192
     routing_snapshots: bool = False  # save per-epoch routing statistics for the analysis package
     max_grad_norm: float = 0.0  # 0 = no clipping
+    # under torchrun (DDP): rank = L_MI from each process's own batch (cheap, the default);
+    # global = from the joint P(D, E) all-reduced over processes (equals one process, same batch)
+    mi_scope: str = "rank"
 
     def __post_init__(self) -> None:
         _positive(self, "epochs", "batch_size", "eval_batch_size")
@@ -91,6 +95,7 @@ class TrainConfig:
             raise ValueError(f"lr={self.lr} must be > 0")
         _nonnegative(self, "weight_decay", "patience", "max_grad_norm")
         _choice(self, "monitor", MONITORS)
+        _choice(self, "mi_scope", MI_SCOPES)
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ValueError(f"device={self.device!r} must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
 

@@ -5,6 +5,8 @@ Shapes: B = batch, D = domains, E = experts.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 
@@ -44,10 +46,21 @@ def mutual_information(joint: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
 
 
 def mi_loss(
-    probs: torch.Tensor, domain: torch.Tensor, num_domains: int
+    probs: torch.Tensor,
+    domain: torch.Tensor,
+    num_domains: int,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """L_MI = -I(D; E) on the batch (Mod-Squad, with tasks -> domains).  Returns (loss, I) — I for logging."""
-    mi = mutual_information(joint_domain_expert(probs, domain, num_domains))
+    """L_MI = -I(D; E) on the batch (Mod-Squad, with tasks -> domains).  Returns (loss, I) — I for logging.
+
+    ``reduce``: an optional differentiable map of the batch's unnormalized joint S[d, e] =
+    sum_{x: dom(x)=d} p(x)_e (e.g. a sum over data-parallel processes, so that I is the global
+    batch's; see ``cesaa.distributed.global_joint_reducer``).  None: this batch only.
+    """
+    joint = joint_domain_expert(probs, domain, num_domains)
+    if reduce is not None:
+        joint = reduce(joint * probs.shape[0])  # [D, E] sums; mutual_information normalizes
+    mi = mutual_information(joint)
     return -mi, mi.detach()
 
 

@@ -17,6 +17,8 @@ experts, k = experts selected per row, H = expert_dim.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -41,6 +43,8 @@ class CESAA(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.num_domains = spec.num_domains
+        # set by the trainer for TrainConfig.mi_scope='global' (cesaa.distributed); not a weight
+        self.joint_reducer: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.features = FeatureEmbedding(spec, cfg.embed_dim)
         self.domain_emb = nn.Embedding(spec.num_domains, cfg.embed_dim)
         nn.init.normal_(self.domain_emb.weight, std=0.05)
@@ -115,7 +119,8 @@ class CESAA(nn.Module):
             logit = all_logits.gather(1, domain.unsqueeze(1)).squeeze(1)  # [B], the row's own tower
 
         # AEA: mutual information between domains and experts (+ optional load balancing)
-        neg_mi, mi = mi_loss(g.probs, domain, self.num_domains)
+        reduce = self.joint_reducer if self.training else None  # global MI under DDP (training)
+        neg_mi, mi = mi_loss(g.probs, domain, self.num_domains, reduce)
         balance = balance_loss(g.gates, g.load)
         if self.training:
             aux_loss = cfg.alpha * neg_mi + cfg.beta * balance

@@ -1,0 +1,104 @@
+"""Crash safety: ``kill -9`` a training run mid-epoch, resume it with ``--resume``, get the same run.
+
+Every file of a run folder is written to a temporary file and renamed into place, and
+``train_state.json`` is written last (the commit point), so a kill at any moment leaves the last
+committed epoch intact; a resumed run repeats the interrupted epoch with the same seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from cesaa.checkpoint import load_checkpoint, read_tensors
+from cesaa.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+ARGS = [
+    "train",
+    "--data",
+    "synthetic:rows=12000,domains=3,seed=0",
+    "--set",
+    "train.epochs=3",
+    "--set",
+    "train.batch_size=128",
+    "--set",
+    "train.patience=5",
+    "--quiet",
+]
+
+
+def _committed_epoch(run: Path) -> int:
+    try:
+        return json.loads((run / "train_state.json").read_text())["epoch"]
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return -1
+
+
+def _records(run: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "time_s"} for r in rows]
+
+
+def test_kill_9_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path):
+    run = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cesaa", *ARGS, "--out", str(run)],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while _committed_epoch(run) < 0:  # epoch 1 committed: epoch 2 is now running
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "the first epoch did not finish in time"
+            time.sleep(0.02)
+        epoch_s = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])["time_s"]
+        time.sleep(epoch_s / 3)  # well inside epoch 2
+        assert proc.poll() is None, "the run finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    assert _committed_epoch(run) == 0  # killed before epoch 2 committed
+    # nothing is half-written: every weights file loads, the checkpoint verifies its sha256
+    for path in run.glob("*.safetensors"):
+        read_tensors(path)
+    assert load_checkpoint(run).meta["status"] == "running"
+
+    assert main(["train", "--resume", str(run), "--quiet"]) == 0
+    assert not list(run.glob("*.tmp")) and not list(run.glob(".*.tmp"))
+    assert main([*ARGS, "--out", str(tmp_path / "straight")]) == 0
+    assert _records(run) == _records(tmp_path / "straight")
+    killed = json.loads((run / "meta.json").read_text())
+    straight = json.loads((tmp_path / "straight" / "meta.json").read_text())
+    assert killed["status"] == "complete"
+    assert killed["metrics"] == straight["metrics"]
+    assert killed["weights_sha256"] == straight["weights_sha256"]
+
+
+def test_resume_without_a_committed_epoch_is_a_clear_error(tmp_path, capsys):
+    assert main(["train", "--resume", str(tmp_path), "--quiet"]) == 2
+    assert "meta.json: file is missing (is" in capsys.readouterr().err
+    run = tmp_path / "r"  # killed before its first epoch committed
+    src = "synthetic:rows=2000,domains=2,seed=0"
+    assert (
+        main(["train", "--data", src, "--set", "train.epochs=1", "--out", str(run), "--quiet"]) == 0
+    )
+    (run / "train_state.json").unlink()
+    assert main(["train", "--resume", str(run), "--quiet"]) == 2
+    assert (
+        "train_state.json: file is missing; no completed epoch to resume from"
+        in capsys.readouterr().err
+    )
