@@ -1,0 +1,210 @@
+"""Reusable pieces of the dashboard: the checkpoint picker, error cards, charts, metric tables."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import loaders
+import pandas as pd
+import streamlit as st
+
+PENDING = "_nav_pending"  # a checkpoint to select on the next run (set by Train / Ablations)
+METRIC_COLUMNS = ["AUC", "GAUC", "logloss"]
+
+
+def checkpoint_sidebar() -> None:
+    """The global checkpoint picker (sidebar): shipped ones, the dashboard's runs, a chosen folder."""
+    with st.sidebar:
+        st.text_input(
+            "Also look in folder",
+            key="nav_folder",
+            placeholder="/path/to/runs",
+            help="Any folder holding cesaa run folders (searched recursively).",
+        )
+        entries = loaders.list_runs(loaders.roots(st.session_state.get("nav_folder")))
+        paths = [e["path"] for e in entries]
+        pending = st.session_state.pop(PENDING, None)
+        if pending in paths:
+            st.session_state["nav_ckpt"] = pending
+        if st.session_state.get("nav_ckpt") not in paths:
+            st.session_state.pop("nav_ckpt", None)
+        if not entries:
+            st.caption("No checkpoints found.")
+            return
+        labels = {e["path"]: e["label"] + ("  ⚠ broken" if "error" in e else "") for e in entries}
+        st.selectbox("Checkpoint", paths, key="nav_ckpt", format_func=labels.get)
+        if st.button("Refresh list", key="nav_refresh"):
+            loaders.list_runs.clear()
+            st.rerun()
+
+
+def entries() -> list[dict]:
+    return loaders.list_runs(loaders.roots(st.session_state.get("nav_folder")))
+
+
+def no_checkpoints() -> None:
+    st.info(
+        "No checkpoints found in "
+        + ", ".join(f"`{r}`" for r in loaders.roots(st.session_state.get("nav_folder")))
+        + f".  Create the shipped ones with `{loaders.MAKE_COMMAND}`, train one on the "
+        "**Train** page, or point *Also look in folder* at a folder of run folders."
+    )
+    st.stop()
+
+
+def current_path() -> str:
+    """The selected checkpoint's path; stops the page with a card when there is none or it is
+    broken (the other checkpoints stay selectable in the sidebar)."""
+    found = entries()
+    if not found:
+        no_checkpoints()
+    path = st.session_state.get("nav_ckpt") or found[0]["path"]
+    entry = next((e for e in found if e["path"] == path), found[0])
+    if "error" in entry:
+        error_card(f"Checkpoint {entry['label']} cannot be read", entry["error"])
+        st.stop()
+    return entry["path"]
+
+
+def error_card(title: str, message: str, hint: str | None = None) -> None:
+    hint = hint or "Pick another checkpoint in the sidebar, or regenerate this one."
+    st.error(f"**{title}**\n\n{message}\n\n{hint}", icon=":material/error:")
+
+
+def require(fn: Callable[..., Any], *args: Any, title: str = "Cannot show this", **kw: Any) -> Any:
+    """``fn(*args, **kw)``; on a ``LoadError`` show an error card and stop the page."""
+    try:
+        return fn(*args, **kw)
+    except loaders.LoadError as e:
+        error_card(title, str(e))
+        st.stop()
+
+
+def attempt(fn: Callable[..., Any], *args: Any, **kw: Any) -> tuple[Any, str | None]:
+    """``(fn(...), None)`` or ``(None, message)`` for a ``LoadError`` (for optional sections)."""
+    try:
+        return fn(*args, **kw), None
+    except loaders.LoadError as e:
+        return None, str(e)
+
+
+def chart(fig: Any, key: str) -> None:
+    from analysis.figures import html_config
+
+    st.plotly_chart(fig, key=key, theme=None, config=html_config())
+
+
+def aligned_heatmaps(
+    path_a: str, path_b: str, kind: str, titles: tuple[str, str], keys: tuple[str, str]
+) -> dict:
+    """A's P(expert | domain) next to B's with B's experts aligned to A's
+    (``analysis.compare``); returns the comparison dict."""
+    import numpy as np
+
+    from analysis.figures import activation_heatmap
+
+    res = require(loaders.comparison, path_a, path_b, kind, title="Cannot align the experts")
+    sa, sb = loaders.summary(path_a), loaders.summary(path_b)
+    names, perm = sa["domain_names"], res["permutation"]
+    left, right = st.columns(2)
+    with left:
+        fig = activation_heatmap(sa[f"activation_{kind}"], names, sa["expert_names"], titles[0])
+        chart(fig, key=keys[0])
+    with right:
+        aligned = np.asarray(sb[f"activation_{kind}"])[:, perm]  # B's columns in A's order
+        fig = activation_heatmap(aligned, names, [f"expert {j}" for j in perm], titles[1])
+        chart(fig, key=keys[1])
+    return res
+
+
+def metric_table(path: str, routing: tuple = loaders.AS_TRAINED) -> pd.DataFrame:
+    df = loaders.metrics_frame(path, routing)[METRIC_COLUMNS + ["rows"]]
+    return df.astype({"rows": "int64"})
+
+
+def delta_table(base: pd.DataFrame, new: pd.DataFrame, names: tuple[str, str]) -> pd.DataFrame:
+    """Per-domain metrics of two evaluations side by side with the change (new - base)."""
+    cols = [c for c in METRIC_COLUMNS if not base[c].isna().all()]
+    parts = {}
+    for c in cols:
+        parts[(c, names[0])] = base[c]
+        parts[(c, names[1])] = new[c]
+        parts[(c, "Δ")] = new[c] - base[c]
+    return pd.DataFrame(parts)
+
+
+def show_table(df: pd.DataFrame, key: str) -> None:
+    st.dataframe(df.style.format(precision=4, na_rep="–"), key=key)
+
+
+def alarm_list(found: list[dict]) -> None:
+    if not found:
+        st.success(
+            "No health alarms: routing and per-domain quality look sane.",
+            icon=":material/check_circle:",
+        )
+        return
+    for a in found:
+        box = st.error if a["level"] == "critical" else st.warning
+        box(
+            f"**{a['title']}** — {a['message']}",
+            icon=":material/error:" if a["level"] == "critical" else ":material/warning:",
+        )
+
+
+def routing_controls(path: str, prefix: str) -> tuple:
+    """k slider, shared-expert toggle and knock-out multiselect; returns the routing tuple
+    ``(top_k, use_shared, knocked_out)`` (``loaders.AS_TRAINED`` when nothing changed).  The
+    controls reset when another checkpoint is selected."""
+    caps = loaders.capabilities(path)
+    e, trained_k = caps["num_experts"], caps["top_k"]
+    if not caps["has_gate"]:
+        st.info(f"Model **{caps['name']}** has no gate: there is no routing to change.")
+        return loaders.AS_TRAINED
+    keys = {name: f"{prefix}_{name}" for name in ("k", "shared", "knock")}
+    if st.session_state.get(f"{prefix}_for") != path:
+        for key in keys.values():
+            st.session_state.pop(key, None)
+        st.session_state[f"{prefix}_for"] = path
+    c1, c2, c3 = st.columns([2, 1, 2])
+    with c3:
+        knocked = st.multiselect(
+            "Knock out experts",
+            list(range(e)),
+            key=keys["knock"],
+            format_func=lambda i: f"expert {i}",
+            max_selections=e - 1,
+            help="Knocked-out experts are never selected; their gate mass goes to the others.",
+        )
+    left = e - len(knocked)
+    default_k = trained_k if trained_k is not None else e
+    if keys["k"] not in st.session_state or st.session_state[keys["k"]] > left:
+        st.session_state[keys["k"]] = min(default_k, left)
+    with c1:
+        if left > 1:
+            k = st.slider(
+                "k (experts per row)" if trained_k else "k (keep the k largest gate weights)",
+                1,
+                left,
+                key=keys["k"],
+                help=f"Trained with k={trained_k}." if trained_k else "Dense gate: all experts.",
+            )
+        else:
+            k = 1
+            st.caption("k = 1 (one expert left)")
+    with c2:
+        shared = st.toggle(
+            "Shared expert on",
+            value=True,
+            key=keys["shared"],
+            disabled=caps["num_shared"] == 0,
+            help="Switch the always-on shared experts off at inference."
+            if caps["num_shared"]
+            else "This model has no shared expert.",
+        )
+    if trained_k is not None:
+        top_k = None if k == trained_k else k
+    else:
+        top_k = None if k >= left else k
+    return (top_k, bool(shared) or caps["num_shared"] == 0, tuple(sorted(knocked)))

@@ -1,0 +1,150 @@
+"""What the dashboard does besides showing: train a checkpoint, store an upload, write report files.
+
+Plain functions (no caching, no widgets): the pages add progress bars and download buttons, the tests
+call them directly.  Bad input raises ``loaders.LoadError`` with a message naming the problem.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import tempfile
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import loaders
+from loaders import LOAD_ERRORS, LoadError
+
+
+def train_checkpoint(
+    source: str,
+    model: str,
+    model_kw: dict,
+    train_kw: dict,
+    out: str | Path,
+    callback: Callable[[dict], None] | None = None,
+    *,
+    base_config: Any = None,
+) -> Path:
+    """Train ``model`` on ``source`` into the run folder ``out``; returns its path.
+
+    ``base_config``: a ModelConfig to start from instead of the model's defaults (the alpha
+    ablation retrains the loaded checkpoint's exact architecture).  Bad input -> ``LoadError``.
+    """
+    from cesaa.config import TrainConfig
+    from cesaa.data import load_data
+    from cesaa.models import default_config
+    from cesaa.train import train
+
+    try:
+        if base_config is not None:
+            mcfg = dataclasses.replace(base_config, **model_kw)
+        else:
+            mcfg = default_config(model, **model_kw)
+        tcfg = TrainConfig(**{"device": "cpu", **train_kw})
+        dataset = load_data(source)
+    except (*LOAD_ERRORS, FileNotFoundError) as e:
+        raise LoadError(str(e)) from None
+    train(mcfg, tcfg, dataset, out, callback=callback)
+    loaders.list_runs.clear()
+    return Path(out)
+
+
+def new_run_dir(name: str) -> Path:
+    """A fresh folder under the dashboard's runs folder (``name``, then ``name-2``, ...)."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in name.strip()) or "run"
+    root = loaders.runs_root()
+    out, i = root / safe, 2
+    while out.exists():
+        out, i = root / f"{safe}-{i}", i + 1
+    return out
+
+
+# ---- uploads -------------------------------------------------------------------------------------
+
+
+def upload_frame(name: str, content: bytes):
+    """Read an uploaded CSV / Parquet file (``LoadError`` naming the problem)."""
+    from cesaa.data import read_frame
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(name).name
+        path.write_bytes(content)
+        try:
+            return read_frame(path)
+        except (*LOAD_ERRORS, FileNotFoundError) as e:
+            raise LoadError(str(e).replace(str(path), name)) from None
+
+
+def save_upload(name: str, content: bytes, schema: dict) -> str:
+    """Store an uploaded file with its schema under ``runs/dashboard/uploads/<hash>/``, validate it
+    (``cesaa.data.load_table_frame``: errors name the column and value) and return its data source
+    string ``table:<schema path>``."""
+    import yaml
+
+    from cesaa.data import load_table_frame
+
+    digest = hashlib.sha256(content + json.dumps(schema, sort_keys=True).encode()).hexdigest()[:16]
+    folder = loaders.runs_root() / "uploads" / digest
+    folder.mkdir(parents=True, exist_ok=True)
+    data_name = Path(name).name
+    (folder / data_name).write_bytes(content)
+    clean = {k: v for k, v in schema.items() if v not in (None, "", [])}
+    schema_path = folder / "schema.yaml"
+    schema_path.write_text(yaml.safe_dump({"data": data_name, **clean}), encoding="utf-8")
+    try:
+        load_table_frame(schema_path)
+    except (*LOAD_ERRORS, FileNotFoundError) as e:
+        raise LoadError(str(e).replace(str(folder / data_name), data_name)) from None
+    return f"table:{schema_path}"
+
+
+# ---- report files -------------------------------------------------------------------------------
+
+
+def report_files(report_obj) -> dict[str, tuple[bytes, str, str]]:
+    """The downloadable files of a report: name -> (bytes, mime type, file name).
+
+    ``html`` (self-contained page), ``json`` and ``csv`` (a zip of every CSV table).
+    """
+    html = report_obj.to_html().encode("utf-8")
+    js = report_obj.to_json().encode("utf-8")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, df in report_obj.tables().items():
+            z.writestr(f"{name}.csv", df.to_csv(index=False))
+    return {
+        "html": (html, "text/html", "report.html"),
+        "json": (js, "application/json", "report.json"),
+        "csv": (buf.getvalue(), "application/zip", "report-tables.zip"),
+    }
+
+
+def static_problem(fmt: str) -> str | None:
+    """Why PNG / PDF export cannot run here (None when it can)."""
+    from analysis.export import static_problem as problem
+
+    return problem(fmt)
+
+
+def static_file(report_obj, fmt: str) -> tuple[bytes, str, str] | str:
+    """PNG figures (a zip) or the PDF of a report; a ``"skipped: ..."`` message when impossible."""
+    from analysis.report import write_report
+
+    with tempfile.TemporaryDirectory() as tmp:
+        written = write_report(report_obj, tmp, formats=(), static=(fmt,))
+        out = written.get(fmt)
+        if isinstance(out, str) or out is None:
+            return out or f"skipped: no {fmt} written"
+        out = Path(out)
+        if fmt == "pdf":
+            return out.read_bytes(), "application/pdf", "report.pdf"
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+            for f in sorted(out.glob("*.png")):
+                z.write(f, f.name)
+        return buf.getvalue(), "application/zip", "report-figures.zip"

@@ -1,0 +1,45 @@
+"""Compare: two checkpoints side by side, the second one's experts aligned to the first one's."""
+
+from __future__ import annotations
+
+import components
+import loaders
+import streamlit as st
+
+st.title("Compare")
+st.write("Two checkpoints on the same test rows; expert indices are matched (Hungarian) first.")
+
+path = components.current_path()
+a = components.require(components.metric_table, path, title="Cannot evaluate this checkpoint")
+others = [e for e in components.entries() if "error" not in e and e["path"] != path]
+if not others:
+    st.info("Only one checkpoint is available: train another one on the Train page.")
+    st.stop()
+labels = {e["path"]: e["label"] for e in others}
+c1, c2 = st.columns([3, 1])
+c1.markdown(f"**A** = `{loaders.label(path)}` (the sidebar's checkpoint)")
+other = c1.selectbox("B", list(labels), key="cmp_other", format_func=labels.get)
+kind = c2.radio("Routing", ["soft", "hard"], horizontal=True, key="cmp_kind")
+
+b = components.require(components.metric_table, other, title=f"Cannot evaluate {labels[other]}")
+st.subheader("Per-domain metrics")
+components.show_table(components.delta_table(a, b, ("A", "B")), key="cmp_metrics")
+
+caps_a, caps_b = loaders.capabilities(path), components.require(loaders.capabilities, other)
+if not (caps_a["has_gate"] and caps_b["has_gate"]):
+    st.info("Routing is compared only when both models have a gate.")
+    st.stop()
+res = components.aligned_heatmaps(
+    path, other, kind, ("A", "B, experts aligned to A"), ("cmp_heat_a", "cmp_heat_b")
+)
+c = st.columns(4)
+c[0].metric(f"I(D;E) {kind} A", f"{res[f'mi_{kind}_a']:.3f}")
+c[1].metric(f"I(D;E) {kind} B", f"{res[f'mi_{kind}_b']:.3f}")
+agree, chance = res["routing_agreement"], res["agreement_chance"]
+c[2].metric("top-1 agreement", "n/a" if agree is None else f"{agree:.1%}")
+c[3].metric("by chance", "n/a" if chance is None else f"{chance:.1%}")
+names = loaders.domain_names(path)
+st.caption(
+    "Total variation distance per domain (0 = routed identically up to relabeling): "
+    + ", ".join(f"{n} {v:.3f}" for n, v in zip(names, res["tv_distance"], strict=True))
+)

@@ -1,0 +1,58 @@
+"""Routing: P(expert | domain), expert load, co-activation, top-1 margin, gate entropy."""
+
+from __future__ import annotations
+
+import components
+import loaders
+import streamlit as st
+
+from analysis import figures
+
+st.title("Routing")
+st.write("Which experts each domain sends its rows to, and how decisively (test split).")
+
+path = components.current_path()
+caps = components.require(loaders.capabilities, path)
+if not caps["has_gate"]:
+    st.info(f"Model **{caps['name']}** has no gate: there is no routing to show.")
+    st.stop()
+s = components.require(loaders.summary, path)
+names, experts = s["domain_names"], s["expert_names"]
+
+left, right = st.columns(2)
+with left:
+    fig = figures.activation_heatmap(
+        s["activation_soft"], names, experts, "Soft P(expert | domain): mean gate probability"
+    )
+    components.chart(fig, key="rt_soft")
+with right:
+    fig = figures.activation_heatmap(
+        s["activation_hard"], names, experts, "Hard P(expert | domain): share of selections"
+    )
+    components.chart(fig, key="rt_hard")
+
+lb = s["load_balance"]
+left, right = st.columns(2)
+with left:
+    components.chart(figures.load_bars(s["load_hard"], experts, soft=s["load_soft"]), key="rt_load")
+    st.caption(
+        f"Load CV {lb['cv']:.3f} (0 = balanced) · dead experts: {lb['dead_experts'] or 'none'}"
+    )
+with right:
+    components.chart(figures.coactivation_heatmap(lb["coactivation"], experts), key="rt_coact")
+
+margins = {"top1_margin": lb["top1_margin"]}
+margins.update(
+    {f"top1_margin/{n}": v for n, v in zip(names, lb["top1_margin_per_domain"], strict=True)}
+)
+left, right = st.columns(2)
+with left:
+    fig = figures.metric_bars(
+        margins, names, "top1_margin", "Top-1 margin (largest - 2nd gate prob.)"
+    )
+    components.chart(fig, key="rt_margin")
+with right:
+    size = st.select_slider("Rows sampled", [500, 1000, 2000, 5000], 2000, key="rt_sample")
+    ent = components.require(loaders.row_entropies, path, size)
+    fig = figures.entropy_violin(ent["values"], ent["domain"], names, max_entropy=ent["max"])
+    components.chart(fig, key="rt_entropy")

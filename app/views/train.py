@@ -1,0 +1,141 @@
+"""Train: a new model from the browser, saved as a checkpoint that opens in the other pages."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import components
+import jobs
+import loaders
+import pandas as pd
+import streamlit as st
+
+from cesaa.models import model_names
+
+SMALL = {"embed_dim": 8, "expert_hidden": (32,), "expert_dim": 16, "tower_hidden": (16,)}
+ML_DEFAULT = Path(os.environ.get("CESAA_DATA_DIR", loaders.REPO.parent / "shared" / "data"))
+
+st.title("Train")
+st.write("Train a small model on synthetic data, a MovieLens folder or your own file.")
+
+last = st.session_state.get("tr_last")
+if last:
+    st.success(
+        f"Saved **{loaders.label(last)}** — it is selected in the sidebar now.",
+        icon=":material/check_circle:",
+    )
+    st.page_link("views/overview.py", label="Open it in Overview", icon=":material/home:")
+
+kind = st.radio(
+    "Data",
+    ["Synthetic", "MovieLens folder", "Upload CSV/Parquet"],
+    key="tr_source",
+    horizontal=True,
+)
+schema, upload = None, None
+if kind == "Synthetic":
+    c = st.columns(3)
+    rows = c[0].number_input("Rows", 2000, 500_000, 20_000, 1000, key="tr_rows")
+    domains = c[1].number_input("Domains", 2, 8, 4, key="tr_domains")
+    seed = c[2].number_input("Seed", 0, 10_000, 0, key="tr_seed")
+    source = f"synthetic:rows={rows},domains={domains},seed={seed}"
+elif kind == "MovieLens folder":
+    c = st.columns([1, 3])
+    version = c[0].selectbox("Version", ["100k", "1m"], key="tr_ml_version")
+    folder = c[1].text_input("Folder", str(ML_DEFAULT / f"movielens-{version}"), key="tr_ml_folder")
+    source = f"movielens-{version}:{folder}"
+else:
+    upload = st.file_uploader(
+        "CSV / Parquet file", ["csv", "tsv", "parquet", "pq"], key="tr_upload"
+    )
+    if upload is None:
+        st.info("Upload a file with a binary label column, a domain column and feature columns.")
+        st.stop()
+    frame = components.require(
+        jobs.upload_frame, upload.name, upload.getvalue(), title="Cannot read the upload"
+    )
+    st.dataframe(frame.head(5), key="tr_preview")
+    cols = list(frame.columns)
+    c = st.columns(3)
+    label_col = c[0].selectbox("Label column (0/1)", cols, key="tr_label")
+    domain_col = c[1].selectbox("Domain column", cols, index=min(1, len(cols) - 1), key="tr_domain")
+    user_col = c[2].selectbox("User column (optional, GAUC)", ["—", *cols], key="tr_user")
+    rest = [x for x in cols if x not in (label_col, domain_col)]
+    c = st.columns(2)
+    cat = c[0].multiselect("Categorical features", rest, key="tr_cat")
+    num = c[1].multiselect("Numeric features", [x for x in rest if x not in cat], key="tr_num")
+    schema = {
+        "label": label_col,
+        "domain": domain_col,
+        "categorical": cat,
+        "numeric": num,
+        "user": None if user_col == "—" else user_col,
+    }
+    source = None
+
+st.subheader("Model")
+c = st.columns(5)
+model = c[0].selectbox("Model", model_names(), index=model_names().index("cesaa"), key="tr_model")
+topk, gated = model in ("cesaa", "sparse_moe"), model in ("cesaa", "sparse_moe", "mmoe")
+experts = c[1].number_input("Experts", 2, 16, 8, key="tr_experts", disabled=not gated)
+k = c[2].number_input("k", 1, 16, 2, key="tr_k", disabled=not topk)
+shared = c[3].number_input("Shared experts", 0, 4, 1, key="tr_shared", disabled=model != "cesaa")
+alpha = c[4].number_input(
+    "alpha", 0.0, 10.0, 0.01, 0.01, format="%.3f", key="tr_alpha", disabled=model != "cesaa"
+)
+c = st.columns(3)
+epochs = c[0].number_input("Epochs", 1, 100, 3, key="tr_epochs")
+if st.session_state.pop("_tr_trained", False):
+    st.session_state.pop("tr_name", None)  # a fresh default name for the next run
+st.session_state.setdefault("tr_name", f"run-{time.strftime('%m%d-%H%M%S')}")
+name = c[1].text_input("Name", key="tr_name", help="The run folder's name.")
+c[2].caption(f"Written to `{loaders.runs_root()}`")
+
+kw = dict(SMALL, num_experts=int(experts), top_k=min(int(k), int(experts)))
+if model == "cesaa":
+    kw.update(num_shared=int(shared), alpha=float(alpha))
+if model == "mmoe":
+    kw["mmoe_experts"] = int(experts)
+if not st.button("Train", type="primary", key="tr_go"):
+    st.stop()
+if upload is not None:
+    source = components.require(
+        jobs.save_upload,
+        upload.name,
+        upload.getvalue(),
+        schema,
+        title="The upload does not match its schema",
+    )
+bar = st.progress(0.0, text="Loading data…")
+chart = st.empty()
+losses: list[float] = []
+
+
+def progress(ev: dict) -> None:
+    if ev["event"] != "batch":
+        return
+    done = (ev["epoch"] * ev["steps"] + ev["step"] + 1) / (int(epochs) * ev["steps"])
+    text = f"epoch {ev['epoch'] + 1}/{epochs} · batch {ev['step'] + 1}/{ev['steps']}"
+    bar.progress(min(done, 1.0), text=f"{text} · loss {ev['loss']:.4f}")
+    losses.append(ev["loss"])
+    if len(losses) % 10 == 0 or ev["step"] + 1 == ev["steps"]:
+        chart.line_chart(pd.DataFrame({"training loss": losses}), height=200)
+
+
+out = jobs.new_run_dir(name)
+components.require(
+    jobs.train_checkpoint,
+    source,
+    model,
+    kw,
+    {"epochs": int(epochs)},
+    out,
+    progress,
+    title="Training failed",
+)
+st.session_state["tr_last"] = str(out.resolve())
+st.session_state[components.PENDING] = str(out.resolve())
+st.session_state["_tr_trained"] = True
+st.rerun()

@@ -1,0 +1,197 @@
+"""Regenerate the shipped checkpoints in ``checkpoints/`` (the dashboard's data on a fresh clone).
+
+    .venv/bin/python scripts/make_checkpoints.py            # all of them, ~3-4 min on 2 cores
+    .venv/bin/python scripts/make_checkpoints.py --only cesaa mmoe --no-umap
+
+Every checkpoint is trained on the same built-in synthetic data (``DATA``) with the same small
+architecture (``SMALL``) and training settings (``TRAIN``, seed 0, one CPU thread), so the grid is
+deterministic: rerunning the command reproduces the weights.  Only what the dashboard reads is kept
+(``meta.json``, ``model.safetensors``, ``metrics.jsonl`` without wall-clock times); the resume files
+(optimizer state, last weights) are dropped to keep the folder small.  Each checkpoint also gets
+precomputed 2-D projections of its expert outputs (PCA and UMAP, ``SAMPLE_SIZES`` rows of the test
+split) in ``<checkpoint>/embeddings/``, so the Embeddings page is instant for it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from analysis import embeddings as emb
+from analysis.collect import collect
+from analysis.measures import mutual_information
+from cesaa.checkpoint import load_checkpoint
+from cesaa.config import TrainConfig
+from cesaa.data import load_data
+from cesaa.models import default_config
+from cesaa.train import METRICS, train
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = "synthetic:rows=60000,domains=4,seed=0"
+# small on purpose: a few hundred kB per checkpoint, seconds per epoch on one core
+SMALL = {"embed_dim": 8, "expert_hidden": (32,), "expert_dim": 16, "tower_hidden": (16,)}
+TRAIN = TrainConfig(epochs=12, batch_size=512, lr=3e-3, patience=3, seed=0, device="cpu")
+SAMPLE_SIZES = (500, 1000, 2000)  # the Embeddings page's sample-size choices that are precomputed
+SPLIT = "test"
+DEFAULT = "cesaa"
+# name -> (registry model, config overrides, what it shows)
+GRID: dict[str, tuple[str, dict, str]] = {
+    "cesaa": ("cesaa", {}, "CESAA at the default settings: k=2 of 8 experts, 1 shared, alpha=0.01"),
+    "cesaa-alpha0": ("cesaa", {"alpha": 0.0}, "alpha grid: no mutual-information loss"),
+    "cesaa-alpha0.1": ("cesaa", {"alpha": 0.1}, "alpha grid: 10x the default MI weight"),
+    "cesaa-alpha1": ("cesaa", {"alpha": 1.0}, "alpha grid: 100x the default MI weight"),
+    "cesaa-k1": ("cesaa", {"top_k": 1}, "k variant: one domain expert per row"),
+    "cesaa-k4": ("cesaa", {"top_k": 4}, "k variant: four domain experts per row"),
+    "cesaa-noshared": ("cesaa", {"num_shared": 0}, "without the always-on shared expert"),
+    "mmoe": (
+        "mmoe",
+        {"mmoe_experts": 8},
+        "MMoE baseline: 8 experts, dense softmax gate per domain",
+    ),
+    "sparse_moe": ("sparse_moe", {}, "plain sparse MoE: top-2 of 8, no shared expert, no MI loss"),
+}
+RESUME_FILES = ("last.safetensors", "optimizer.safetensors", "train_state.json")
+
+
+def train_one(name: str, data, out: Path) -> Path:
+    """Train checkpoint ``name`` of ``GRID`` into ``out/name`` and strip it to what is shipped."""
+    model, overrides, _ = GRID[name]
+    run = out / name
+    if run.exists():
+        shutil.rmtree(run)
+    train(default_config(model, **SMALL, **overrides), TRAIN, data, run)
+    for f in RESUME_FILES:
+        (run / f).unlink(missing_ok=True)
+    history = [json.loads(line) for line in (run / METRICS).read_text().splitlines() if line]
+    lines = [json.dumps({k: v for k, v in r.items() if k != "time_s"}) for r in history]
+    (run / METRICS).write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+    for f in run.iterdir():
+        f.chmod(0o644)
+    return run
+
+
+def projection_key(meta: dict, fingerprint: str, method: str, n: int) -> dict:
+    """The embedding-cache key the dashboard looks up (routed expert outputs of the test split)."""
+    params = dict(emb.UMAP_DEFAULTS) if method == "umap" else {}
+    return emb.projection_key(
+        meta,
+        method=method,
+        mode="routed",
+        split=SPLIT,
+        sample_size=n,
+        seed=0,
+        params=params,
+        data_fingerprint=fingerprint,
+    )
+
+
+def _projector(points, method: str, params: dict):
+    return lambda: emb.project(points, method, seed=0, **params)
+
+
+def precompute_projections(run: Path, data, methods: tuple[str, ...]) -> None:
+    """PCA/UMAP of ``SAMPLE_SIZES`` sampled rows' expert outputs into ``run/embeddings/``."""
+    ckpt = load_checkpoint(run)
+    cache = emb.embedding_cache_path(run)
+    for size in SAMPLE_SIZES:
+        col = collect(
+            ckpt.model,
+            getattr(data, SPLIT),
+            num_domains=ckpt.spec.num_domains,
+            sample_size=size,
+            seed=0,
+        )
+        if col.sample is None or col.sample.expert_outputs is None:
+            return
+        points, _ = emb.expert_output_points(col.sample, "routed")
+        for method in methods:
+            key = projection_key(ckpt.meta, data.fingerprint, method, len(points))
+            emb.cached_projection(cache, key, _projector(points, method, key["params"]))
+    for f in cache.glob("*.npz"):
+        f.chmod(0o644)
+
+
+def readme(out: Path, data, seconds: float) -> str:
+    rows = []
+    for name, (model, _, what) in GRID.items():
+        run = out / name
+        if not (run / "meta.json").is_file():
+            continue
+        ckpt = load_checkpoint(run)
+        col = collect(ckpt.model, data.test, num_domains=ckpt.spec.num_domains)
+        mi = mutual_information(col.stats, "soft", normalized=True) if col.stats else None
+        auc = ckpt.meta["metrics"]["test"]["auc"]
+        kb = sum(f.stat().st_size for f in run.rglob("*") if f.is_file()) / 1024
+        mi_s = "n/a" if mi is None else f"{mi:.3f}"
+        rows.append(f"| `{name}` | {model} | {what} | {auc:.4f} | {mi_s} | {kb:.0f} kB |")
+    total = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 1024**2
+    return "\n".join(
+        [
+            "# Shipped checkpoints",
+            "",
+            "Small models trained on the built-in synthetic data so the dashboard "
+            "(`streamlit run app/main.py`) is useful on a fresh clone with no download.",
+            "",
+            f"- data: `{DATA}` (planted domain -> mechanism truth; test split = 10%)",
+            f"- architecture: {SMALL}, 8 selectable experts unless noted",
+            f"- training: epochs<={TRAIN.epochs}, batch {TRAIN.batch_size}, lr {TRAIN.lr}, "
+            f"patience {TRAIN.patience}, seed {TRAIN.seed}, CPU, one thread",
+            f"- the dashboard opens `{DEFAULT}` first",
+            "",
+            "| checkpoint | model | what it shows | test AUC | normalized soft I(D;E) | size |",
+            "|---|---|---|---|---|---|",
+            *rows,
+            "",
+            f"Total: {total:.1f} MB.  Each folder holds `meta.json`, `model.safetensors`, "
+            "`metrics.jsonl` (per-epoch losses and validation metrics, wall-clock times removed) "
+            f"and `embeddings/` (PCA and UMAP of {', '.join(map(str, SAMPLE_SIZES))} sampled "
+            "test rows' expert outputs, the Embeddings page's cache).  Resume files are not "
+            "shipped.",
+            "",
+            "## Regenerate",
+            "",
+            "```bash",
+            ".venv/bin/python scripts/make_checkpoints.py",
+            "```",
+            "",
+            f"Deterministic (seed 0, one CPU thread).  The last full run took {seconds:.0f} s on 2 "
+            "shared CPU cores (about 5 s per model on an idle core, plus about a minute of UMAP "
+            "compilation on its first fit in a process).  "
+            "`--only NAME ...` regenerates some, `--no-umap` skips UMAP (the dashboard then shows "
+            "PCA and offers to compute UMAP).",
+            "",
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", default=str(REPO / "checkpoints"), help="folder (default checkpoints/)")
+    p.add_argument("--only", nargs="+", choices=list(GRID), help="train only these")
+    p.add_argument("--no-umap", action="store_true", help="precompute PCA only")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    methods = ("pca",) if args.no_umap else ("pca", "umap")
+    t0 = time.perf_counter()
+    data = load_data(DATA)
+    for name in args.only or list(GRID):
+        t = time.perf_counter()
+        run = train_one(name, data, out)
+        precompute_projections(run, data, methods)
+        print(f"{name}: {time.perf_counter() - t:.1f} s", file=sys.stderr)
+    seconds = time.perf_counter() - t0
+    (out / "README.md").write_text(readme(out, data, seconds), encoding="utf-8")
+    print(f"done in {seconds:.0f} s -> {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
