@@ -87,7 +87,9 @@ def _print_metrics(metrics: dict, domain_names: tuple[str, ...], title: str) -> 
     from cesaa.metrics import metrics_table
 
     print(title)
-    print(metrics_table(metrics, domain_names).to_string(float_format=lambda v: f"{v:.4f}"))
+    table = metrics_table(metrics, domain_names)
+    ints = {"rows": lambda v: f"{int(v):,}" if v == v else "nan"}
+    print(table.to_string(float_format=lambda v: f"{v:.4f}", formatters=ints))
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

@@ -12,7 +12,6 @@ row group (bounded memory).  Single-process in-memory training is the code path 
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import random
@@ -36,8 +35,6 @@ from cesaa.checkpoint import (
     read_tensors,
     save_checkpoint,
     write_json,
-    write_tensors,
-    write_text,
 )
 from cesaa.config import ModelConfig, TrainConfig, config_from_dict
 from cesaa.data.table import EncodedTable, MultiDomainData
@@ -45,14 +42,19 @@ from cesaa.distributed import DistContext
 from cesaa.metrics import evaluate_predictions
 from cesaa.models.output import RoutingOverride
 from cesaa.models.registry import build_model
-from cesaa.train_state import load_optimizer, save_optimizer
+from cesaa.train_state import (  # noqa: F401  (METRICS, read_history: public via cesaa.train)
+    LAST,
+    METRICS,
+    OPTIMIZER,
+    STATE,
+    commit_epoch,
+    load_optimizer,
+    read_history,
+    read_state,
+)
 
 log = logging.getLogger(__name__)
 
-LAST = "last.safetensors"
-OPTIMIZER = "optimizer.safetensors"
-STATE = "train_state.json"
-METRICS = "metrics.jsonl"
 LOWER_IS_BETTER = {"logloss"}
 _RANK_SEED_STRIDE = 1_000_033  # rank r > 0 draws gate noise / dropout from its own stream
 
@@ -315,7 +317,7 @@ def train(
     if resume:
         if run is None:
             raise ValueError("resume=True needs out_dir (the run folder to resume)")
-        state = _read_state(run)
+        state = read_state(run)
         old = read_meta(run)
         if main:  # temporaries of a write cut short by a crash (kill -9); targets are intact
             for tmp in run.glob(".*.tmp"):
@@ -342,7 +344,7 @@ def train(
             state["best_epoch"],
             state["bad_epochs"],
         )
-        history = _read_history(run, state["epoch"])
+        history = read_history(run, last_epoch=state["epoch"])
         meta = {**old, "status": "running"}
         if state.get("finished"):
             start_epoch = train_cfg.epochs  # nothing left to do
@@ -386,7 +388,7 @@ def train(
         history.append(record)
         stopped_early = train_cfg.patience > 0 and bad_epochs >= train_cfg.patience
         if run is not None and main:
-            _commit_epoch(run, model, opt, history, epoch, best_score, best_epoch, bad_epochs)
+            commit_epoch(run, model, opt, history, epoch, best_score, best_epoch, bad_epochs)
         log.info("epoch %d: %s", epoch + 1, {k: round(v, 4) for k, v in record.items()})
         if callback is not None:
             callback({"event": "epoch", **record})
@@ -400,36 +402,10 @@ def train(
         meta["metrics"] = {"best_epoch": best_epoch + 1, "val": val, "test": test}
         meta["epochs_completed"] = len(history)
         save_checkpoint(run, model, meta)
-        state = _read_state(run) if (run / STATE).is_file() else {}
+        state = read_state(run) if (run / STATE).is_file() else {}
         write_json(run / STATE, {**state, "finished": True})
     distributed.barrier(ctx)  # no rank returns before rank 0 has written the run folder
     return TrainResult(model, history, best_epoch + 1, val, test, run, stopped_early)
-
-
-def _commit_epoch(
-    run: Path,
-    model: nn.Module,
-    opt: torch.optim.Optimizer,
-    history: list[dict],
-    epoch: int,
-    best_score: float,
-    best_epoch: int,
-    bad_epochs: int,
-) -> None:
-    """Write everything a resume needs; ``train_state.json`` last, so it is the commit point."""
-    write_tensors(run / LAST, model.state_dict(), metadata={"epoch": str(epoch)})
-    save_optimizer(opt, run / OPTIMIZER, epoch)
-    lines = "".join(json.dumps(r, allow_nan=True) + "\n" for r in history)
-    write_text(run / METRICS, lines)
-    write_json(
-        run / STATE,
-        {
-            "epoch": epoch,
-            "best_score": best_score,
-            "best_epoch": best_epoch,
-            "bad_epochs": bad_epochs,
-        },
-    )
 
 
 ROUTING_DIR = "routing"
@@ -464,29 +440,3 @@ def _write_routing_snapshot(
         )
     if stats is not None and ctx.is_main:  # models without a gate have no routing to snapshot
         write_json(run / ROUTING_DIR / f"epoch_{epoch + 1:03d}.json", stats.to_dict())
-
-
-def _read_state(run: Path) -> dict:
-    path = run / STATE
-    if not path.is_file():
-        raise CheckpointError(f"{path}: file is missing; no completed epoch to resume from")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path}: not valid JSON ({e})") from None
-
-
-def _read_history(run: Path, last_epoch: int) -> list[dict]:
-    path = run / METRICS
-    if not path.is_file():
-        return []
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
-    return [r for r in rows if r["epoch"] <= last_epoch + 1]
-
-
-def read_history(run: str | Path) -> list[dict]:
-    """The per-epoch records of a run folder (``metrics.jsonl``)."""
-    path = Path(run) / METRICS
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
