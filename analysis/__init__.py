@@ -11,6 +11,7 @@ from analysis.measures import (
     mutual_information,
     mutual_information_from_assignments,
     row_entropy,
+    row_entropy_by_domain,
     summarize,
 )
 from analysis.stats import RoutingStats
@@ -28,6 +29,7 @@ __all__ = [
     "mutual_information",
     "mutual_information_from_assignments",
     "row_entropy",
+    "row_entropy_by_domain",
     "summarize",
 ]
 
@@ -66,6 +68,7 @@ from analysis.compare import (  # noqa: E402
     Comparison,
     activation_evolution,
     align_experts,
+    aligned_activation,
     compare,
     read_routing_snapshots,
     routing_evolution,
@@ -81,6 +84,7 @@ __all__ += [
     "TruthRecovery",
     "activation_evolution",
     "align_experts",
+    "aligned_activation",
     "collect",
     "collect_checkpoint",
     "compare",

@@ -76,6 +76,32 @@ def align_experts(act_a: Any, act_b: Any, *, cost: str = "l1") -> np.ndarray:
     return perm
 
 
+def aligned_activation(act_b: Any, perm: Any) -> np.ndarray:
+    """b's P(e | d) with its experts in a's order: [D, len(perm)] float64.
+
+    act_b [D, E_b]; ``perm`` [E_a] from ``align_experts``: column i of the result is column
+    ``perm[i]`` of ``act_b`` (b's expert matched to a's expert i), NaN where ``perm[i]`` is -1
+    (a's expert left unmatched).
+    """
+    b = np.asarray(act_b, dtype=np.float64)
+    if b.ndim != 2:
+        raise ValueError(f"act_b must be 2-D [domains, experts], got shape {b.shape}")
+    p = np.asarray(perm)
+    if p.ndim != 1 or (p.size and not np.issubdtype(p.dtype, np.integer)):
+        raise ValueError(f"perm must be a 1-D integer array, got shape {p.shape} of {p.dtype}")
+    p = p.astype(np.int64)
+    bad = (p < -1) | (p >= b.shape[1])
+    if bad.any():
+        raise ValueError(
+            f"perm[{int(np.flatnonzero(bad)[0])}] = {int(p[bad][0])} is not an expert of act_b "
+            f"(shape {b.shape}) nor -1"
+        )
+    out = np.full((b.shape[0], p.size), np.nan)
+    matched = p >= 0
+    out[:, matched] = b[:, p[matched]]
+    return out
+
+
 @dataclass
 class Comparison:
     """Result of ``compare``: b's routing aligned to a's experts.
@@ -142,7 +168,7 @@ def compare(
         )
     act_a, act_b = activation(sa, kind), activation(sb, kind)
     perm = align_experts(act_a, act_b, cost=cost)
-    diff = act_b[:, perm] - act_a
+    diff = aligned_activation(act_b, perm) - act_a
     sel_a = top_a if sel_a is None else sel_a
     sel_b = top_b if sel_b is None else sel_b
     agreement = chance = None

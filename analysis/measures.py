@@ -182,6 +182,20 @@ def row_entropy(probs: Any) -> np.ndarray:
     return _entropy(check_routing_arrays(probs).probs)
 
 
+def row_entropy_by_domain(probs: Any, domain: Any) -> dict[str, Any]:
+    """Per-row gate entropies of a row sample with their domains, for a per-domain distribution.
+
+    probs [N, E], domain [N].  Returns ``{"values": [N] H(p(x)) in nats, "domain": [N] int64,
+    "max": log E}``; ``max`` is the entropy of a uniform gate, the upper bound of every value.
+    """
+    arrays = check_routing_arrays(probs, domain)
+    return {
+        "values": _entropy(arrays.probs),
+        "domain": arrays.domain,
+        "max": math.log(arrays.probs.shape[1]),
+    }
+
+
 def gating_entropy(
     source: Any,
     domain_names: list[str] | None = None,

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +17,7 @@ from analysis import embeddings as emb
 from analysis.alarms import health_alarms
 from analysis.causal import k_curve, knockout_importance
 from analysis.collect import Collection, collect
-from analysis.measures import row_entropy, summarize
+from analysis.measures import row_entropy_by_domain, summarize
 from analysis.truth import truth_recovery
 
 log = logging.getLogger(__name__)
@@ -129,11 +128,7 @@ def gather(
     entropy = None
     s = col.sample
     if s is not None and s.probs is not None and len(s):
-        entropy = {
-            "values": row_entropy(s.probs),
-            "domain": s.domain,
-            "max": math.log(s.probs.shape[1]),
-        }
+        entropy = row_entropy_by_domain(s.probs, s.domain)
     with _timed(timings, "embedding"):
         projection, used = _embedding(
             col,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import derived
 import loaders
 import pandas as pd
 import streamlit as st
@@ -100,26 +101,24 @@ def aligned_heatmaps(
 ) -> dict:
     """A's P(expert | domain) next to B's with B's experts aligned to A's
     (``analysis.compare``); returns the comparison dict."""
-    import numpy as np
-
     from analysis.figures import activation_heatmap
 
-    res = require(loaders.comparison, path_a, path_b, kind, title="Cannot align the experts")
-    sa, sb = loaders.summary(path_a), loaders.summary(path_b)
+    res = require(derived.comparison, path_a, path_b, kind, title="Cannot align the experts")
+    sa = derived.summary(path_a)
     names, perm = sa["domain_names"], res["permutation"]
     left, right = st.columns(2)
     with left:
         fig = activation_heatmap(sa[f"activation_{kind}"], names, sa["expert_names"], titles[0])
         chart(fig, key=keys[0])
     with right:
-        aligned = np.asarray(sb[f"activation_{kind}"])[:, perm]  # B's columns in A's order
+        aligned = res["activation_b_aligned"]  # B's columns in A's order
         fig = activation_heatmap(aligned, names, [f"expert {j}" for j in perm], titles[1])
         chart(fig, key=keys[1])
     return res
 
 
 def metric_table(path: str, routing: tuple = loaders.AS_TRAINED) -> pd.DataFrame:
-    df = loaders.metrics_frame(path, routing)[METRIC_COLUMNS + ["rows"]]
+    df = derived.metrics_frame(path, routing)[METRIC_COLUMNS + ["rows"]]
     return df.astype({"rows": "int64"})
 
 

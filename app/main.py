@@ -4,8 +4,8 @@
 
 The entry file only sets up the page, the checkpoint picker and the navigation; each page is one
 short file in ``views/`` (not ``pages/``: Streamlit would also serve files there directly, without
-this entry file, when a page URL is opened or reloaded) and every number comes from ``loaders`` (which calls ``cesaa`` and
-``analysis``).
+this entry file, when a page URL is opened or reloaded) and every number comes from ``loaders``,
+``derived`` and ``projections`` (which call ``cesaa`` and ``analysis``).
 """
 
 from __future__ import annotations

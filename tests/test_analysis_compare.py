@@ -11,11 +11,12 @@ from analysis.compare import (
     Comparison,
     activation_evolution,
     align_experts,
+    aligned_activation,
     compare,
     read_routing_snapshots,
     routing_evolution,
 )
-from analysis.measures import mutual_information
+from analysis.measures import activation, mutual_information
 from analysis.stats import RoutingStats
 from cesaa.config import TrainConfig
 from cesaa.data import load_data
@@ -100,6 +101,31 @@ def test_aligned_difference_shows_what_changed():
     expected[0, [0, 1]] = [-0.1, 0.1]
     np.testing.assert_allclose(res.aligned_diff, expected, atol=1e-12)
     np.testing.assert_allclose(res.tv_distance, [0.1, 0, 0], atol=1e-12)
+
+
+def test_aligned_activation_puts_b_in_a_s_expert_order():
+    rng = np.random.default_rng(3)
+    act_a = rng.dirichlet(np.ones(E), size=D)
+    perm = rng.permutation(E)
+    act_b = act_a[:, perm]  # b's expert j is a's expert perm[j]
+    found = align_experts(act_a, act_b)
+    np.testing.assert_allclose(aligned_activation(act_b, found), act_a, atol=1e-12)
+    # the aligned difference of compare is exactly aligned(b) - a
+    probs, domain, _ = routing()
+    sa = RoutingStats.from_arrays(probs, domain, D)
+    sb = RoutingStats.from_arrays(np.roll(probs, 1, axis=1) * 0.5 + 0.5 / E, domain, D)
+    res = compare(sa, sb)
+    expected = aligned_activation(activation(sb, "soft"), res.permutation) - activation(sa, "soft")
+    np.testing.assert_allclose(res.aligned_diff, expected, atol=1e-12)
+    # an unmatched expert of a (-1) is a NaN column
+    short = aligned_activation(act_b[:, 1:], align_experts(act_a, act_b[:, 1:]))
+    assert short.shape == (D, E) and np.isnan(short[:, perm[0]]).all()
+    with pytest.raises(ValueError, match="perm\\[0\\] = 9 is not an expert"):
+        aligned_activation(act_b, [9] + [0] * (E - 1))
+    with pytest.raises(ValueError, match="act_b must be 2-D"):
+        aligned_activation(act_b[0], np.arange(E))
+    with pytest.raises(ValueError, match="perm must be a 1-D integer array"):
+        aligned_activation(act_b, np.zeros(E) + 0.5)
 
 
 def test_compare_validation_errors():

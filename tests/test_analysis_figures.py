@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
 import pytest
 
 from analysis import figures
@@ -34,6 +35,26 @@ def test_heatmap_default_names_and_bad_names():
 def test_nan_cells_have_no_text():
     fig = figures.activation_heatmap(np.array([[0.5, 0.5], [np.nan, np.nan]]))
     assert list(fig.data[0].text[1]) == ["", ""]
+
+
+def test_aligned_difference_heatmap_is_diverging_around_zero_with_the_exact_values():
+    diff = np.array([[-0.1, 0.1, 0.0, 0.0], [0.0, 0.0, 0.25, -0.25], [0.0, 0.0, 0.0, 0.0]])
+    fig = figures.aligned_difference_heatmap(diff, DOMAINS, EXPERTS, "B - A")
+    (hm,) = fig.data
+    np.testing.assert_array_equal(np.asarray(hm.z), diff)
+    assert list(hm.y) == DOMAINS and list(hm.x) == EXPERTS
+    assert (hm.zmin, hm.zmid, hm.zmax) == (-0.25, 0.0, 0.25)  # symmetric: white is no change
+    assert hm.colorscale == go.Heatmap(colorscale=figures.DIVERGING).colorscale
+    assert hm.text[0][0] == "-0.10" and hm.text[0][1] == "+0.10"
+    assert fig.layout.yaxis.autorange == "reversed"
+    fixed = figures.aligned_difference_heatmap(np.zeros((2, 2)))  # no change: a valid scale
+    assert (fixed.data[0].zmin, fixed.data[0].zmax) == (-1.0, 1.0)
+    assert list(fixed.data[0].x) == ["expert_0", "expert_1"]
+    assert figures.aligned_difference_heatmap(diff, zmax=1.0).data[0].zmin == -1.0
+    with pytest.raises(ValueError, match="diff must be 2-D"):
+        figures.aligned_difference_heatmap(np.ones(3))
+    with pytest.raises(ValueError, match="domain_names has 2 names but the data has 3"):
+        figures.aligned_difference_heatmap(diff, DOMAINS[:2])
 
 
 def test_load_bars_and_coactivation():

@@ -21,6 +21,7 @@ from analysis.measures import (
     mutual_information,
     mutual_information_from_assignments,
     row_entropy,
+    row_entropy_by_domain,
     summarize,
 )
 from analysis.stats import RoutingStats
@@ -163,6 +164,18 @@ def test_activation_of_a_domain_without_rows_is_nan():
 def test_row_entropy_uniform_and_one_hot():
     probs = np.vstack([np.full(E, 1 / E), np.eye(E)[1]])
     np.testing.assert_allclose(row_entropy(probs), [math.log(E), 0.0], atol=1e-12)
+
+
+def test_row_entropy_by_domain_keeps_rows_and_domains_with_the_bound_log_e():
+    probs = np.vstack([np.full(E, 1 / E), np.eye(E)[1], np.eye(E)[0]])
+    out = row_entropy_by_domain(probs, [2, 0, 2])
+    np.testing.assert_allclose(out["values"], [math.log(E), 0.0, 0.0], atol=1e-12)
+    np.testing.assert_array_equal(out["domain"], [2, 0, 2])
+    assert out["domain"].dtype == np.int64
+    assert out["max"] == pytest.approx(math.log(E))
+    assert (out["values"] <= out["max"] + 1e-12).all()
+    with pytest.raises(ValueError, match="domain has 2 rows but probs has 3"):
+        row_entropy_by_domain(probs, [0, 1])
 
 
 def test_gating_entropy_uniform_gate_is_one_normalized():

@@ -49,18 +49,23 @@ def _env(monkeypatch, tmp_path):
     monkeypatch.setenv("CESAA_DASHBOARD_RUNS", str(tmp_path / "runs"))
 
 
-@pytest.fixture(scope="module")
-def oracle():
-    """The default checkpoint evaluated directly with cesaa + analysis."""
+def evaluate_directly(path: Path):
+    """A checkpoint evaluated directly with cesaa + analysis: (checkpoint, data, collection)."""
     from analysis.collect import collect
     from cesaa.checkpoint import load_checkpoint
     from cesaa.data import load_data
 
-    ckpt = load_checkpoint(DEFAULT)
+    ckpt = load_checkpoint(path)
     desc = ckpt.meta["data"]["description"]
     data = load_data(desc["source"], split=desc["split"], seed=desc["seed"], encoders=ckpt.encoders)
     col = collect(ckpt.model, data.test, num_domains=ckpt.spec.num_domains)
     return ckpt, data, col
+
+
+@pytest.fixture(scope="module")
+def oracle():
+    """The default checkpoint evaluated directly with cesaa + analysis."""
+    return evaluate_directly(DEFAULT)
 
 
 def run_page(page: str = "overview", ckpt: Path | None = None, **state):
@@ -255,7 +260,10 @@ def test_alpha_trained_now_is_selected_and_compared(tmp_path):
     assert meta["model"]["config"] == {**shipped["model"]["config"], "alpha": 0.5}
 
 
-def test_compare_aligns_the_second_checkpoint():
+def test_compare_aligns_the_second_checkpoint(oracle):
+    import derived
+
+    from analysis.compare import compare
     from analysis.measures import activation
 
     at = run_page("compare")
@@ -265,13 +273,19 @@ def test_compare_aligns_the_second_checkpoint():
     assert_clean(at)
     figs = charts(at)
     b = arr(figs["cmp_heat_b"]["data"][0]["z"])
-    import loaders
-
-    own = activation(loaders.stats(str(other.resolve())), "soft")
+    own = activation(derived.stats(str(other.resolve())), "soft")
     assert b.shape == own.shape
     perm = [int(x.split()[-1]) for x in figs["cmp_heat_b"]["data"][0]["x"]]
     assert sorted(perm) == list(range(own.shape[1]))
     np.testing.assert_allclose(b, own[:, perm], atol=1e-9)
+
+    ckpt, _, col_a = oracle
+    expected = compare(col_a, evaluate_directly(other)[2], kind="soft")
+    diff = figs["cmp_diff"]["data"][0]
+    assert diff["y"] == list(ckpt.domain_names)
+    assert [int(x.split()[-1]) for x in diff["x"]] == expected.permutation.tolist() == perm
+    np.testing.assert_allclose(arr(diff["z"]), expected.aligned_diff, atol=1e-9)
+    assert diff["zmid"] == 0
 
 
 def test_train_page_trains_a_checkpoint_that_opens_everywhere(tmp_path):
@@ -341,7 +355,7 @@ def test_upload_helpers_report_what_is_wrong():
 
 def test_report_page_and_its_files(oracle):
     import jobs
-    import loaders
+    import projections
 
     ckpt, _, col = oracle
     at = run_page("report")
@@ -349,7 +363,7 @@ def test_report_page_and_its_files(oracle):
     labels = [b.proto.label for b in at.get("download_button")]
     assert labels[:3] == ["Download HTML", "Download JSON", "Download CSV"]
 
-    report = loaders.report(str(DEFAULT.resolve()), 500, "pca")
+    report = projections.report(str(DEFAULT.resolve()), 500, "pca")
     files = jobs.report_files(report)
     html, _, _ = files["html"]
     assert html.startswith(b"<!DOCTYPE html") or b"<html" in html[:200]
@@ -404,7 +418,7 @@ def test_a_broken_checkpoint_gets_an_error_card_and_the_others_work(monkeypatch,
 
 def test_every_shipped_checkpoint_loads_with_its_umap_cached():
     """The keys written by scripts/make_checkpoints.py are the keys the dashboard looks up."""
-    import loaders
+    import projections
 
     names = sorted(p.parent.name for p in SHIPPED.glob("*/meta.json"))
     assert {"cesaa", "cesaa-alpha0", "cesaa-k1", "cesaa-noshared", "mmoe", "sparse_moe"} <= set(
@@ -413,7 +427,7 @@ def test_every_shipped_checkpoint_loads_with_its_umap_cached():
     for name in names:
         path = str((SHIPPED / name).resolve())
         for size in (500, 2000):
-            xy = loaders.projection(path, size, "umap", compute=False)
+            xy = projections.projection(path, size, "umap", compute=False)
             assert xy is not None and xy.shape == (size, 2), (name, size)
 
 

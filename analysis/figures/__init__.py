@@ -20,6 +20,7 @@ from analysis.figures.results import (
 )
 from analysis.figures.routing import (
     activation_heatmap,
+    aligned_difference_heatmap,
     coactivation_heatmap,
     entropy_histogram,
     entropy_violin,
@@ -33,6 +34,7 @@ __all__ = [
     "PALETTE",
     "SEQUENTIAL",
     "activation_heatmap",
+    "aligned_difference_heatmap",
     "coactivation_heatmap",
     "embedding_scatter",
     "entropy_histogram",

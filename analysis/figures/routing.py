@@ -1,4 +1,5 @@
-"""Routing figures: P(expert | domain), domain similarity, expert load, co-activation, gate entropy.
+"""Routing figures: P(expert | domain) and its change between two runs, domain similarity, expert
+load, co-activation, gate entropy.
 
 Shapes: D = domains, E = selectable experts, n = sampled rows.
 """
@@ -12,7 +13,15 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
-from analysis.figures.style import PALETTE, SEQUENTIAL, as_matrix, axis_names, finish, heatmap_trace
+from analysis.figures.style import (
+    DIVERGING,
+    PALETTE,
+    SEQUENTIAL,
+    as_matrix,
+    axis_names,
+    finish,
+    heatmap_trace,
+)
 
 
 def activation_heatmap(
@@ -32,6 +41,36 @@ def activation_heatmap(
     y = axis_names(domain_names, d, "domain_names", "domain_")
     x = axis_names(expert_names, e, "expert_names", "expert_")
     fig = go.Figure(heatmap_trace(z, x, y, colorscale=SEQUENTIAL, zmin=0, zmax=zmax, colorbar="P"))
+    fig.update_yaxes(autorange="reversed", title="domain")
+    fig.update_xaxes(title="expert", side="bottom")
+    return finish(fig, title, width, height or max(220, 60 + 40 * d))
+
+
+def aligned_difference_heatmap(
+    diff: Any,
+    domain_names: Sequence[str] | None = None,
+    expert_names: Sequence[str] | None = None,
+    title: str = "P_b(expert | domain) - P_a(expert | domain), experts aligned",
+    *,
+    zmax: float | None = None,
+    width: int | None = None,
+    height: int | None = None,
+) -> go.Figure:
+    """Diverging heatmap of diff [D, E] = P_b(e | d) - P_a(e | d) with b's experts aligned to a's
+    (``analysis.compare.compare(...).aligned_diff``): one row per domain, one column per expert of
+    a; the cell values are ``diff`` exactly.  White is 0 and the scale is symmetric, +-``zmax``
+    (default the largest |diff|): blue where b routes more mass to the expert, red where less."""
+    z = as_matrix(diff, "diff")
+    d, e = z.shape
+    y = axis_names(domain_names, d, "domain_names", "domain_")
+    x = axis_names(expert_names, e, "expert_names", "expert_")
+    if zmax is None:
+        finite = np.abs(z[np.isfinite(z)])
+        zmax = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+    trace = heatmap_trace(
+        z, x, y, colorscale=DIVERGING, zmin=-zmax, zmax=zmax, zmid=0.0, colorbar="Δ P", fmt="+.2f"
+    )
+    fig = go.Figure(trace)
     fig.update_yaxes(autorange="reversed", title="domain")
     fig.update_xaxes(title="expert", side="bottom")
     return finish(fig, title, width, height or max(220, 60 + 40 * d))

@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 import components
+import derived
 import jobs
 import loaders
 import streamlit as st
@@ -39,7 +40,7 @@ def live_toggles() -> None:
         table = components.delta_table(base, now, ("trained", "now"))
         components.show_table(table, key="abl_delta")
     with right:
-        m = loaders.metrics(path, routing)
+        m = derived.metrics(path, routing)
         fig = figures.metric_bars(m, names, "auc", "AUC per domain, now")
         components.chart(fig, key="abl_auc")
     if not caps["has_gate"]:
@@ -49,7 +50,7 @@ def live_toggles() -> None:
         (left, loaders.AS_TRAINED, "as trained", "abl_heat_trained"),
         (right, routing, "now", "abl_heat_now"),
     ):
-        s = loaders.summary(path, routed)
+        s = derived.summary(path, routed)
         with col:
             fig = figures.activation_heatmap(
                 s["activation_hard"], names, s["expert_names"], f"Hard P(expert | domain), {title}"
@@ -61,13 +62,13 @@ live_toggles()
 if caps["has_gate"]:
     left, right = st.columns(2)
     with left:
-        kc, err = components.attempt(loaders.k_curve, path)
+        kc, err = components.attempt(derived.k_curve, path)
         if err:
             st.info(f"k curve: {err}")
         else:
             components.chart(figures.k_curve_figure(kc), key="abl_kcurve")
     with right:
-        ko, err = components.attempt(loaders.knockout, path)
+        ko, err = components.attempt(derived.knockout, path)
         if err:
             st.info(f"Knock-out: {err}")
         else:
@@ -125,5 +126,5 @@ components.aligned_heatmaps(
     (f"Soft P(expert | domain), {alpha}", f"{opts[other].split(' · ')[0]}, experts aligned"),
     ("abl_alpha_heat_a", "abl_alpha_heat_b"),
 )
-mi = [loaders.summary(p)["mi_soft_normalized"] for p in (path, other)]
+mi = [derived.summary(p)["mi_soft_normalized"] for p in (path, other)]
 st.caption(f"Normalized soft I(D;E): {mi[0]:.3f} here vs {mi[1]:.3f} for the other checkpoint.")

@@ -1,10 +1,13 @@
-"""Compare: two checkpoints side by side, the second one's experts aligned to the first one's."""
+"""Compare: two checkpoints side by side, the second one's experts aligned to the first one's, and
+where their routing differs."""
 
 from __future__ import annotations
 
 import components
 import loaders
 import streamlit as st
+
+from analysis import figures
 
 st.title("Compare")
 st.write("Two checkpoints on the same test rows; expert indices are matched (Hungarian) first.")
@@ -39,7 +42,13 @@ agree, chance = res["routing_agreement"], res["agreement_chance"]
 c[2].metric("top-1 agreement", "n/a" if agree is None else f"{agree:.1%}")
 c[3].metric("by chance", "n/a" if chance is None else f"{chance:.1%}")
 names = loaders.domain_names(path)
+experts = [f"A {i} ↔ B {j}" for i, j in enumerate(res["permutation"])]
+fig = figures.aligned_difference_heatmap(
+    res["aligned_diff"], names, experts, f"{kind.capitalize()} P_B(e | d) - P_A(e | d), aligned"
+)
+components.chart(fig, key="cmp_diff")
 st.caption(
-    "Total variation distance per domain (0 = routed identically up to relabeling): "
+    "Blue: B sends the domain more often to the expert, red: less often.  Total variation "
+    "distance per domain (0 = routed identically up to relabeling): "
     + ", ".join(f"{n} {v:.3f}" for n, v in zip(names, res["tv_distance"], strict=True))
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import components
 import loaders
+import projections
 import streamlit as st
 
 from analysis import figures
@@ -28,7 +29,7 @@ caps = components.require(loaders.capabilities, path)
 if not caps["has_gate"]:
     st.info(f"Model **{caps['name']}** has no gate and no experts: nothing to project.")
     st.stop()
-points, labels = components.require(loaders.embedding_points, path, size, mode)
+points, labels = components.require(projections.embedding_points, path, size, mode)
 names = loaders.domain_names(path) if color == "domain" else loaders.expert_names(path)
 
 
@@ -40,16 +41,16 @@ def draw(xy, title: str, key: str) -> None:
 slot = st.empty()
 if method == "PCA":
     with slot.container():
-        draw(loaders.projection(path, size, "pca", mode), "PCA", "emb_pca")
+        draw(projections.projection(path, size, "pca", mode), "PCA", "emb_pca")
     st.stop()
-xy = loaders.projection(path, size, "umap", mode, compute=False)
+xy = projections.projection(path, size, "umap", mode, compute=False)
 if xy is not None:
     with slot.container():
         draw(xy, "UMAP (cached)", "emb_umap")
     st.stop()
 with slot.container():
-    draw(loaders.projection(path, size, "pca", mode), "PCA while UMAP is computed", "emb_pca")
-if not loaders.umap_available():
+    draw(projections.projection(path, size, "pca", mode), "PCA while UMAP is computed", "emb_pca")
+if not projections.umap_available():
     st.info("umap-learn is not installed (pip install umap-learn): PCA shown instead.")
     st.stop()
 auto = st.toggle("Compute UMAP when it is not cached", value=True, key="emb_auto")
@@ -57,6 +58,6 @@ if not auto:
     st.caption("UMAP is not cached for this sample; PCA shown.")
     st.stop()
 with st.spinner("Computing UMAP (the first fit in a process compiles for about a minute)…"):
-    xy = components.require(loaders.projection, path, size, "umap", mode, compute=True)
+    xy = components.require(projections.projection, path, size, "umap", mode, compute=True)
 with slot.container():
     draw(xy, "UMAP", "emb_umap")

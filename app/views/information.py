@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import components
+import derived
 import loaders
 import streamlit as st
 
@@ -16,7 +17,7 @@ caps = components.require(loaders.capabilities, path)
 if not caps["has_gate"]:
     st.info(f"Model **{caps['name']}** has no gate: no routing information to measure.")
     st.stop()
-s = components.require(loaders.summary, path)
+s = components.require(derived.summary, path)
 names = s["domain_names"]
 
 c = st.columns(4)
@@ -29,18 +30,18 @@ st.caption("Normalized: I / min(H(D), log E), 0 = routing ignores the domain, 1 
 left, right = st.columns(2)
 with left:
     st.markdown("**Gate entropy** (nats; `_norm` = divided by log E)")
-    components.show_table(components.require(loaders.gating_entropy, path), key="info_entropy")
+    components.show_table(components.require(derived.gating_entropy, path), key="info_entropy")
 with right:
     fig = figures.similarity_heatmap(s["domain_similarity_soft"], names)
     components.chart(fig, key="info_similarity")
 
 st.subheader("Planted truth")
-truth = loaders.truth(path)
+truth = derived.truth(path)
 if not truth:
     st.info("Only the built-in synthetic data has a planted domain → mechanism truth.")
     st.stop()
 kind = st.radio("Routing", ["hard", "soft"], horizontal=True, key="info_kind")
-rec, err = components.attempt(loaders.truth_recovery, path, kind)
+rec, err = components.attempt(derived.truth_recovery, path, kind)
 if err:
     st.warning(err)
 else:

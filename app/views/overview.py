@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import components
+import derived
 import loaders
 import pandas as pd
 import streamlit as st
@@ -46,7 +47,7 @@ else:
     st.info("No training history (metrics.jsonl) in this checkpoint.")
 
 st.subheader("Quality on the test split")
-m = components.require(loaders.metrics, path)
+m = components.require(derived.metrics, path)
 cols = st.columns(3)
 for col, key in zip(cols, ("auc", "gauc", "logloss"), strict=True):
     if key in m:
@@ -58,7 +59,7 @@ with right:
     components.show_table(components.metric_table(path), key="ov_metrics")
 
 st.subheader("Health alarms")
-components.alarm_list(components.require(loaders.alarms, path))
+components.alarm_list(components.require(derived.alarms, path))
 
 st.subheader("All checkpoints")
 rows, broken = [], []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import components
 import jobs
-import loaders
+import projections
 import streamlit as st
 
 st.title("Report")
@@ -13,7 +13,7 @@ st.write("Everything the other pages show, as files: a self-contained HTML page,
 path = components.current_path()
 c1, c2 = st.columns(2)
 size = c1.select_slider("Rows sampled", [500, 1000, 2000], 2000, key="rep_sample")
-umap, _ = components.attempt(loaders.projection, path, size, "umap", compute=False)
+umap, _ = components.attempt(projections.projection, path, size, "umap", compute=False)
 cached = umap is not None
 embedding = c2.radio(
     "Embedding",
@@ -24,7 +24,7 @@ embedding = c2.radio(
     help="UMAP is slow unless cached; PCA is instant.",
 )
 
-rep = components.require(loaders.report, path, size, embedding, title="Cannot build the report")
+rep = components.require(projections.report, path, size, embedding, title="Cannot build the report")
 head = rep.headline()
 c = st.columns(4)
 c[0].metric("AUC", "n/a" if head["auc"] is None else f"{head['auc']:.4f}")
@@ -37,7 +37,7 @@ c[3].metric(
     "truth recovery", "n/a" if head["recovery_score"] is None else f"{head['recovery_score']:.3f}"
 )
 
-files = loaders.report_files_cached(path, size, embedding)
+files = projections.report_files_cached(path, size, embedding)
 c = st.columns(3)
 for col, (fmt, (data, mime, name)) in zip(c, files.items(), strict=True):
     col.download_button(f"Download {fmt.upper()}", data, name, mime, key=f"rep_dl_{fmt}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import components
+import derived
 import loaders
 import streamlit as st
 
@@ -16,7 +17,7 @@ caps = components.require(loaders.capabilities, path)
 if not caps["has_gate"]:
     st.info(f"Model **{caps['name']}** has no gate: there is no routing to show.")
     st.stop()
-s = components.require(loaders.summary, path)
+s = components.require(derived.summary, path)
 names, experts = s["domain_names"], s["expert_names"]
 
 left, right = st.columns(2)
@@ -53,6 +54,6 @@ with left:
     components.chart(fig, key="rt_margin")
 with right:
     size = st.select_slider("Rows sampled", [500, 1000, 2000, 5000], 2000, key="rt_sample")
-    ent = components.require(loaders.row_entropies, path, size)
+    ent = components.require(derived.row_entropies, path, size)
     fig = figures.entropy_violin(ent["values"], ent["domain"], names, max_entropy=ent["max"])
     components.chart(fig, key="rt_entropy")

@@ -1,0 +1,243 @@
+"""Cached tables derived from a loaded checkpoint: routing collections, metrics, routing summaries,
+entropies, knock-out importance, the k curve, health alarms, planted-truth recovery, comparisons.
+
+Each is ``st.cache_data`` keyed by the checkpoint path, its ``loaders.token`` and the parameters it
+depends on (a routing tuple, a sample size, a kind); the public function adds the token.  Every
+number comes from ``analysis`` or ``cesaa``; a problem the user can fix is a ``LoadError``.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+from loaders import (
+    AS_TRAINED,
+    SPLIT,
+    LoadError,
+    capabilities,
+    checkpoint,
+    data,
+    describe,
+    domain_names,
+    expert_names,
+    label,
+    override,
+    token,
+)
+
+# ---- routing collections and metrics -------------------------------------------------------------
+
+
+@st.cache_data(show_spinner="Running the model…", max_entries=128)
+def _collect(path: str, tok: str, routing: tuple, sample_size: int):
+    from analysis.collect import collect
+
+    ckpt, table = checkpoint(path), getattr(data(path), SPLIT)
+    try:
+        col = collect(
+            ckpt.model,
+            table,
+            num_domains=ckpt.spec.num_domains,
+            routing=None if routing == AS_TRAINED else override(routing),
+            sample_size=sample_size,
+        )
+    except ValueError as e:
+        raise LoadError(f"Cannot route {label(path)} with {describe(routing)}: {e}") from None
+    col.domain_names = tuple(ckpt.domain_names)
+    return col
+
+
+def collection(path: str, routing: tuple = AS_TRAINED, sample_size: int = 0):
+    """``analysis.collect`` of the test split under ``routing`` (optionally with a row sample)."""
+    return _collect(path, token(path), tuple(routing), int(sample_size))
+
+
+@st.cache_data(show_spinner=False, max_entries=128)
+def _metrics(path: str, tok: str, routing: tuple) -> dict:
+    from cesaa.metrics import evaluate_predictions
+
+    col = collection(path, routing)
+    table = getattr(data(path), SPLIT)
+    user = table.user.numpy() if table.user is not None else None
+    return evaluate_predictions(
+        col.labels, col.predictions, col.domain, user=user, domain_names=domain_names(path)
+    )
+
+
+def metrics(path: str, routing: tuple = AS_TRAINED) -> dict:
+    """Overall and per-domain AUC / GAUC / logloss on the test split (flat keys)."""
+    return _metrics(path, token(path), tuple(routing))
+
+
+def metrics_frame(path: str, routing: tuple = AS_TRAINED):
+    from cesaa.metrics import metrics_table
+
+    return metrics_table(metrics(path, routing), domain_names(path))
+
+
+# ---- routing measures ----------------------------------------------------------------------------
+
+
+@st.cache_data(show_spinner=False, max_entries=128)
+def _summary(path: str, tok: str, routing: tuple) -> dict | None:
+    from analysis.measures import summarize
+
+    col = collection(path, routing)
+    if col.stats is None:
+        return None
+    return summarize(col.stats, domain_names(path), expert_names(path))
+
+
+def summary(path: str, routing: tuple = AS_TRAINED) -> dict:
+    """``analysis.measures.summarize`` of the routing; ``LoadError`` for a gate-less model."""
+    out = _summary(path, token(path), tuple(routing))
+    if out is None:
+        raise LoadError(collection(path, routing).no_routing_reason or "the model has no gate")
+    return out
+
+
+def stats(path: str, routing: tuple = AS_TRAINED):
+    col = collection(path, routing)
+    if col.stats is None:
+        raise LoadError(col.no_routing_reason or "the model has no gate")
+    return col.stats
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _gating_entropy(path: str, tok: str, routing: tuple):
+    from analysis.measures import gating_entropy
+
+    return gating_entropy(stats(path, routing), domain_names(path))
+
+
+def gating_entropy(path: str, routing: tuple = AS_TRAINED):
+    return _gating_entropy(path, token(path), tuple(routing))
+
+
+def row_entropies(path: str, sample_size: int) -> dict:
+    """Per-row gate entropy of a row sample: ``{values, domain, max}`` for the violin plot
+    (``analysis.measures.row_entropy_by_domain``)."""
+    from analysis.measures import row_entropy_by_domain
+
+    s = collection(path, AS_TRAINED, sample_size).sample
+    if s is None or s.probs is None or len(s) == 0:
+        raise LoadError("no gate probabilities to compute row entropies from")
+    return row_entropy_by_domain(s.probs, s.domain)
+
+
+# ---- causal tests: knock-out and the k curve -----------------------------------------------------
+
+
+@st.cache_data(show_spinner="Knocking out each expert…", max_entries=32)
+def _knockout(path: str, tok: str):
+    from analysis.causal import knockout_importance
+
+    table = getattr(data(path), SPLIT)
+    try:
+        return knockout_importance(checkpoint(path).model, table, domain_names(path))
+    except ValueError as e:
+        raise LoadError(str(e)) from None
+
+
+def knockout(path: str):
+    """Knock-out importance table (``analysis.causal.knockout_importance``)."""
+    return _knockout(path, token(path))
+
+
+@st.cache_data(show_spinner="Re-routing with every k…", max_entries=32)
+def _k_curve(path: str, tok: str):
+    from analysis.causal import k_curve
+
+    table = getattr(data(path), SPLIT)
+    try:
+        return k_curve(checkpoint(path).model, table, domain_names(path))
+    except ValueError as e:
+        raise LoadError(str(e)) from None
+
+
+def k_curve(path: str):
+    """Per-domain AUC against k (``analysis.causal.k_curve``)."""
+    return _k_curve(path, token(path))
+
+
+# ---- health alarms and planted truth -------------------------------------------------------------
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _alarms(path: str, tok: str) -> list[dict]:
+    from analysis.alarms import health_alarms
+
+    col = collection(path)
+    caps = capabilities(path)
+    alpha = float(checkpoint(path).model_config.alpha) if caps["has_topk"] else 0.0
+    found = health_alarms(
+        col.stats,
+        metrics(path),
+        domain_names(path),
+        alpha=alpha,
+        predictions_std_per_domain=col.prediction_std_per_domain(),
+    )
+    return [a.to_dict() for a in found]
+
+
+def alarms(path: str) -> list[dict]:
+    """Health alarms of the checkpoint as trained (``analysis.alarms.health_alarms``)."""
+    return _alarms(path, token(path))
+
+
+def truth(path: str) -> dict | None:
+    """The planted truth of the synthetic data (None for other data)."""
+    return checkpoint(path).meta["data"].get("truth") or data(path).truth
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _truth_recovery(path: str, tok: str, kind: str) -> dict:
+    from analysis.truth import truth_recovery
+
+    try:
+        rec = truth_recovery(
+            stats(path),
+            truth(path),
+            kind=kind,
+            include_shared=capabilities(path)["num_shared"] == 0,
+            domain_names=domain_names(path),
+        )
+    except ValueError as e:
+        raise LoadError(f"truth recovery undefined: {e}") from None
+    return rec.to_dict()
+
+
+def truth_recovery(path: str, kind: str = "hard") -> dict:
+    return _truth_recovery(path, token(path), kind)
+
+
+# ---- comparison of two checkpoints ---------------------------------------------------------------
+
+
+@st.cache_data(show_spinner="Aligning experts…", max_entries=64)
+def _comparison(path_a: str, tok_a: str, path_b: str, tok_b: str, kind: str) -> dict:
+    from analysis.compare import aligned_activation, compare
+    from analysis.measures import activation
+
+    a, b = collection(path_a), collection(path_b)
+    if a.rows != b.rows or a.num_domains != b.num_domains:
+        raise LoadError(
+            f"{label(path_a)} and {label(path_b)} were not evaluated on the same rows and domains "
+            f"({a.rows} vs {b.rows} rows, {a.num_domains} vs {b.num_domains} domains): "
+            "compare checkpoints trained on the same data"
+        )
+    try:
+        res = compare(a, b, kind=kind)
+    except ValueError as e:
+        raise LoadError(str(e)) from None
+    aligned = aligned_activation(activation(b.stats, kind), res.permutation)
+    return {
+        **res.to_dict(),
+        "permutation": [int(i) for i in res.permutation],
+        "activation_b_aligned": aligned.tolist(),
+    }
+
+
+def comparison(path_a: str, path_b: str, kind: str = "soft") -> dict:
+    """``analysis.compare.compare`` of two checkpoints' routing on the same rows (b aligned to a),
+    plus ``activation_b_aligned``: b's P(expert | domain) [D, E] with its columns in a's order."""
+    return _comparison(path_a, token(path_a), path_b, token(path_b), kind)
