@@ -1,0 +1,106 @@
+"""CESAA up to its head: the inputs, Conditional Expert Selection and the AEA loss.
+
+Shared by the ranking model (``cesaa.models.cesaa_model.CESAA``: head -> one logit) and the retrieval
+user tower (``cesaa.retrieval.model.CESAAUserTower``: head -> an embedding), so both compute the same
+function.  Shapes: B = batch, F = feature width, De = embed_dim, E = domain experts, S = shared experts,
+k = experts selected per row, H = expert_dim.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from cesaa.config import ModelConfig
+from cesaa.experts import StackedExperts
+from cesaa.features import FeatureEmbedding, FeatureSpec
+from cesaa.gating import GateOutput, NoisyTopKGate, check_routing
+from cesaa.losses import balance_loss, mi_loss
+from cesaa.models.output import RoutingOverride
+
+
+@dataclass
+class CESOutput:
+    x: torch.Tensor  # [B, F] input features
+    e_d: torch.Tensor  # [B, De] domain embedding
+    h: torch.Tensor  # [B, H] (fusion=sum) or [B, 2H] (fusion=concat)
+    gate: GateOutput  # probs/gates [B, E], topk_idx [B, k], load [E]
+    shared_outputs: torch.Tensor | None  # [B, S, H] when computed
+
+
+class CESBlock(nn.Module):
+    """Feature embedding, domain embedding, the noisy top-k gate over E domain experts and the
+    always-on shared experts; ``select`` fuses them into h, ``aea_loss`` is the MI (+ balance) loss."""
+
+    def __init__(self, cfg: ModelConfig, spec: FeatureSpec) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.num_domains = spec.num_domains
+        # set by the trainer for TrainConfig.mi_scope='global' (cesaa.distributed); not a weight
+        self.joint_reducer: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self.features = FeatureEmbedding(spec, cfg.embed_dim)
+        self.domain_emb = nn.Embedding(spec.num_domains, cfg.embed_dim)
+        nn.init.normal_(self.domain_emb.weight, std=0.05)
+        f = self.features.out_dim
+        self.gate = NoisyTopKGate(
+            f,
+            cfg.embed_dim,
+            cfg.num_experts,
+            spec.num_domains,
+            gate_input=cfg.gate_input,
+            noisy=cfg.noisy_gating,
+        )
+        self.experts = StackedExperts(cfg.num_experts, f, cfg.expert_hidden, cfg.expert_dim)
+        self.shared = (
+            StackedExperts(cfg.num_shared, f, cfg.expert_hidden, cfg.expert_dim)
+            if cfg.num_shared > 0
+            else None
+        )
+        self.h_dim = cfg.expert_dim * (2 if cfg.fusion == "concat" else 1)
+
+    def select(
+        self,
+        cat: torch.Tensor,
+        num: torch.Tensor,
+        domain: torch.Tensor,
+        routing: RoutingOverride,
+        keep_shared_outputs: bool = False,
+    ) -> CESOutput:
+        """CES: route each row to k domain experts (only those run) and add the shared experts."""
+        # cat: [B, C] long, num: [B, M] float, domain: [B] long
+        cfg = self.cfg
+        k = cfg.top_k if routing.top_k is None else routing.top_k
+        knocked_out = check_routing(k, cfg.num_experts, routing.knocked_out)
+        x = self.features(cat, num)  # [B, F]
+        e_d = self.domain_emb(domain)  # [B, De]
+        g = self.gate(x, e_d, domain, k, knocked_out)  # gates/probs [B, E], topk_idx [B, k]
+        if cfg.dispatch == "sparse":
+            h_spec = self.experts.forward_sparse(x, g.topk_idx, g.gates)  # [B, H]
+        else:
+            h_spec = self.experts.forward_dense_masked(x, g.gates)  # [B, H]
+        use_shared = self.shared is not None and routing.use_shared
+        shared_out = None
+        if self.shared is not None and (use_shared or keep_shared_outputs):
+            shared_out = self.shared.forward_all(x)  # [B, S, H]
+        h_sh = shared_out.mean(dim=1) if use_shared else torch.zeros_like(h_spec)  # [B, H]
+        if cfg.fusion == "sum":
+            h = h_sh + h_spec  # [B, H]
+        else:
+            h = torch.cat([h_sh, h_spec], dim=1)  # [B, 2H]
+        return CESOutput(x, e_d, h, g, shared_out)
+
+    def aea_loss(
+        self, g: GateOutput, domain: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """AEA: ``alpha * (-I(D;E)) + beta * balance`` in training (0 in eval), and the raw terms."""
+        reduce = self.joint_reducer if self.training else None  # global MI under DDP (training)
+        neg_mi, mi = mi_loss(g.probs, domain, self.num_domains, reduce)
+        balance = balance_loss(g.gates, g.load)
+        if self.training:
+            aux_loss = self.cfg.alpha * neg_mi + self.cfg.beta * balance
+        else:
+            aux_loss = torch.zeros((), device=g.probs.device)
+        return aux_loss, {"mi": mi, "balance": balance.detach()}
