@@ -1,0 +1,210 @@
+"""Dashboard timings in a real browser (a benchmark script, not a timed test).
+
+    .venv/bin/python bench/bench_dashboard.py [--runs 3] [--toggles 6] [--no-write]
+
+Measures, on the default shipped checkpoint (``checkpoints/cesaa``):
+
+- start -> first chart: from launching ``streamlit run app/main.py`` (a fresh process each run) to
+  the first plotly chart painted on the Overview page;
+- k toggle -> updated charts: on the Ablations page, from an arrow-key press on the k slider until
+  both the per-domain AUC chart and the "now" routing heatmap show the new values, plus the next
+  animation frame.  k alternates between
+  the trained value and its neighbours, so both first visits (model run) and cached values count.
+
+Writes a table into ``docs/benchmarks.md`` between ``<!-- bench:dashboard -->`` and
+``<!-- /bench:dashboard -->`` (only that section; other benchmarks own the rest of the file).
+Needs ``/usr/bin/chromium`` (Debian) and the ``playwright`` Python package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DOC = REPO / "docs" / "benchmarks.md"
+START, END = "<!-- bench:dashboard -->", "<!-- /bench:dashboard -->"
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+FIRST_CHART_TARGET_S, TOGGLE_TARGET_S = 10.0, 1.0
+BARS = ".st-key-abl_auc text.bartext"
+# what the charts show now: the AUC bar labels and the "now" heatmap's cells (plotly's gd.data)
+SNAPSHOT = """() => {
+  const bars = [...document.querySelectorAll('.st-key-abl_auc text.bartext')].map(e => e.textContent);
+  const gd = document.querySelector('.st-key-abl_heat_now .js-plotly-plot');
+  const z = gd && gd.data ? JSON.stringify(gd.data[0].z) : null;
+  return JSON.stringify([bars, z]);
+}"""
+CHANGED = (
+    "(old) => { const now = (" + SNAPSHOT + ")(); const [b, z] = JSON.parse(now);"
+    " const [ob, oz] = JSON.parse(old);"
+    " return b.length === ob.length && b.join() !== ob.join() && z !== null && z !== oz; }"
+)
+FRAME = "() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(port: int, log) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port)]
+    cmd += ["--server.headless", "true", "--server.fileWatcherType", "none"]
+    env = {**os.environ, "CESAA_DASHBOARD_RUNS": str(REPO / "runs" / "bench-dashboard")}
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def wait_health(port: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            url = f"http://127.0.0.1:{port}/_stcore/health"
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.read() == b"ok":
+                    return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("streamlit did not answer its health check")
+
+
+def snapshot(page) -> str:
+    return page.evaluate(SNAPSHOT)
+
+
+def one_run(browser, toggles: int) -> tuple[float, list[float]]:
+    """(seconds from process start to the first painted chart, k-toggle latencies)."""
+    port = free_port()
+    log = open(REPO / "runs" / "bench-dashboard.log", "w")  # noqa: SIM115
+    page = browser.new_page(viewport={"width": 1400, "height": 2000})
+    t0 = time.perf_counter()
+    proc = launch(port, log)
+    try:
+        wait_health(port)
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.wait_for_selector(".js-plotly-plot .main-svg", timeout=120_000)
+        page.evaluate(FRAME)
+        first = time.perf_counter() - t0
+
+        page.locator('[data-testid="stSidebarNav"] a', has_text="Ablations").first.click()
+        page.wait_for_selector(BARS, timeout=120_000)
+        page.wait_for_selector(".st-key-abl_knockout .main-svg", timeout=120_000)
+        slider = page.get_by_role("slider", name="k (experts per row)")
+        slider.focus()
+        keys = ["ArrowLeft", "ArrowRight", "ArrowRight", "ArrowLeft"]
+        lat = []
+        for i in range(toggles):
+            old = snapshot(page)
+            t = time.perf_counter()
+            page.keyboard.press(keys[i % len(keys)])
+            page.wait_for_function(CHANGED, arg=old, timeout=30_000)
+            page.evaluate(FRAME)
+            lat.append(time.perf_counter() - t)
+            time.sleep(0.3)  # let the run finish before the next key press
+        return first, lat
+    finally:
+        page.close()
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def table(firsts: list[float], lats: list[float], runs: int) -> str:
+    def row(name: str, xs: list[float], target: float) -> str:
+        med, worst = statistics.median(xs), max(xs)
+        ok = "yes" if worst <= target else "no"
+        return f"| {name} | {len(xs)} | {med:.2f} | {min(xs):.2f} | {worst:.2f} | ≤ {target:g} | {ok} |"
+
+    cpu = os.cpu_count()
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return "\n".join(
+        [
+            "## Dashboard",
+            "",
+            "Browser timings of `streamlit run app/main.py` on the default shipped checkpoint "
+            "(`checkpoints/cesaa`), headless Debian Chromium driven by Playwright; "
+            f"`bench/bench_dashboard.py`, {runs} fresh server processes, {when}, "
+            f"{platform.machine()} with {cpu} CPU cores (shared).",
+            "",
+            "| measurement | n | median s | min s | max s | target s | met |",
+            "|---|---|---|---|---|---|---|",
+            row("process start → first chart painted (Overview)", firsts, FIRST_CHART_TARGET_S),
+            row("k toggle → updated charts (Ablations)", lats, TOGGLE_TARGET_S),
+            "",
+            "The first chart waits for the first script run, most of it importing torch and "
+            "loading the checkpoint and its data; a k toggle reruns the page's live-toggle "
+            "fragment with the model re-routed at inference (cached per k after its first "
+            "visit) until the AUC bars and the routing heatmap show the new values.",
+        ]
+    )
+
+
+def write_section(path: Path, content: str) -> None:
+    """Replace this benchmark's section of ``path`` (between the markers), or append it."""
+    block = f"{START}\n{content}\n{END}"
+    text = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmarks\n"
+    if START in text and END in text:
+        head, rest = text.split(START, 1)
+        _, tail = rest.split(END, 1)
+        text = head + block + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--runs", type=int, default=3, help="fresh server processes (default 3)")
+    p.add_argument("--toggles", type=int, default=6, help="k changes per run (default 6)")
+    p.add_argument("--no-write", action="store_true", help="print only, leave the docs alone")
+    args = p.parse_args(argv)
+    if not Path(CHROMIUM).is_file():
+        print(f"{CHROMIUM} is missing: apt-get install chromium", file=sys.stderr)
+        return 2
+    from playwright.sync_api import sync_playwright
+
+    (REPO / "runs").mkdir(exist_ok=True)
+    firsts, lats = [], []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            for i in range(args.runs):
+                first, lat = one_run(browser, args.toggles)
+                firsts.append(first)
+                lats.extend(lat)
+                print(f"run {i + 1}: first chart {first:.2f} s, k toggles {lat}", file=sys.stderr)
+        finally:
+            browser.close()
+    out = table(firsts, lats, args.runs)
+    print(out)
+    if not args.no_write:
+        write_section(DOC, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

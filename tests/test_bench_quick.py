@@ -1,0 +1,142 @@
+"""Every benchmark's quick mode runs and writes its own section (numbers are not checked: a shared
+CI machine cannot time anything reliably).  Together these take about a minute."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench import _report  # noqa: E402
+
+BENCHES = {  # module -> (section, extra arguments)
+    "speed": ("speed", []),
+    "throughput": ("throughput", []),
+    "streaming": ("streaming", []),
+    "umap_time": ("umap", []),
+    "accuracy": ("accuracy", ["--jobs", "1"]),
+    "tune": ("tuning", ["--jobs", "1"]),
+    "retrieval": ("retrieval", ["--jobs", "1"]),
+    "planted": ("planted", ["--jobs", "1"]),
+}
+NEEDS_ML100K = {"throughput", "accuracy", "tune", "retrieval"}
+
+
+def _rechub() -> bool:
+    try:
+        import torch_rechub  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.fixture
+def clean_registry():
+    """The accuracy/throughput benchmarks register torch-rechub adapters: undo that afterwards."""
+    from cesaa.models import registry
+
+    before = dict(registry._REGISTRY)
+    yield
+    registry._REGISTRY.clear()
+    registry._REGISTRY.update(before)
+
+
+@pytest.mark.parametrize("module", list(BENCHES))
+def test_quick_mode_writes_its_section(module, tmp_path, clean_registry, request) -> None:
+    if module in NEEDS_ML100K:
+        request.getfixturevalue("ml100k_path")
+    section, extra = BENCHES[module]
+    docs = tmp_path / "benchmarks.md"
+    docs.write_text(
+        "# Benchmarks\n\n<!-- bench:dashboard -->\nkept as is\n<!-- /bench:dashboard -->\n",
+        encoding="utf-8",
+    )
+    mod = importlib.import_module(f"bench.{module}")
+    assert mod.main(["--quick", "--docs", str(docs), *extra]) == 0
+    text = docs.read_text(encoding="utf-8")
+    assert text.count(f"<!-- bench:{section} -->") == 1
+    assert text.count(f"<!-- /bench:{section} -->") == 1
+    assert "<!-- bench:dashboard -->\nkept as is\n<!-- /bench:dashboard -->" in text
+    body = text.split(f"<!-- bench:{section} -->")[1].split(f"<!-- /bench:{section} -->")[0]
+    assert f"python -m bench.{module} --quick" in body
+    assert "Quick mode" in body and "Machine:" in body
+    if module in ("accuracy", "throughput"):
+        assert ("torch-rechub MMoE" in body) == _rechub()
+        if not _rechub():
+            assert "torch-rechub rows skipped" in body
+
+
+def test_rechub_rows_are_skipped_with_a_reason_when_missing(
+    tmp_path, clean_registry, monkeypatch, ml100k_path
+) -> None:
+    from bench import _common, throughput
+
+    monkeypatch.setattr(_common, "rechub_status", lambda: "torch_rechub is not importable (test)")
+    docs = tmp_path / "b.md"
+    assert throughput.main(["--quick", "--docs", str(docs)]) == 0
+    text = docs.read_text(encoding="utf-8")
+    assert "torch-rechub rows skipped: torch_rechub is not importable (test)" in text
+    assert "| torch-rechub MMoE |" not in text
+
+
+@pytest.mark.skipif(not _rechub(), reason="torch_rechub is not importable (the 'bench' extra)")
+def test_rechub_adapters_train_with_our_trainer(small_data, clean_registry) -> None:
+    import torch
+
+    from bench import _rechub
+    from cesaa.config import TrainConfig
+    from cesaa.models import build_model, default_config
+    from cesaa.train import train
+
+    assert _rechub.register() is None
+    for name in _rechub.NAMES:
+        model = build_model(default_config(name), small_data.spec)
+        b = next(small_data.train.batches(64))
+        out = model(b.cat, b.num, b.domain)
+        assert out.logit.shape == (64,)
+        # each row reads its own domain's head: changing another domain's tower leaves it alone
+        d0 = b.domain == 0
+        with torch.no_grad():
+            model.net.towers[1].mlp[-1].bias.add_(5.0)
+        out2 = model(b.cat, b.num, b.domain)
+        assert torch.allclose(out.logit[d0], out2.logit[d0])
+        res = train(default_config(name), TrainConfig(epochs=1, device="cpu"), small_data)
+        assert 0.0 <= res.test_metrics["auc"] <= 1.0
+
+
+def test_replace_section_creates_replaces_and_keeps_others(tmp_path) -> None:
+    path = tmp_path / "docs" / "benchmarks.md"
+    _report.write_section("speed", "first", path)
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith("# Benchmarks") and "<!-- bench:speed -->\nfirst\n" in text
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # a normal file, not mkstemp's 0600
+    with open(path, "a", encoding="utf-8") as f:
+        f.write("\nhand-written\n\n<!-- bench:dashboard -->\ntheirs\n<!-- /bench:dashboard -->\n")
+    _report.write_section("speed", "second", path)
+    _report.write_section("accuracy", "acc", path)
+    text = path.read_text(encoding="utf-8")
+    assert "first" not in text and "<!-- bench:speed -->\nsecond\n<!-- /bench:speed -->" in text
+    assert "hand-written" in text and "<!-- bench:dashboard -->\ntheirs\n" in text
+    assert text.index("bench:speed") < text.index("bench:dashboard") < text.index("bench:accuracy")
+
+
+def test_replace_section_rejects_broken_markers() -> None:
+    with pytest.raises(ValueError, match="markers"):
+        _report.replace_section("<!-- bench:speed -->\nno end\n", "speed", "x")
+    with pytest.raises(ValueError, match="section name"):
+        _report.replace_section("", "bad name", "x")
+
+
+def test_mean_std_format() -> None:
+    assert _report.pm([1.0, 3.0], 2) == "2.00 ± 1.41"
+    assert _report.pm([2.0], 1) == "2.0 ± 0.0"
+    assert _report.pm([float("nan")]) == "n/a"
