@@ -10,6 +10,8 @@ Shapes: B = batch, Din = gate input width, D = domains, E = experts, k = experts
                      analysis).  Knocked-out experts get exactly 0; the rest renormalize.
     gates    [B, E]  softmax over the top-k of H = logits + noise, other entries exactly 0:
                      k non-zeros per row, rows sum to 1.  These weights mix the experts.
+                     k = 1: the one weight is softmax(H)[e] <= 1 (Switch Transformer, Fedus et al.
+                     2021), since a softmax over a single value is constantly 1 (no gradient).
     topk_idx [B, k]  the selected experts, ordered by decreasing H (ties: torch.topk's order)
     load     [E]     expected number of rows routed to each expert.  Noisy training: Shazeer's
                      smooth estimate sum_x P(e in top-k under a fresh noise draw); otherwise the
@@ -73,7 +75,8 @@ def noisy_top_k_gating(
     clean_logits: [B, E] u W_g.  noise_logits: [B, E] u W_noise, or None for no noise; noise is
     added only when ``training`` (so evaluation is deterministic):
         H = clean + N(0, 1) * (softplus(noise_logits) + 1e-2)
-    gates = softmax(KeepTopK(H, k)).  Knocked-out experts are masked to -inf before the top-k and
+    gates = softmax(KeepTopK(H, k)) for k >= 2; for k = 1 the router probability softmax(H)[e] of the
+    selected expert (Switch Transformer).  Knocked-out experts are masked to -inf before the top-k and
     the softmax, so they are never selected and get probability 0.  Softmaxes run in (at least)
     float32.  ``generator`` seeds the noise draw.
     """
@@ -105,7 +108,12 @@ def noisy_top_k_gating(
     smooth = noise_std is not None and k < e - len(ko)
     top_vals, top_idx = h.topk(k + 1 if smooth else k, dim=-1)  # [B, k(+1)], descending
     topk_idx = top_idx[:, :k]  # [B, k]
-    topk_gates = F.softmax(top_vals[:, :k], dim=-1)  # [B, k]
+    if k == 1:
+        # a softmax over one value is constantly 1, which would leave the gate without any gradient
+        # from the task loss: weight the one expert by its router probability (Switch Transformer)
+        topk_gates = F.softmax(h, dim=-1).gather(1, topk_idx)  # [B, 1], in (0, 1]
+    else:
+        topk_gates = F.softmax(top_vals[:, :k], dim=-1)  # [B, k]
     gates = torch.zeros_like(h).scatter(1, topk_idx, topk_gates)  # [B, E]
 
     if smooth:

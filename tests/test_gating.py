@@ -39,7 +39,10 @@ def test_exactly_k_nonzeros_and_rows_sum_to_one(training: bool, k: int) -> None:
     assert out.gates.shape == (B, E) and out.probs.shape == (B, E) and out.load.shape == (E,)
     assert out.topk_idx.shape == (B, k)
     assert ((out.gates != 0).sum(dim=1) == k).all()
-    assert out.gates.sum(dim=1).tolist() == pytest.approx([1.0] * B, abs=1e-6)
+    if k > 1:
+        assert out.gates.sum(dim=1).tolist() == pytest.approx([1.0] * B, abs=1e-6)
+    else:  # Switch Transformer: the one selected expert is weighted by its router probability
+        assert (out.gates.sum(dim=1) < 1).all()
     assert out.probs.sum(dim=1).tolist() == pytest.approx([1.0] * B, abs=1e-6)
     # the non-zeros are exactly the selected experts
     selected = torch.zeros(B, E, dtype=torch.bool).scatter(1, out.topk_idx, True)
@@ -243,3 +246,18 @@ def test_check_routing() -> None:
         check_routing(1, 4, (4,))
     with pytest.raises(ValueError, match="knocked_out"):
         check_routing(1, 4, (-1,))
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_k1_gate_is_the_router_probability_and_trains(training: bool) -> None:
+    """With k = 1 a softmax over the one selected value would be constantly 1 and the gate would get
+    no gradient from the task loss; the weight is the router probability softmax(H)[e] instead."""
+    clean, noise = _logits()
+    clean = clean.clone().requires_grad_(True)
+    gen = torch.Generator().manual_seed(3)
+    out = noisy_top_k_gating(clean, noise, 1, training, generator=gen)
+    if not training:  # without noise H = the clean logits: the weight is probs at the selection
+        expected = out.probs.gather(1, out.topk_idx)
+        assert torch.allclose(out.gates.gather(1, out.topk_idx), expected, atol=1e-6)
+    out.gates.sum().backward()
+    assert clean.grad is not None and clean.grad.abs().sum() > 0

@@ -2,8 +2,9 @@
 
 The paper's second setting: CES/AEA inside the user tower of a two-tower model, dot-product score,
 in-batch softmax (see ``cesaa.retrieval.train``).  The towers are built from the same parts as the
-ranking models (``FeatureEmbedding``, ``NoisyTopKGate``, ``StackedExperts``, ``StackedMLP``,
-``mi_loss``), read the same ``ModelConfig`` fields, and end in an embedding instead of a logit.
+ranking models (CESAA's ``CESBlock``: inputs, CES and the AEA loss; MMoE's ``StackedMLP``
+experts, gates and towers), read the same ``ModelConfig`` fields, and end in an embedding instead
+of a logit.
 
 Shapes: B = batch, Fu / Fi = user / item feature width, De = ``embed_dim``, D = domains,
 E = selectable experts, k = experts selected per row, H = ``expert_dim``, d = ``out_dim``.
@@ -27,16 +28,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from cesaa.config import ModelConfig
-from cesaa.experts import StackedExperts
 from cesaa.features import FeatureEmbedding, FeatureSpec, mlp
-from cesaa.gating import NoisyTopKGate, check_routing
-from cesaa.losses import balance_loss, mi_loss
 from cesaa.models.baselines.blocks import (
     StackedMLP,
     override_dense_gate,
     reject_routing,
     select_domain,
 )
+from cesaa.models.ces import CESBlock
 from cesaa.models.output import ModelOutput, RoutingOverride
 
 USER_TOWERS = ("cesaa", "mmoe", "mlp")
@@ -102,61 +101,30 @@ class TowerOutput:
     losses: dict[str, torch.Tensor] | None = None
 
 
-class CESAAUserTower(nn.Module):
-    """CESAA's CES/AEA block ending in an embedding: exactly ``cesaa.models.cesaa_model.CESAA`` up
-    to the head, whose last layer outputs ``out_dim`` values instead of one logit."""
+class CESAAUserTower(CESBlock):
+    """CESAA's inputs, CES and AEA (``cesaa.models.ces.CESBlock``, shared with the ranking model)
+    with a head whose last layer outputs ``out_dim`` values instead of one logit."""
 
     def __init__(self, cfg: ModelConfig, spec: FeatureSpec, out_dim: int) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self.num_domains = spec.num_domains
-        self.features = FeatureEmbedding(spec, cfg.embed_dim)
-        self.domain_emb = nn.Embedding(spec.num_domains, cfg.embed_dim)
-        nn.init.normal_(self.domain_emb.weight, std=0.05)
-        f = self.features.out_dim
-        self.gate = NoisyTopKGate(
-            f, cfg.embed_dim, cfg.num_experts, spec.num_domains, cfg.gate_input, cfg.noisy_gating
-        )
-        self.experts = StackedExperts(cfg.num_experts, f, cfg.expert_hidden, cfg.expert_dim)
-        self.shared = (
-            StackedExperts(cfg.num_shared, f, cfg.expert_hidden, cfg.expert_dim)
-            if cfg.num_shared > 0
-            else None
-        )
-        h_dim = cfg.expert_dim * (2 if cfg.fusion == "concat" else 1)
+        super().__init__(cfg, spec)
         if cfg.head == "shared":
-            self.head = mlp(h_dim + cfg.embed_dim, cfg.tower_hidden, out_dim, cfg.dropout)
-        else:
-            self.heads = StackedMLP(spec.num_domains, h_dim, cfg.tower_hidden, out_dim, cfg.dropout)
+            self.head = mlp(self.h_dim + cfg.embed_dim, cfg.tower_hidden, out_dim, cfg.dropout)
+        else:  # per_domain: e_d would only be a constant bias inside a domain's own head
+            self.heads = StackedMLP(
+                spec.num_domains, self.h_dim, cfg.tower_hidden, out_dim, cfg.dropout
+            )
 
     def forward(
         self, cat: torch.Tensor, num: torch.Tensor, domain: torch.Tensor, routing: RoutingOverride
     ) -> TowerOutput:
         # cat: [B, Cu] long, num: [B, Mu], domain: [B] long
-        cfg = self.cfg
-        k = cfg.top_k if routing.top_k is None else routing.top_k
-        knocked_out = check_routing(k, cfg.num_experts, routing.knocked_out)
-        x = self.features(cat, num)  # [B, Fu]
-        e_d = self.domain_emb(domain)  # [B, De]
-        g = self.gate(x, e_d, domain, k, knocked_out)  # gates/probs [B, E], topk_idx [B, k]
-        if cfg.dispatch == "sparse":
-            h_spec = self.experts.forward_sparse(x, g.topk_idx, g.gates)  # [B, H]
+        c = self.select(cat, num, domain, routing)  # h [B, H|2H], gate probs/gates [B, E]
+        if self.cfg.head == "shared":
+            emb = self.head(torch.cat([c.h, c.e_d], dim=1))  # [B, d]
         else:
-            h_spec = self.experts.forward_dense_masked(x, g.gates)  # [B, H]
-        if self.shared is not None and routing.use_shared:
-            h_sh = self.shared.forward_all(x).mean(dim=1)  # [B, H]
-        else:
-            h_sh = torch.zeros_like(h_spec)  # [B, H]
-        h = h_sh + h_spec if cfg.fusion == "sum" else torch.cat([h_sh, h_spec], dim=1)  # [B, H|2H]
-        if cfg.head == "shared":
-            emb = self.head(torch.cat([h, e_d], dim=1))  # [B, d]
-        else:
-            emb = select_domain(self.heads(h), domain)  # [B, D, d] -> [B, d]
-        neg_mi, mi = mi_loss(g.probs, domain, self.num_domains)
-        balance = balance_loss(g.gates, g.load)
-        aux = cfg.alpha * neg_mi + cfg.beta * balance if self.training else emb.new_zeros(())
-        losses = {"mi": mi, "balance": balance.detach()}
-        return TowerOutput(emb, g.probs, g.gates, g.topk_idx, aux, losses)
+            emb = select_domain(self.heads(c.h), domain)  # [B, D, d] -> [B, d]
+        aux, losses = self.aea_loss(c.gate, domain)
+        return TowerOutput(emb, c.gate.probs, c.gate.gates, c.gate.topk_idx, aux, losses)
 
 
 class MMoEUserTower(nn.Module):
