@@ -118,6 +118,7 @@ def test_dashboard_in_a_real_browser(dashboard):
             page.wait_for_selector(".st-key-ov_auc_bars .main-svg", timeout=90_000)
             wait_idle(page)
             assert page.get_by_text("Unexpected error").count() == 0
+            page.wait_for_timeout(2000)  # data grids paint their canvas after the charts
             page.screenshot(path=shots / "overview.jpg", type="jpeg", quality=70)
 
             # Ablations: k 2 -> 1 changes the per-domain AUC
