@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import os
 import tempfile
 import zipfile
 from collections.abc import Callable
@@ -67,9 +68,23 @@ def new_run_dir(name: str) -> Path:
 # ---- uploads -------------------------------------------------------------------------------------
 
 
+def max_upload_mb() -> float:
+    """The dashboard's own cap on an upload (``CESAA_MAX_UPLOAD_MB``, default 200 MB: the same as
+    ``server.maxUploadSize`` in ``.streamlit/config.toml``, which the server enforces first)."""
+    return float(os.environ.get("CESAA_MAX_UPLOAD_MB", "200"))
+
+
 def upload_frame(name: str, content: bytes):
     """Read an uploaded CSV / Parquet file (``LoadError`` naming the problem)."""
     from cesaa.data import read_frame
+
+    limit = max_upload_mb()
+    if len(content) > limit * 2**20:
+        raise LoadError(
+            f"{name} is {len(content) / 2**20:.1f} MB, over the dashboard's upload limit of "
+            f"{limit:g} MB (CESAA_MAX_UPLOAD_MB); train on larger files from the command line: "
+            "cesaa train --data table:SCHEMA (or stream:SCHEMA for Parquet larger than memory)"
+        )
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / Path(name).name

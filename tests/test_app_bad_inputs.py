@@ -124,3 +124,21 @@ def test_uploads_are_capped_by_the_server_config():
     tomllib = pytest.importorskip("tomllib")
     config = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())
     assert 1 <= config["server"]["maxUploadSize"] <= 1024
+
+
+def test_an_upload_over_the_dashboard_limit_is_refused_with_its_size(monkeypatch):
+    import sys
+
+    monkeypatch.syspath_prepend(str(REPO / "app"))
+    monkeypatch.setenv("CESAA_MAX_UPLOAD_MB", "0.001")  # about 1 kB
+    sys.modules.pop("jobs", None)
+    import jobs
+    from loaders import LoadError
+
+    content = b"label,domain,x\n" + b"1,a,0.5\n" * 400  # about 3 kB
+    with pytest.raises(
+        LoadError, match=r"big\.csv is 0\.0 MB, over the dashboard's upload limit of 0\.001 MB"
+    ):
+        jobs.upload_frame("big.csv", content)
+    monkeypatch.setenv("CESAA_MAX_UPLOAD_MB", "1")
+    assert len(jobs.upload_frame("small.csv", content)) == 400
