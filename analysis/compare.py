@@ -26,7 +26,7 @@ import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
 from analysis.collect import Collection
-from analysis.measures import _json_safe, activation, mutual_information
+from analysis.measures import activation, json_safe, mutual_information
 from analysis.stats import RoutingStats
 from analysis.validation import check_routing_arrays
 
@@ -130,7 +130,7 @@ class Comparison:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict (lists and floats; NaN -> None)."""
-        return _json_safe({k: getattr(self, k) for k in self.__dataclass_fields__})
+        return json_safe({k: getattr(self, k) for k in self.__dataclass_fields__})
 
 
 def _unpack(x: Any, name: str) -> tuple[RoutingStats, np.ndarray | None]:

@@ -16,6 +16,7 @@ value is undefined.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -373,7 +374,7 @@ def summarize(
         "pos_rate_per_domain": pos_rate,
         "mean_pred_per_domain": mean_pred,
     }
-    return _json_safe(out)
+    return json_safe(out)
 
 
 def _names(names: list[str] | None, n: int, arg: str, prefix: str) -> list[str]:
@@ -385,17 +386,21 @@ def _names(names: list[str] | None, n: int, arg: str, prefix: str) -> list[str]:
     return names
 
 
-def _json_safe(x: Any) -> Any:
+def json_safe(x: Any) -> Any:
+    """Plain JSON values: NaN/inf -> None, numpy scalars/arrays -> Python, tuples -> lists,
+    paths -> strings (for ``to_dict``/``to_json`` of every analysis result)."""
     if isinstance(x, dict):
-        return {str(k): _json_safe(v) for k, v in x.items()}
+        return {str(k): json_safe(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
+        return [json_safe(v) for v in x]
     if isinstance(x, np.ndarray):
-        return _json_safe(x.tolist())
+        return json_safe(x.tolist())
     if isinstance(x, (bool, np.bool_)):
         return bool(x)
     if isinstance(x, (int, np.integer)):
         return int(x)
     if isinstance(x, (float, np.floating)):
-        return None if math.isnan(x) else float(x)
+        return float(x) if math.isfinite(x) else None
+    if isinstance(x, Path):
+        return str(x)
     return x

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.causal import K_CURVE_COLUMNS, KNOCKOUT_COLUMNS
+from analysis.measures import json_safe
 
 log = logging.getLogger(__name__)
 
@@ -39,25 +40,6 @@ SPLITS = ("train", "val", "test")
 ALARM_COLUMNS = ["level", "code", "title", "message", "domain", "expert", "value", "threshold"]
 PACKAGES = ("cesaa", "torch", "numpy", "pandas", "scikit-learn", "plotly")
 STATIC_FORMATS = ("png", "pdf")
-
-
-def _json_safe(x: Any) -> Any:
-    """Plain JSON values: NaN/inf -> None, numpy scalars/arrays -> Python, tuples -> lists."""
-    if isinstance(x, dict):
-        return {str(k): _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _json_safe(x.tolist())
-    if isinstance(x, (bool, np.bool_)):
-        return bool(x)
-    if isinstance(x, (int, np.integer)):
-        return int(x)
-    if isinstance(x, (float, np.floating)):
-        return float(x) if math.isfinite(x) else None
-    if isinstance(x, Path):
-        return str(x)
-    return x
 
 
 @dataclass
@@ -84,7 +66,7 @@ class Report:
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
-            setattr(self, f.name, _json_safe(getattr(self, f.name)))
+            setattr(self, f.name, json_safe(getattr(self, f.name)))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -29,20 +29,13 @@ import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 
+from analysis.export import CHROMIUM_ARGS
+
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "benchmarks.md"
 START, END = "<!-- bench:dashboard -->", "<!-- /bench:dashboard -->"
 CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+ARGS = list(CHROMIUM_ARGS)  # the launch flags that work on these machines (SETUP-NOTES)
 FIRST_CHART_TARGET_S, TOGGLE_TARGET_S = 10.0, 1.0
 BARS = ".st-key-abl_auc text.bartext"
 # what the charts show now: the AUC bar labels and the "now" heatmap's cells (plotly's gd.data)

@@ -20,18 +20,11 @@ from pathlib import Path
 
 import pytest
 
+from analysis.export import CHROMIUM_ARGS
+
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+ARGS = list(CHROMIUM_ARGS)  # the launch flags that work on these machines (SETUP-NOTES)
 
 pytestmark = [
     pytest.mark.browser,
