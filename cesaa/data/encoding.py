@@ -24,6 +24,7 @@ once, then only the distinct values are looked up.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -74,11 +75,24 @@ def fit_encoders(
             if not np.isfinite(std) or std <= 0:
                 std = 1.0
         numeric.append({"column": col, "mean": mean, "std": std})
+    return assemble_encoders(schema, domains, numeric, lambda col: fit_vocab(df[col]))
+
+
+def assemble_encoders(
+    schema: TableSchema,
+    domains: Sequence[str],
+    numeric: list[dict],
+    vocab_of: Callable[[str], list[str]],
+) -> dict:
+    """The JSON-serializable encoders dict, from the fitted parts (in memory or streamed).
+
+    ``vocab_of(column)`` gives a categorical column's vocabulary, most frequent first.
+    """
     encoders = {
         "version": ENCODERS_VERSION,
         "label": schema.label,
         "domain": {"column": schema.domain, "names": [str(d) for d in domains]},
-        "categorical": [{"column": c, "vocab": fit_vocab(df[c])} for c in schema.categorical],
+        "categorical": [{"column": c, "vocab": vocab_of(c)} for c in schema.categorical],
         "numeric": numeric,
     }
     for key in ("user", "item"):
@@ -87,7 +101,7 @@ def fit_encoders(
             encoders[key] = None
         else:
             shared = col in schema.categorical
-            encoders[key] = {"column": col, "vocab": None if shared else fit_vocab(df[col])}
+            encoders[key] = {"column": col, "vocab": None if shared else vocab_of(col)}
     encoders["time"] = {"column": schema.time} if schema.time is not None else None
     return encoders
 

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cesaa.data.encoding import ENCODERS_VERSION, encode
+from cesaa.data.encoding import assemble_encoders, encode
 from cesaa.data.schema import (
     TableSchema,
     check_label,
@@ -66,22 +66,7 @@ def fit_stream_encoders(src) -> dict:
         if not math.isfinite(std) or std <= 0:
             std = 1.0
         numeric.append({"column": c, "mean": mean if n else 0.0, "std": std})
-    encoders = {
-        "version": ENCODERS_VERSION,
-        "label": schema.label,
-        "domain": {"column": schema.domain, "names": [str(d) for d in names]},
-        "categorical": [{"column": c, "vocab": _vocab(counts[c])} for c in cat_cols],
-        "numeric": numeric,
-    }
-    for key in ("user", "item"):
-        col = getattr(schema, key)
-        if col is None:
-            encoders[key] = None
-        else:
-            shared = col in schema.categorical
-            encoders[key] = {"column": col, "vocab": None if shared else _vocab(counts[col])}
-    encoders["time"] = {"column": schema.time} if schema.time is not None else None
-    return encoders
+    return assemble_encoders(schema, names, numeric, lambda col: _vocab(counts[col]))
 
 
 def _vocab(counts: pd.Series) -> list[str]:
