@@ -1,7 +1,7 @@
 """The dashboard with every kind of bad checkpoint present: each page shows an error card, never a
 traceback, the pickle payload never runs, and the good checkpoint keeps working afterwards.
 
-(Upload errors that name a column are tested in ``tests/test_app_pages.py``.)
+(Upload errors that name a column are tested in ``tests/test_app_ablations_train.py``.)
 """
 
 from __future__ import annotations

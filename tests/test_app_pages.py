@@ -8,97 +8,33 @@ other than the first run's, so tests select a checkpoint through ``session_state
 
 from __future__ import annotations
 
-import base64
 import json
 import shutil
-import sys
 import zipfile
 from io import BytesIO
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-MAIN = str(REPO / "app" / "main.py")
-SHIPPED = REPO / "checkpoints"
-DEFAULT = SHIPPED / "cesaa"
-PAGES = ("overview", "routing", "information", "embeddings", "ablations", "compare", "report")
-
-pytestmark = pytest.mark.skipif(
-    not (DEFAULT / "meta.json").is_file(),
-    reason="shipped checkpoints missing: run .venv/bin/python scripts/make_checkpoints.py",
+from apptest_support import (  # noqa: F401  (fixtures and the skip mark are used by name)
+    DEFAULT,
+    PAGES,
+    REPO,
+    SHIPPED,
+    _app_on_path,
+    _env,
+    arr,
+    assert_clean,
+    charts,
+    evaluate_directly,
+    pytestmark,
+    run_page,
 )
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _app_on_path():
-    import streamlit as st
-
-    sys.path.insert(0, str(REPO / "app"))
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    yield
-    st.cache_data.clear()
-    st.cache_resource.clear()
-
-
-@pytest.fixture(autouse=True)
-def _env(monkeypatch, tmp_path):
-    monkeypatch.setenv("CESAA_CHECKPOINTS", str(SHIPPED))
-    monkeypatch.setenv("CESAA_DASHBOARD_RUNS", str(tmp_path / "runs"))
-
-
-def evaluate_directly(path: Path):
-    """A checkpoint evaluated directly with cesaa + analysis: (checkpoint, data, collection)."""
-    from analysis.collect import collect
-    from cesaa.checkpoint import load_checkpoint
-    from cesaa.data import load_data
-
-    ckpt = load_checkpoint(path)
-    desc = ckpt.meta["data"]["description"]
-    data = load_data(desc["source"], split=desc["split"], seed=desc["seed"], encoders=ckpt.encoders)
-    col = collect(ckpt.model, data.test, num_domains=ckpt.spec.num_domains)
-    return ckpt, data, col
 
 
 @pytest.fixture(scope="module")
 def oracle():
     """The default checkpoint evaluated directly with cesaa + analysis."""
     return evaluate_directly(DEFAULT)
-
-
-def run_page(page: str = "overview", ckpt: Path | None = None, **state):
-    from streamlit.testing.v1 import AppTest
-
-    at = AppTest.from_file(MAIN, default_timeout=60)
-    if ckpt is not None:
-        at.session_state["nav_ckpt"] = str(Path(ckpt).resolve())
-    for key, value in state.items():
-        at.session_state[key] = value
-    if page != "overview":
-        at.switch_page(f"views/{page}.py")
-    return at.run()
-
-
-def assert_clean(at) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
-
-
-def charts(at) -> dict[str, dict]:
-    """Plotly figures by widget key (element ids end with ``-<key>``)."""
-    return {c.proto.id.split("-", 2)[-1]: json.loads(c.proto.spec) for c in at.get("plotly_chart")}
-
-
-def arr(x) -> np.ndarray:
-    """A figure array: a plain list or plotly's base64 typed array."""
-    if isinstance(x, dict) and "bdata" in x:
-        a = np.frombuffer(base64.b64decode(x["bdata"]), dtype=x["dtype"])
-        if "shape" in x:
-            a = a.reshape([int(s) for s in str(x["shape"]).split(",")])
-        return a.astype(np.float64)
-    return np.asarray(x, dtype=np.float64)
 
 
 # ---- one test per page ---------------------------------------------------------------------------
@@ -186,80 +122,6 @@ def test_embeddings_reads_the_shipped_umap_and_computes_pca():
     assert [t["name"] for t in fig["data"]][0] == "expert 0"
 
 
-def test_ablations_k_changes_metrics_and_routing(oracle):
-    from analysis.collect import collect
-    from analysis.measures import activation
-    from cesaa.models import RoutingOverride
-    from cesaa.train import evaluate
-
-    ckpt, data, _ = oracle
-    names = ckpt.domain_names
-    at = run_page("ablations")
-    assert_clean(at)
-    before = arr(charts(at)["abl_auc"]["data"][0]["y"])
-    at.slider(key="abl_k").set_value(1).run()
-    assert_clean(at)
-    figs = charts(at)
-    after = arr(figs["abl_auc"]["data"][0]["y"])
-    k1 = evaluate(ckpt.model, data.test, names, routing=RoutingOverride(top_k=1))
-    assert after == pytest.approx([k1[f"auc/{d}"] for d in names])
-    assert not np.allclose(before, after)
-    live = collect(ckpt.model, data.test, num_domains=len(names), routing=RoutingOverride(top_k=1))
-    np.testing.assert_allclose(
-        arr(figs["abl_heat_now"]["data"][0]["z"]), activation(live.stats, "hard"), atol=1e-9
-    )
-    kc = figs["abl_kcurve"]["data"]
-    assert [t["name"] for t in kc] == ["overall", *names]
-    ko = arr(figs["abl_knockout"]["data"][0]["z"])
-    assert ko.shape == (ckpt.model_config.num_experts + 1, len(names) + 1)  # + shared, + overall
-
-
-@pytest.mark.parametrize("name", ["cesaa", "cesaa-noshared", "cesaa-k4", "mmoe", "sparse_moe"])
-def test_ablation_toggle_sweep_has_no_exceptions(name):
-    at = run_page("ablations", SHIPPED / name)
-    assert_clean(at)
-    has_shared = not at.toggle(key="abl_shared").disabled
-    for knocked in ([], [0, 1]):
-        at.multiselect(key="abl_knock").set_value(knocked).run()
-        assert_clean(at)
-        top = at.slider(key="abl_k").max
-        for k in (1, top):
-            for shared in (True, False) if has_shared else (None,):
-                at.slider(key="abl_k").set_value(k)
-                if shared is not None:
-                    at.toggle(key="abl_shared").set_value(shared)
-                at.run()
-                assert_clean(at)
-                assert {"abl_auc", "abl_heat_now"} <= set(charts(at)), (knocked, k, shared)
-
-
-def test_alpha_grid_is_offered_with_aligned_routing():
-    at = run_page("ablations")
-    assert_clean(at)
-    pick = at.selectbox(key="abl_alpha_pick")
-    alphas = sorted(opt.split(" · ")[0] for opt in pick.options)
-    assert alphas == ["alpha=0", "alpha=0.1", "alpha=1"]
-    pick.set_value(str((SHIPPED / "cesaa-alpha0").resolve())).run()
-    assert_clean(at)
-    z = arr(charts(at)["abl_alpha_heat_b"]["data"][0]["z"])
-    assert z.shape == (4, 8)
-
-
-def test_alpha_trained_now_is_selected_and_compared(tmp_path):
-    at = run_page("ablations")
-    at.number_input(key="abl_alpha_new").set_value(0.5)
-    at.number_input(key="abl_alpha_epochs").set_value(1)
-    at.button(key="abl_alpha_train").click().run(timeout=120)
-    assert_clean(at)
-    run = tmp_path / "runs" / "cesaa-alpha0.5"
-    assert (run / "meta.json").is_file()
-    assert at.selectbox(key="abl_alpha_pick").value == str(run.resolve())
-    assert "abl_alpha_heat_b" in charts(at)
-    meta = json.loads((run / "meta.json").read_text())
-    shipped = json.loads((DEFAULT / "meta.json").read_text())
-    assert meta["model"]["config"] == {**shipped["model"]["config"], "alpha": 0.5}
-
-
 def test_compare_aligns_the_second_checkpoint(oracle):
     import derived
 
@@ -286,71 +148,6 @@ def test_compare_aligns_the_second_checkpoint(oracle):
     assert [int(x.split()[-1]) for x in diff["x"]] == expected.permutation.tolist() == perm
     np.testing.assert_allclose(arr(diff["z"]), expected.aligned_diff, atol=1e-9)
     assert diff["zmid"] == 0
-
-
-def test_train_page_trains_a_checkpoint_that_opens_everywhere(tmp_path):
-    at = run_page("train")
-    assert_clean(at)
-    at.number_input(key="tr_rows").set_value(2000)
-    at.number_input(key="tr_domains").set_value(3)
-    at.number_input(key="tr_epochs").set_value(1)
-    at.text_input(key="tr_name").set_value("tiny")
-    at.button(key="tr_go").click().run(timeout=120)
-    assert_clean(at)
-    run = tmp_path / "runs" / "tiny"
-    assert (run / "meta.json").is_file()
-    assert at.session_state["nav_ckpt"] == str(run.resolve())
-    assert any("tiny" in s.value for s in at.success)
-    at.switch_page("views/routing.py").run()
-    assert_clean(at)
-    assert arr(charts(at)["rt_soft"]["data"][0]["z"]).shape == (3, 8)
-
-    at.switch_page("views/train.py").run()
-    at.selectbox(key="tr_model").set_value("mlp")
-    at.text_input(key="tr_name").set_value("tiny-mlp")
-    at.button(key="tr_go").click().run(timeout=120)
-    assert_clean(at)
-    for page in ("routing", "information", "ablations", "embeddings"):
-        at.switch_page(f"views/{page}.py").run()
-        assert_clean(at)
-        assert any("no gate" in i.value for i in at.info), page
-    for page in ("overview", "compare", "report"):  # a tiny model: critical alarms are fine
-        at.switch_page(f"views/{page}.py").run()
-        assert not at.exception, page
-        cards = [
-            e.value for e in at.error if e.value.startswith("**Cannot") or "Unexpected" in e.value
-        ]
-        assert not cards, (page, cards)
-
-
-def test_bad_upload_names_the_column():
-    at = run_page("train", tr_source="Upload CSV/Parquet")
-    assert_clean(at)
-    csv = b"clicked,tab,user,price\n1,home,u1,1.5\n2,search,u2,2.0\n0,home,u3,0.5\n"
-    at.file_uploader(key="tr_upload").set_value(("clicks.csv", csv, "text/csv")).run()
-    assert_clean(at)
-    at.selectbox(key="tr_label").set_value("clicked")
-    at.selectbox(key="tr_domain").set_value("tab")
-    at.multiselect(key="tr_cat").set_value(["user"])
-    at.multiselect(key="tr_num").set_value(["price"])
-    at.button(key="tr_go").click().run()
-    assert not at.exception
-    (card,) = at.error
-    assert "'clicked'" in card.value and "[2]" in card.value and "row 1" in card.value
-
-
-def test_upload_helpers_report_what_is_wrong():
-    import jobs
-    import loaders
-
-    with pytest.raises(loaders.LoadError, match="clicks.parquet"):
-        jobs.upload_frame("clicks.parquet", b"not parquet")
-    csv = b"click,tab,price\n1,a,x\n0,b,2\n"
-    schema = {"label": "click", "domain": "tab", "numeric": ["price"]}
-    with pytest.raises(loaders.LoadError, match="'price' is not numeric"):
-        jobs.save_upload("clicks.csv", csv, schema)
-    with pytest.raises(loaders.LoadError, match="'missing'.*is missing"):
-        jobs.save_upload("clicks.csv", csv, {**schema, "categorical": ["missing"]})
 
 
 def test_report_page_and_its_files(oracle):
@@ -429,22 +226,6 @@ def test_every_shipped_checkpoint_loads_with_its_umap_cached():
         for size in (500, 2000):
             xy = projections.projection(path, size, "umap", compute=False)
             assert xy is not None and xy.shape == (size, 2), (name, size)
-
-
-def test_train_page_on_a_movielens_folder(ml100k_path, tmp_path):
-    at = run_page("train", tr_source="MovieLens folder")
-    at.text_input(key="tr_ml_folder").set_value(str(ml100k_path))
-    at.number_input(key="tr_epochs").set_value(1)
-    at.text_input(key="tr_name").set_value("ml")
-    at.button(key="tr_go").click().run(timeout=180)
-    assert_clean(at)
-    meta = json.loads((tmp_path / "runs" / "ml" / "meta.json").read_text())
-    assert meta["data"]["description"]["kind"] == "movielens-100k"
-
-    at.text_input(key="tr_ml_folder").set_value(str(tmp_path / "nowhere"))
-    at.button(key="tr_go").click().run()
-    assert not at.exception
-    assert "nowhere" in at.error[0].value
 
 
 def test_missing_data_gives_an_error_card_on_every_page(monkeypatch, tmp_path):
