@@ -425,18 +425,12 @@ def _write_routing_snapshot(
     Read back by ``analysis.compare.routing_evolution`` (how MI and P(e|d) evolve in training).
     Under DDP (or for a stream) each rank collects its share and the sums are merged.
     """
-    from analysis.collect import collect
+    from cesaa.routing.collect import stream_routing_stats
 
     ctx = ctx or DistContext()
-    d = data.spec.num_domains
-    if ctx.world_size == 1 and isinstance(data.val, EncodedTable):
-        stats = collect(model, data.val, num_domains=d, batch_size=batch_size).stats
-    else:
-        from analysis.stream import stream_routing_stats
-
-        shards = _shard_batches(data.val, batch_size, ctx)
-        stats = distributed.merge_routing_stats(
-            stream_routing_stats(model, shards, num_domains=d), ctx
-        )
+    shards = _shard_batches(data.val, batch_size, ctx)
+    stats = distributed.merge_routing_stats(
+        stream_routing_stats(model, shards, num_domains=data.spec.num_domains), ctx
+    )
     if stats is not None and ctx.is_main:  # models without a gate have no routing to snapshot
         write_json(run / ROUTING_DIR / f"epoch_{epoch + 1:03d}.json", stats.to_dict())
