@@ -7,8 +7,8 @@ import json
 import components
 import derived
 import loaders
-import record_loaders
 import pandas as pd
+import record_loaders
 import streamlit as st
 
 from analysis import figures
