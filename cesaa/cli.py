@@ -149,7 +149,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _epoch_printer(event: dict) -> None:
     if event.get("event") != "epoch":
         return
-    keys = ["train/loss", "train/mi", "val/auc", "val/gauc", "val/logloss"]
+    keys = ["train/loss", "train/batch_mi", "val/auc", "val/gauc", "val/logloss"]
     parts = [f"{k}={event[k]:.4f}" for k in keys if k in event]
     print(f"epoch {event['epoch']}: " + " ".join(parts) + f" ({event['time_s']:.1f}s)", flush=True)
 
