@@ -32,6 +32,7 @@ from torch import nn
 from cesaa import distributed
 from cesaa.checkpoint import build_meta, read_meta, save_checkpoint, write_json
 from cesaa.config import ModelConfig, TrainConfig
+from cesaa.data.locate import location
 from cesaa.data.table import MultiDomainData
 from cesaa.epoch import epoch_batches as _epoch_batches  # noqa: F401  (tests import it from here)
 from cesaa.epoch import seed_everything, train_one_epoch
@@ -125,12 +126,14 @@ def train(
         fp = data.fingerprint
         at = resume_point(run, model, opt, device, fp, model_cfg, train_cfg, clean=main)
         at.best_state = at.best_state or _snapshot(model)
-    elif run is not None and main:
+        at.meta["data"]["description"] = desc  # the same data (fingerprint), maybe moved
+    at.meta["data"]["location"] = location(desc, data.fingerprint, run)
+    meta, history = at.meta, at.history
+    if not resume and run is not None and main:
         run.mkdir(parents=True, exist_ok=True)
         for name in (METRICS, STATE, LAST, OPTIMIZER):
             (run / name).unlink(missing_ok=True)
         save_checkpoint(run, model, meta)
-    meta, history = at.meta, at.history
 
     if ctx.is_distributed and train_cfg.mi_scope == "global" and hasattr(model, "joint_reducer"):
         model.joint_reducer = distributed.global_joint_reducer()
