@@ -97,3 +97,24 @@ __all__ += [
     "routing_evolution",
     "truth_recovery",
 ]
+
+# ---- routing records (docs/record.md): write any gated model once, read it without the model -----
+from analysis.records import (  # noqa: E402
+    GateSpec,
+    Record,
+    RecordError,
+    RecordWriter,
+    open_record,
+    record,
+)
+from analysis.records.collection import record_collection  # noqa: E402
+
+__all__ += [
+    "GateSpec",
+    "Record",
+    "RecordError",
+    "RecordWriter",
+    "open_record",
+    "record",
+    "record_collection",
+]

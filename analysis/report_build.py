@@ -15,6 +15,7 @@ import numpy as np
 
 from analysis import embeddings as emb
 from analysis.alarms import health_alarms
+from analysis.capabilities import expert_names
 from analysis.causal import k_curve, knockout_importance
 from analysis.collect import Collection, collect
 from analysis.measures import row_entropy_by_domain, summarize
@@ -84,7 +85,7 @@ def gather(
             )
         )
     caps = col.capabilities
-    experts = [f"expert {i}" for i in range(caps["num_experts"])]
+    experts = expert_names(caps, domains)
     if stream:
         user = part.column("user")
     else:
@@ -98,14 +99,7 @@ def gather(
 
     with _timed(timings, "causal"):
         knockout = _optional(notes, "knockout", knockout_importance, model, table, domains, caps)
-        kc = None
-        if caps["has_topk"]:
-            kc = _optional(notes, "k_curve", k_curve, model, table, domains, caps)
-        else:
-            notes["k_curve"] = (
-                f"model {caps['name']!r} has no top-k gate: the k curve needs a sparse "
-                "top-k model such as cesaa or sparse_moe"
-            )
+        kc = _optional(notes, "k_curve", k_curve, model, table, domains, caps)  # any gate
 
     truth = _truth(data.truth, col, caps, domains, notes)
     # only the CESAA family (a top-k gate) trains with the MI loss; baselines ignore model.alpha

@@ -154,7 +154,10 @@ def domain_names(path: str) -> list[str]:
 
 
 def expert_names(path: str) -> list[str]:
-    return [f"expert {i}" for i in range(capabilities(path)["num_experts"])]
+    """One name per expert index; PLE's say which domain's (``analysis.capabilities``)."""
+    from analysis.capabilities import expert_names as names
+
+    return names(capabilities(path), domain_names(path))
 
 
 def override(routing: tuple):

@@ -13,7 +13,6 @@ from torch import nn
 
 from cesaa import distributed
 from cesaa.checkpoint import write_json
-from cesaa.data.table import EncodedTable
 from cesaa.distributed import DistContext
 from cesaa.evaluation import shard_batches
 
@@ -34,17 +33,12 @@ def write_routing_snapshot(
 
     Under DDP (or for a stream) each rank collects its share and the sums are merged.
     """
-    from analysis.collect import collect
+    from cesaa.routing.collect import stream_routing_stats
 
     ctx = ctx or DistContext()
-    if ctx.world_size == 1 and isinstance(val, EncodedTable):
-        stats = collect(model, val, num_domains=num_domains, batch_size=batch_size).stats
-    else:
-        from analysis.stream import stream_routing_stats
-
-        shards = shard_batches(val, batch_size, ctx)
-        stats = distributed.merge_routing_stats(
-            stream_routing_stats(model, shards, num_domains=num_domains), ctx
-        )
+    shards = shard_batches(val, batch_size, ctx)
+    stats = distributed.merge_routing_stats(
+        stream_routing_stats(model, shards, num_domains=num_domains), ctx
+    )
     if stats is not None and ctx.is_main:  # models without a gate have no routing to snapshot
         write_json(run / ROUTING_DIR / f"epoch_{epoch + 1:03d}.json", stats.to_dict())

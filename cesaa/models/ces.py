@@ -76,7 +76,8 @@ class CESBlock(nn.Module):
         knocked_out = check_routing(k, cfg.num_experts, routing.knocked_out)
         x = self.features(cat, num)  # [B, F]
         e_d = self.domain_emb(domain)  # [B, De]
-        g = self.gate(x, e_d, domain, k, knocked_out)  # gates/probs [B, E], topk_idx [B, k]
+        # gates/probs [B, E], topk_idx [B, k]; k != cfg.top_k renormalizes over the new top-k
+        g = self.gate(x, e_d, domain, k, knocked_out, trained_k=cfg.top_k)
         if cfg.dispatch == "sparse":
             h_spec = self.experts.forward_sparse(x, g.topk_idx, g.gates)  # [B, H]
         else:

@@ -11,11 +11,18 @@ import torch
 class RoutingOverride:
     """Change routing at inference, without retraining (the dashboard's live ablations).
 
-    - ``top_k``: select this many domain experts instead of the trained k; gates are renormalized
-      over the new top-k.
+    - ``top_k``: select this many experts per row instead of the trained k (for dense gates,
+      MMoE and PLE, the trained k is every expert of the row's gate).  Only the set of experts
+      changes: the selected experts' gate probabilities are renormalized to sum to 1, for every
+      k >= 1 (so k = 1 on a model trained with k = 2 weights the top expert exactly 1, not by its
+      probability).  The trained k (or ``None``) reproduces the trained predictions bit for bit,
+      including a model trained with k = 1, whose one expert keeps its Switch-style weight
+      p_max.  Same rule for CESAA, sparse MoE, MMoE and PLE.
     - ``use_shared``: False switches the always-on shared experts off.
     - ``knocked_out``: expert indices that may not be selected; their gate mass is renormalized over
-      the remaining experts.
+      the remaining experts.  Indices are the model's expert indices (``probs`` columns); for PLE
+      the global index over D * ple_specific domain-specific experts then the shared ones, so one
+      index removes exactly one network.
     """
 
     top_k: int | None = None
