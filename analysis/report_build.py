@@ -46,7 +46,8 @@ def gather(
 ) -> dict[str, Any]:
     from analysis.stream import collect_stream
     from cesaa.checkpoint import load_checkpoint
-    from cesaa.data import load_data
+    from cesaa.data import MultiDomainData
+    from cesaa.data.locate import open_checkpoint_data
     from cesaa.metrics import evaluate_predictions
     from cesaa.train import read_history
 
@@ -55,19 +56,10 @@ def gather(
     with _timed(timings, "load"):
         ckpt = load_checkpoint(ckpt_path)
         meta = ckpt.meta
-        desc = meta["data"].get("description", {})
-        source = data_source or desc.get("source")
-        if not source:
-            raise ValueError(f"{ckpt_path}: meta.json names no data source; pass --data")
-        from cesaa.data.stream import is_stream_source, open_stream
-
-        stream = is_stream_source(source)  # Parquet larger than memory
-        data = (open_stream if stream else load_data)(
-            source,
-            split=desc.get("split", "random"),
-            seed=desc.get("seed", 0),
-            encoders=ckpt.encoders,
-        )
+        # the checkpoint's own data (found where it was trained, or relative to the run folder)
+        data = open_checkpoint_data(meta, ckpt.path, override=data_source)
+        source = data_source or meta["data"].get("description", {}).get("source")
+        stream = not isinstance(data, MultiDomainData)  # Parquet larger than memory
         part = getattr(data, split)
         table = part.sample_table(100_000, seed=seed) if stream else part  # knock-out, k curve
     domains = list(ckpt.domain_names)
