@@ -33,12 +33,13 @@ def mutual_information(
     kind: str = "soft",
     normalized: bool = False,
     *,
+    k: Any = None,
     domain: Any = None,
     topk_idx: Any = None,
     selected: Any = None,
     num_domains: int | None = None,
 ) -> float:
-    """I(D; E) = sum_{d,e} M[d,e] log(M[d,e] / (P(d) P(e))) in nats, 0 <= I <= min(log D, log E).
+    """I(D; E) = sum_{d,e} M[d,e] log(M[d,e] / (P(d) P(e))) in nats, 0 <= I <= ``mi_ceiling``.
 
     ``source``: a ``RoutingStats`` (joint M = prob_sum for soft, select_count for hard), a joint
     [D, E] of non-negative counts or probabilities (when ``domain`` is None; ``kind`` is then
@@ -47,29 +48,99 @@ def mutual_information(
     in float32, so expect ~1e-7 relative error).  For k = 1 the hard joint is the contingency table
     of (domain, selected expert), so hard I equals ``sklearn.metrics.mutual_info_score``.
 
-    normalized: I / min(H(D), log E) in [0, 1], with H(D) the entropy of the joint's domain
-    marginal; 0 when that denominator is 0 (a single domain or a single expert).
+    normalized: I / ``mi_ceiling`` in [0, 1], the fraction of the largest I(D; E) the routing's
+    shape allows: min(H(D), log(E / k)) for hard routing with k distinct experts per row,
+    min(H(D), log E) for soft; 0 when the ceiling is 0 (one domain, one expert, or k = E).
+    ``k``: experts per row of a bare joint (a number or one per domain; default 1); ignored for
+    a ``RoutingStats`` or raw probs, whose hard k is read from the selections.
     """
+    joint, k_d = _joint_and_k(source, kind, k, domain, topk_idx, selected, num_domains)
+    mi = _mi(joint)
+    return _fraction(mi, _ceiling(joint, k_d)) if normalized else mi
+
+
+def mi_ceiling(
+    source: Any,
+    kind: str = "soft",
+    *,
+    k: Any = None,
+    domain: Any = None,
+    topk_idx: Any = None,
+    selected: Any = None,
+    num_domains: int | None = None,
+) -> float:
+    """The largest I(D; E) a routing of this shape can reach, in nats (arguments as
+    ``mutual_information``).
+
+    I(D; E) = H(D) - H(D | E) <= H(D), and I(D; E) = H(E) - H(E | D) <= log E - H(E | D).  A row
+    that selects k distinct experts gives each at most 1/k of its selections, so P(e | d) <= 1/k_d
+    (k_d: the domain's mean number of selections per row) and H(E | d) >= log k_d.  Hence
+
+        ceiling = min(H(D), log E - sum_d P(d) log k_d)  =  min(H(D), log(E / k)) for a fixed k,
+
+    with P(d) the joint's domain marginal (for hard routing: the domain's share of the
+    selections).  Soft routing (dense gate probabilities) has no such floor: min(H(D), log E).
+    Example: E = 8, D = 4 balanced, k = 4 gives log 2, half of the k = 1 ceiling log 4.
+    """
+    joint, k_d = _joint_and_k(source, kind, k, domain, topk_idx, selected, num_domains)
+    return _ceiling(joint, k_d)
+
+
+def _joint_and_k(
+    source: Any,
+    kind: str,
+    k: Any,
+    domain: Any,
+    topk_idx: Any,
+    selected: Any,
+    num_domains: int | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The joint [D, E] and the experts per row of each domain [D] (>= 1)."""
     check_kind(kind)
     if isinstance(source, RoutingStats) or domain is not None:
-        joint = joint_of(routing_stats(source, domain, topk_idx, selected, num_domains), kind)
-    else:
-        joint = check_routing_arrays(joint=source, num_domains=num_domains).joint
-    return _mi(joint, normalized)
+        stats = routing_stats(source, domain, topk_idx, selected, num_domains)
+        joint = joint_of(stats, kind)
+        k_d = np.ones(stats.num_domains)
+        if kind == "hard":
+            with np.errstate(invalid="ignore", divide="ignore"):
+                per_row = stats.select_count.sum(axis=1) / stats.count
+            k_d = np.where(stats.count > 0, np.maximum(per_row, 1.0), 1.0)
+        return joint, k_d
+    joint = check_routing_arrays(joint=source, num_domains=num_domains).joint
+    return joint, _check_k(k, joint.shape)
 
 
-def _mi(joint: np.ndarray, normalized: bool) -> float:
-    mi = float(losses.mutual_information(torch.from_numpy(np.asarray(joint, np.float64))).item())
-    if not normalized:
-        return mi
+def _check_k(k: Any, shape: tuple[int, int]) -> np.ndarray:
+    d, e = shape
+    if k is None:
+        return np.ones(d)
+    arr = np.asarray(k, dtype=np.float64)
+    if arr.ndim == 0:
+        arr = np.full(d, float(arr))
+    if arr.shape != (d,):
+        raise ValueError(f"k must be a number or one per domain ({d},), got shape {arr.shape}")
+    if not np.all((arr >= 1) & (arr <= e)):
+        raise ValueError(f"k must be in [1, E={e}] experts per row, got {arr.tolist()}")
+    return arr
+
+
+def _mi(joint: np.ndarray) -> float:
+    return float(losses.mutual_information(torch.from_numpy(np.asarray(joint, np.float64))).item())
+
+
+def _ceiling(joint: np.ndarray, k_d: np.ndarray) -> float:
     total = joint.sum()
     if total <= 0:
         return 0.0
-    h_d = float(entropy(joint.sum(axis=1) / total))
-    denom = min(h_d, math.log(joint.shape[1]))
-    if denom <= 1e-12:
+    p_d = joint.sum(axis=1) / total
+    floor = float(np.sum(p_d * np.log(k_d)))  # lower bound on H(E | D)
+    return max(0.0, min(float(entropy(p_d)), math.log(joint.shape[1]) - floor))
+
+
+def _fraction(value: float, ceiling: float) -> float:
+    if ceiling <= 1e-12:
         return 0.0
-    return float(min(max(mi / denom, 0.0), 1.0))
+    return float(min(max(value / ceiling, 0.0), 1.0))
 
 
 def mutual_information_from_assignments(
@@ -81,7 +152,8 @@ def mutual_information_from_assignments(
     normalized: bool = False,
 ) -> float:
     """Hard I(D; E) from assignments: domain [N] and expert [N] (top-1) or [N, k] (every selection
-    counts once).  Nats; see ``mutual_information`` for bounds and ``normalized``.
+    counts once, k distinct experts per row).  Nats; see ``mutual_information`` for bounds and
+    ``normalized`` (here by min(H(D), log(E / k))).
     """
     a = check_routing_arrays(
         domain=domain, expert=expert, num_domains=num_domains, num_experts=num_experts
@@ -91,7 +163,8 @@ def mutual_information_from_assignments(
     ex = a.expert if a.expert.ndim == 2 else a.expert[:, None]
     cell = (a.domain[:, None] * e + ex).ravel()
     joint = np.bincount(cell, minlength=d * e).reshape(d, e).astype(np.float64)
-    return _mi(joint, normalized)
+    mi = _mi(joint)
+    return _fraction(mi, _ceiling(joint, np.full(d, float(ex.shape[1])))) if normalized else mi
 
 
 # ---- entropy -------------------------------------------------------------------------------------

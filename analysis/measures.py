@@ -25,6 +25,7 @@ import numpy as np
 
 from analysis.information import (
     gating_entropy,
+    mi_ceiling,
     mutual_information,
     mutual_information_from_assignments,
     row_entropy,
@@ -41,6 +42,7 @@ __all__ = [
     "gating_entropy",
     "json_safe",
     "load_balance",
+    "mi_ceiling",
     "mutual_information",
     "mutual_information_from_assignments",
     "row_entropy",
@@ -62,7 +64,11 @@ def summarize(
     selected: Any = None,
     num_domains: int | None = None,
 ) -> dict[str, Any]:
-    """Every measure above as one JSON-safe dict (plain ints, floats, lists; NaN -> None)."""
+    """Every measure above as one JSON-safe dict (plain ints, floats, lists; NaN -> None).
+
+    MI keys: ``mi_soft``/``mi_hard`` (nats), ``mi_*_ceiling`` (the largest value the routing's
+    shape allows, nats, see ``mi_ceiling``) and ``mi_*_normalized`` (the fraction of that ceiling).
+    """
     stats = routing_stats(source, domain, topk_idx, selected, num_domains)
     d_names = names_or_default(domain_names, stats.num_domains, "domain_names", "domain")
     e_names = names_or_default(expert_names, stats.num_experts, "expert_names", "expert")
@@ -83,6 +89,8 @@ def summarize(
         "mean_selected_per_row": mean_k,
         "mi_soft": mutual_information(stats, "soft"),
         "mi_hard": mutual_information(stats, "hard"),
+        "mi_soft_ceiling": mi_ceiling(stats, "soft"),
+        "mi_hard_ceiling": mi_ceiling(stats, "hard"),
         "mi_soft_normalized": mutual_information(stats, "soft", normalized=True),
         "mi_hard_normalized": mutual_information(stats, "hard", normalized=True),
         "activation_soft": activation(stats, "soft"),
