@@ -18,6 +18,7 @@ its contiguous slice, with per-expert weights from one ``unbind`` per layer.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -52,6 +53,69 @@ def grouped_mm_available(device: torch.device, dtype: torch.dtype) -> bool:
                 ok = False
         _GROUPED_MM_OK[key] = ok
     return _GROUPED_MM_OK[key]
+
+
+def grouped_mlp(
+    h: torch.Tensor,
+    sorted_group: torch.Tensor,
+    weights: Sequence[torch.Tensor],
+    biases: Sequence[torch.Tensor],
+    act: Callable[[torch.Tensor, int], torch.Tensor],
+) -> torch.Tensor:
+    """Row r through group ``sorted_group[r]``'s MLP, rows already sorted by group: [R, I] -> [R, O].
+
+    weights[l]: [G, d_l, d_{l+1}], biases[l]: [G, d_{l+1}]; ``act(h, l)`` follows layer l.  One
+    grouped GEMM per layer (group ends found on the device: no host sync) where the installed
+    torch runs it for this device and dtype; otherwise one ``addmm`` chain per non-empty group.
+    """
+    groups = weights[0].shape[0]
+    if grouped_mm_available(h.device, h.dtype):
+        return _grouped_gemm_mlp(h, sorted_group, weights, biases, act)
+    # fallback: reads the group sizes back to the host to split the rows
+    counts = torch.bincount(sorted_group, minlength=groups).tolist()
+    w_parts = [w.unbind(0) for w in weights]  # one autograd node per layer, not per group
+    b_parts = [b.unbind(0) for b in biases]
+    outputs = []
+    for g, part in enumerate(h.split(counts)):
+        if part.shape[0] == 0:
+            continue  # an unselected group costs nothing
+        for i, (w, b) in enumerate(zip(w_parts, b_parts, strict=True)):
+            part = act(torch.addmm(b[g], part, w[g]), i)  # [count_g, O_i]
+        outputs.append(part)
+    if not outputs:
+        return h.new_zeros(0, weights[-1].shape[2])
+    return torch.cat(outputs)  # [R, O]
+
+
+def _grouped_gemm_mlp(
+    h: torch.Tensor,
+    sorted_group: torch.Tensor,
+    weights: Sequence[torch.Tensor],
+    biases: Sequence[torch.Tensor],
+    act: Callable[[torch.Tensor, int], torch.Tensor],
+) -> torch.Tensor:
+    """``grouped_mlp`` with ``torch._grouped_mm``.  Widths are zero-padded to 16 bytes (the
+    kernel's stride rule); the padded columns stay 0 through every layer and are cut at the end."""
+    groups = weights[0].shape[0]
+    out_dim = weights[-1].shape[2]
+    align = max(1, 16 // h.element_size())
+    ids = torch.arange(groups, device=h.device)  # [G]
+    # end of each group's slice; searchsorted, not bincount (which syncs on CUDA)
+    offs = torch.searchsorted(sorted_group, ids, right=True).to(torch.int32)  # [G]
+    d_in = h.shape[1]
+    p_in = _pad_to(d_in, align)
+    if p_in != d_in:
+        h = F.pad(h, (0, p_in - d_in))  # [R, I'] zero columns
+    for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
+        d_out = w.shape[2]
+        p_out = _pad_to(d_out, align)
+        if (w.shape[1], d_out) != (p_in, p_out):
+            w = F.pad(w, (0, p_out - d_out, 0, p_in - w.shape[1]))  # [G, I', O'] zeros
+            b = F.pad(b, (0, p_out - d_out))  # [G, O']
+        out = torch._grouped_mm(h, w, offs=offs)  # [R, O']
+        h = act(out.add_(b.index_select(0, sorted_group)), i)  # [R, O']
+        p_in = p_out
+    return h[:, :out_dim] if h.shape[1] != out_dim else h  # [R, O]
 
 
 class StackedMLP(nn.Module):
@@ -145,54 +209,10 @@ class StackedMLP(nn.Module):
         if b == 0:
             return x.new_zeros(b, self.out_dim, dtype=dtype)
         grouped = x.index_select(0, rows)  # [P, I], expert 0's rows first, then 1's, ...
-        if grouped_mm_available(x.device, x.dtype):
-            y = self._grouped(grouped, sorted_expert)  # [P, O]
-        else:
-            y = self._looped(grouped, flat_expert)  # [P, O]
+        y = grouped_mlp(grouped, sorted_expert, self.weights, self.biases, self._act)  # [P, O]
         g = gates.gather(1, topk_idx).reshape(-1).index_select(0, order)  # [P] sorted
         weighted = y.to(dtype) * g.to(dtype).unsqueeze(1)  # [P, O]
         return x.new_zeros(b, self.out_dim, dtype=dtype).index_add(0, rows, weighted)  # [B, O]
-
-    def _grouped(self, h: torch.Tensor, sorted_expert: torch.Tensor) -> torch.Tensor:
-        """One grouped GEMM per layer over rows sorted by expert: [P, I] -> [P, O].
-
-        Widths are zero-padded to 16 bytes (the kernel's stride rule); padded columns stay 0.
-        """
-        align = max(1, 16 // h.element_size())
-        experts = torch.arange(self.groups, device=h.device)  # [n]
-        # end of each expert's slice; searchsorted, not bincount (which syncs on CUDA)
-        offs = torch.searchsorted(sorted_expert, experts, right=True).to(torch.int32)  # [n]
-        d_in = h.shape[1]
-        p_in = _pad_to(d_in, align)
-        if p_in != d_in:
-            h = F.pad(h, (0, p_in - d_in))  # [P, I'] zero columns
-        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
-            d_out = w.shape[2]
-            p_out = _pad_to(d_out, align)
-            if (w.shape[1], d_out) != (p_in, p_out):
-                w = F.pad(w, (0, p_out - d_out, 0, p_in - w.shape[1]))  # [n, I', O'] zeros
-                b = F.pad(b, (0, p_out - d_out))  # [n, O']
-            out = torch._grouped_mm(h, w, offs=offs)  # [P, O']
-            h = self._act(out.add_(b.index_select(0, sorted_expert)), i)  # [P, O']
-            p_in = p_out
-        return h[:, : self.out_dim] if h.shape[1] != self.out_dim else h  # [P, O]
-
-    def _looped(self, h: torch.Tensor, flat_expert: torch.Tensor) -> torch.Tensor:
-        """The fallback: one addmm per selected expert on its contiguous slice: [P, I] -> [P, O].
-
-        Reads the per-expert counts back to the host (``tolist``) to split the rows.
-        """
-        counts = torch.bincount(flat_expert, minlength=self.groups).tolist()
-        weights = [w.unbind(0) for w in self.weights]  # one autograd node per layer, not per expert
-        biases = [b.unbind(0) for b in self.biases]
-        outputs = []
-        for e, part in enumerate(h.split(counts)):
-            if part.shape[0] == 0:
-                continue  # an unselected expert costs nothing
-            for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
-                part = self._act(torch.addmm(b[e], part, w[e]), i)  # [count_e, O_i]
-            outputs.append(part)
-        return torch.cat(outputs)  # [P, O] in sorted-pair order
 
     def forward_dense_masked(self, x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
         """The oracle: sum_e gates[:, e] * expert_e(x), every expert computed.
