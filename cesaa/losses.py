@@ -35,14 +35,13 @@ def mutual_information(joint: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     """
     m = joint if joint.dtype == torch.float64 else joint.float()  # float32 at least
     total = m.sum()
-    if total <= 0:
-        return m.new_zeros(())
-    m = m / total
+    positive = total > 0  # a tensor, not a Python bool: no host sync
+    m = m / torch.where(positive, total, torch.ones_like(total))  # an all-zero joint stays 0
     pd = m.sum(dim=1, keepdim=True)  # [D, 1]
     pe = m.sum(dim=0, keepdim=True)  # [1, E]
     ratio = m / (pd * pe).clamp_min(eps)
     terms = torch.where(m > 0, m * torch.log(ratio.clamp_min(eps)), torch.zeros_like(m))
-    return terms.sum().clamp_min(0.0)
+    return torch.where(positive, terms.sum().clamp_min(0.0), torch.zeros_like(total))
 
 
 def mi_loss(

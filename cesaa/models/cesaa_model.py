@@ -36,7 +36,9 @@ class CESAA(CESBlock):
     """
 
     def __init__(self, cfg: ModelConfig, spec: FeatureSpec) -> None:
-        super().__init__(cfg, spec)  # inputs, gate, domain experts, shared experts (cesaa.models.ces)
+        super().__init__(
+            cfg, spec
+        )  # inputs, gate, domain experts, shared experts (cesaa.models.ces)
         # head: the tower(s) reading the fused representation h
         if cfg.head == "shared":
             self.tower = mlp(self.h_dim + cfg.embed_dim, cfg.tower_hidden, 1, cfg.dropout)
