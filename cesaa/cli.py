@@ -71,6 +71,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print metrics as JSON")
 
     sub.add_parser("models", help="list the available models")
+    from cesaa.benchmark.cli import add_bench_parser
+
+    add_bench_parser(sub)
     _add_report(sub)
     return p
 

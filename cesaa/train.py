@@ -42,6 +42,7 @@ from cesaa.distributed import DistContext
 from cesaa.metrics import evaluate_predictions
 from cesaa.models.output import RoutingOverride
 from cesaa.models.registry import build_model
+from cesaa.stopping import should_stop
 from cesaa.train_state import (  # noqa: F401  (METRICS, read_history: public via cesaa.train)
     LAST,
     METRICS,
@@ -359,7 +360,7 @@ def train(
     net = distributed.wrap(model, ctx)  # DDP under torchrun, else the model itself
     callback = callback if main else None
 
-    stopped_early = bad_epochs >= train_cfg.patience > 0 and start_epoch > 0
+    stopped_early = start_epoch > 0 and _stop(train_cfg, bad_epochs, start_epoch, data)
     for epoch in range(start_epoch, train_cfg.epochs):
         if stopped_early:
             break
@@ -386,7 +387,7 @@ def train(
         else:
             bad_epochs += 1
         history.append(record)
-        stopped_early = train_cfg.patience > 0 and bad_epochs >= train_cfg.patience
+        stopped_early = _stop(train_cfg, bad_epochs, epoch + 1, data)
         if run is not None and main:
             commit_epoch(run, model, opt, history, epoch, best_score, best_epoch, bad_epochs)
         log.info("epoch %d: %s", epoch + 1, {k: round(v, 4) for k, v in record.items()})
@@ -406,6 +407,12 @@ def train(
         write_json(run / STATE, {**state, "finished": True})
     distributed.barrier(ctx)  # no rank returns before rank 0 has written the run folder
     return TrainResult(model, history, best_epoch + 1, val, test, run, stopped_early)
+
+
+def _stop(cfg: TrainConfig, bad_epochs: int, epochs_done: int, data: MultiDomainData) -> bool:
+    return should_stop(
+        bad_epochs, cfg.patience, epochs_done, len(data.train), cfg.batch_size, cfg.min_steps
+    )
 
 
 ROUTING_DIR = "routing"

@@ -58,6 +58,7 @@ _GAIN = 2.0  # sharpness of each mechanism's sigmoid
 _T0 = 1_700_000_000  # timestamps: 30 days from here (for the temporal split)
 STRUCTURES = ("additive", "multiplicative")
 _MULT_CARDS = {"user_id": 200, "item_id": 100}  # multiplicative: fewer users and items
+_MULT_RANK = 2  # rank of each multiplicative mechanism
 
 
 @dataclass
@@ -238,9 +239,9 @@ def _bilinear(
     rng: np.random.Generator, user: np.ndarray, item: np.ndarray, n_users: int, n_items: int
 ) -> np.ndarray:
     """Standardized <U[user], V[item]> / sqrt(r) with U, V standard normal [*, r]: no main effects."""
-    u = rng.standard_normal((n_users, _RANK))
-    v = rng.standard_normal((n_items, _RANK))
-    f = (u[user] * v[item]).sum(1) / np.sqrt(_RANK)  # [N]
+    u = rng.standard_normal((n_users, _MULT_RANK))
+    v = rng.standard_normal((n_items, _MULT_RANK))
+    f = (u[user] * v[item]).sum(1) / np.sqrt(_MULT_RANK)  # [N]
     return (f - f.mean()) / (f.std() + 1e-12)
 
 
