@@ -17,7 +17,6 @@ from typing import Any
 from cesaa.config import ModelConfig, TrainConfig
 
 _DATA_CACHE: dict[tuple, Any] = {}
-_SETUP_DONE: set[str] = set()
 MODEL_FIELDS = frozenset(f.name for f in fields(ModelConfig)) - {"name"}
 TRAIN_FIELDS = frozenset(f.name for f in fields(TrainConfig)) - {"seed", "device"}
 
@@ -67,14 +66,14 @@ def split_params(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
 
 
 def run_setup(setup: str | None) -> None:
-    """Call ``module:function`` once per process (e.g. to register extra models in workers)."""
-    if not setup or setup in _SETUP_DONE:
+    """Call ``module:function`` (e.g. to register extra models in workers); it must be idempotent:
+    it runs before every run."""
+    if not setup:
         return
     mod, _, fn = setup.partition(":")
     if not fn:
         raise ValueError(f"setup {setup!r} must be 'module:function'")
     getattr(importlib.import_module(mod), fn)()
-    _SETUP_DONE.add(setup)
 
 
 def load_source(source: str, split_seed: int = 0, max_train: int = 0) -> Any:
