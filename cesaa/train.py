@@ -42,6 +42,7 @@ from cesaa.distributed import DistContext
 from cesaa.metrics import evaluate_predictions
 from cesaa.models.output import RoutingOverride
 from cesaa.models.registry import build_model
+from cesaa.routing_rows import write_row_snapshot
 from cesaa.train_state import (  # noqa: F401  (METRICS, read_history: public via cesaa.train)
     LAST,
     METRICS,
@@ -376,6 +377,8 @@ def train(
         }
         if run is not None and train_cfg.routing_snapshots:
             _write_routing_snapshot(run, model, data, epoch, train_cfg.eval_batch_size, ctx)
+            if ctx.is_main and isinstance(data.val, EncodedTable):  # row-level, for saturation
+                write_row_snapshot(run, model, data.val, epoch + 1)
         score = _score(val, train_cfg.monitor)
         if score > best_score:
             best_score, best_epoch, bad_epochs = score, epoch, 0
