@@ -33,12 +33,13 @@ from cesaa import distributed
 from cesaa.checkpoint import build_meta, read_meta, save_checkpoint, write_json
 from cesaa.config import ModelConfig, TrainConfig
 from cesaa.data.locate import location
-from cesaa.data.table import MultiDomainData
+from cesaa.data.table import EncodedTable, MultiDomainData
 from cesaa.epoch import epoch_batches as _epoch_batches  # noqa: F401  (tests import it from here)
 from cesaa.epoch import seed_everything, train_one_epoch
 from cesaa.evaluation import evaluate, evaluate_part, predict  # noqa: F401  (public API)
 from cesaa.models.registry import build_model
 from cesaa.monitor import LOWER_IS_BETTER, NoImprovementError, check_monitor, score  # noqa: F401
+from cesaa.routing_rows import write_row_snapshot
 from cesaa.snapshots import write_routing_snapshot
 from cesaa.stopping import should_stop
 from cesaa.train_state import (  # noqa: F401  (METRICS, read_history: public via cesaa.train)
@@ -161,6 +162,8 @@ def train(
         if run is not None and train_cfg.routing_snapshots:
             d = data.spec.num_domains
             write_routing_snapshot(run, model, data.val, d, epoch, eval_bs, ctx)
+            if ctx.is_main and isinstance(data.val, EncodedTable):  # row-level, for saturation
+                write_row_snapshot(run, model, data.val, epoch + 1)
         s = score(val, train_cfg.monitor)
         if s > at.best_score:
             at.best_score, at.best_epoch, at.bad_epochs = s, epoch, 0
