@@ -43,7 +43,9 @@ def test_wrong_domain_sets_do_not_score_one():
     """Regression (issue 9, item 1): every expert serves two domains where each mechanism has
     one; ARI = NMI = 1 said 'perfect'.  Each mechanism's best expert has Jaccard |{d}| / |{d, d'}|
     = 1/2 and none matches exactly."""
-    act = np.array([[.3, .3, 0, 0, .2, .2], [.2, .2, .3, .3, 0, 0], [0, 0, .2, .2, .3, .3]])
+    act = np.array(
+        [[0.3, 0.3, 0, 0, 0.2, 0.2], [0.2, 0.2, 0.3, 0.3, 0, 0], [0, 0, 0.2, 0.2, 0.3, 0.3]]
+    )
     res = truth_recovery(act, TRUTH3)
     assert res.set_jaccard == pytest.approx(0.5)
     assert res.exact_match == 0.0
