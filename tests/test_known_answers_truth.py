@@ -270,3 +270,33 @@ def test_shipped_default_checkpoint_has_no_gate_collapse_alarm():
     names = list(ck.domain_names)
     found = health_alarms(col.stats, {}, names, alpha=float(ck.model_config.alpha))
     assert not {"gate_collapse", "dead_expert", "mi_near_zero"} & {a.code for a in found}
+
+
+def test_a_model_and_its_relabelled_copy_align_with_agreement_one():
+    """E = 8, D = 3: a (randomly initialized) CESAA model's routing on real rows, and the same
+    routing with its experts relabelled, as a relabelled checkpoint would produce it."""
+    import dataclasses
+
+    import torch
+
+    from analysis.collect import collect
+    from cesaa.data import load_data
+    from cesaa.models.registry import build_model, default_config
+
+    torch.manual_seed(0)
+    data = load_data("synthetic:rows=3000,domains=3,seed=0")
+    model = build_model(default_config("cesaa", num_experts=8, top_k=2), data.spec).eval()
+    col = collect(model, data.test, num_domains=3)
+    perm = np.random.default_rng(0).permutation(8)  # new label of old expert e: perm[e]
+    inv = np.argsort(perm)
+    s = col.stats
+    relabelled = dataclasses.replace(
+        s,
+        prob_sum=s.prob_sum[:, inv],
+        select_count=s.select_count[:, inv],
+        coact=s.coact[np.ix_(inv, inv)],
+    )
+    res = compare(s, relabelled, col.top1, perm[col.top1])
+    assert res.alignment == "rows" and res.routing_agreement == 1.0
+    np.testing.assert_array_equal(res.permutation[np.unique(col.top1)], perm[np.unique(col.top1)])
+    np.testing.assert_allclose(res.tv_distance, 0.0, atol=1e-12)
