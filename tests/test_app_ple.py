@@ -34,6 +34,8 @@ def test_ple_checkpoint_names_its_experts_and_knocks_out_one_network(tmp_path):
         other = [j for j in range(6) if j // 2 != d]
         assert (z[d, other] == 0).all() and (z[d, 2 * d : 2 * d + 2] > 0).all()
 
+    assert any("Load CV not shown" in c.value and "domain sizes" in c.value for c in at.caption)
+
     at.switch_page("views/ablations.py").run()
     assert_clean(at)
     assert at.slider(key="abl_k").max == 3  # 2 specific + 1 shared under each gate
