@@ -232,5 +232,8 @@ def test_dashboard_names_moved_data_and_takes_a_new_source(project, app_env, tmp
         assert "cannot find the data 'table:data/table.yaml'" in text and "Data source" in text
         at.text_input(key="nav_data").input(f"table:{new_dir / 'table.yaml'}").run()
         assert not at.exception and not at.error, [e.value for e in at.error]
+        at.switch_page("views/report.py").run()  # the report reads the same data source
+        assert not at.exception, [e.value for e in at.exception]
+        assert not [e.value for e in at.error if "cannot find the data" in e.value]
     finally:
         (project / "data-gone").rename(project / "data")
