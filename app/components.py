@@ -8,6 +8,7 @@ from typing import Any
 import derived
 import loaders
 import pandas as pd
+import record_loaders
 import streamlit as st
 
 PENDING = "_nav_pending"  # a checkpoint to select on the next run (set by Train / Ablations)
@@ -23,6 +24,7 @@ def checkpoint_sidebar() -> None:
             placeholder="/path/to/runs",
             help="Any folder holding cesaa run folders (searched recursively).",
         )
+        record_upload()
         entries = loaders.list_runs(loaders.roots(st.session_state.get("nav_folder")))
         paths = [e["path"] for e in entries]
         pending = st.session_state.pop(PENDING, None)
@@ -34,10 +36,18 @@ def checkpoint_sidebar() -> None:
             st.caption("No checkpoints found.")
             return
         labels = {e["path"]: e["label"] + ("  ⚠ broken" if "error" in e else "") for e in entries}
-        st.selectbox("Checkpoint", paths, key="nav_ckpt", format_func=labels.get)
+        st.selectbox(
+            "Checkpoint or record",
+            paths,
+            key="nav_ckpt",
+            format_func=labels.get,
+            help="Run folders (a model) and routing records (what one forward pass of any gated "
+            "model produced: `cesaa record`, docs/record.md).",
+        )
         entry = next((e for e in entries if e["path"] == st.session_state.get("nav_ckpt")), None)
-        if (entry or entries[0]).get("meta") is not None:
-            data_source_field((entry or entries[0])["path"])
+        entry = entry or entries[0]
+        if entry.get("meta") is not None and not record_loaders.is_record(entry["path"]):
+            data_source_field(entry["path"])
         if st.button("Refresh list", key="nav_refresh"):
             loaders.list_runs.clear()
             st.rerun()
@@ -65,6 +75,47 @@ def data_source_field(path: str) -> None:
     note, _ = attempt(loaders.data_note, path)
     if note:
         st.caption(note)
+
+
+def record_upload() -> None:
+    """Sidebar: open a routing record uploaded as a zip of its folder (same size limit and error
+    cards as data uploads); the record is then selected."""
+    import jobs
+
+    with st.expander("Open a record (zip)"):
+        up = st.file_uploader(
+            "Record folder as .zip",
+            ["zip"],
+            key="nav_record_zip",
+            help="Zip of a folder holding record.json, rows.parquet and sample.parquet.",
+        )
+        if up is None:
+            return
+        content = up.getvalue()
+        done = st.session_state.get("nav_record_done")
+        if done and done[0] == (up.name, len(content)):
+            st.caption(f"Opened {up.name}.")
+            return
+        try:
+            path = record_loaders.save_record_zip(
+                up.name, content, jobs.max_upload_mb(), loaders.runs_root()
+            )
+        except loaders.LoadError as e:
+            error_card(
+                "Cannot open the uploaded record", str(e), "Fix the record and upload again."
+            )
+            return
+        st.session_state["nav_record_done"] = ((up.name, len(content)), path)
+        st.session_state[PENDING] = path
+        loaders.list_runs.clear()
+        st.rerun()
+
+
+def checkpoint_only(path: str, what: str) -> None:
+    """Stop the page with one line when ``path`` is a routing record: ``what`` needs the model."""
+    if record_loaders.is_record(path):
+        st.info(record_loaders.needs_checkpoint(what), icon=":material/info:")
+        st.stop()
 
 
 def entries() -> list[dict]:

@@ -86,6 +86,9 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("models", help="list the available models")
     add_plugin_commands(sub)
+    from cesaa.benchmark.cli import add_bench_parser
+
+    add_bench_parser(sub)
     return p
 
 

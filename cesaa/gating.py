@@ -22,6 +22,7 @@ Shapes: B = batch, Din = gate input width, D = domains, E = experts, k = experts
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -72,6 +73,7 @@ def noisy_top_k_gating(
     knocked_out: Sequence[int] | None = None,
     generator: torch.Generator | None = None,
     trained_k: int | None = None,
+    smooth_load: bool = True,
 ) -> GateOutput:
     """Select k experts per row.
 
@@ -87,6 +89,8 @@ def noisy_top_k_gating(
     Knocked-out experts are masked to -inf before the top-k and the softmax, so they are never
     selected and get probability 0.  Softmaxes run in (at least) float32.  ``generator`` seeds the
     noise draw.
+    ``smooth_load=False`` skips Shazeer's smooth load estimate (only the balance loss reads it)
+    and returns the selection counts as ``load``.
     """
     b, e = clean_logits.shape
     ko = check_routing(k, e, knocked_out or ())
@@ -113,7 +117,7 @@ def noisy_top_k_gating(
     probs = F.softmax(selectable, dim=-1)  # [B, E]
 
     # the smooth load needs the (k+1)-th largest H as the threshold of the selected experts
-    smooth = noise_std is not None and k < e - len(ko)
+    smooth = smooth_load and noise_std is not None and k < e - len(ko)
     top_vals, top_idx = h.topk(k + 1 if smooth else k, dim=-1)  # [B, k(+1)], descending
     topk_idx = top_idx[:, :k]  # [B, k]
     if k == 1 and trained_k in (None, 1):
@@ -130,7 +134,10 @@ def noisy_top_k_gating(
             p_in = p_in.masked_fill(blocked, 0.0)
         load = p_in.sum(dim=0)  # [E]
     else:
-        load = torch.bincount(topk_idx.reshape(-1), minlength=e).to(dtype)  # [E]
+        flat = topk_idx.reshape(-1)  # [B*k]; a scatter-add, not bincount (which syncs on CUDA)
+        load = torch.zeros(e, dtype=dtype, device=h.device).index_add_(
+            0, flat, torch.ones(flat.shape, dtype=dtype, device=h.device)
+        )  # [E]
     return GateOutput(logits=clean, probs=probs, gates=gates, topk_idx=topk_idx, load=load)
 
 
@@ -149,13 +156,15 @@ def _prob_in_top_k(
     """
     threshold_if_in = top_vals[:, k : k + 1]  # [B, 1]
     threshold_if_out = top_vals[:, k - 1 : k]  # [B, 1]
-    normal = torch.distributions.Normal(
-        torch.zeros((), device=clean.device, dtype=clean.dtype),
-        torch.ones((), device=clean.device, dtype=clean.dtype),
-    )
-    prob_if_in = normal.cdf((clean - threshold_if_in) / noise_std)  # [B, E]
-    prob_if_out = normal.cdf((clean - threshold_if_out) / noise_std)  # [B, E]
+    prob_if_in = _normal_cdf((clean - threshold_if_in) / noise_std)  # [B, E]
+    prob_if_out = _normal_cdf((clean - threshold_if_out) / noise_std)  # [B, E]
     return torch.where(noisy > threshold_if_in, prob_if_in, prob_if_out)
+
+
+def _normal_cdf(z: torch.Tensor) -> torch.Tensor:
+    """Standard normal CDF (as ``torch.distributions.Normal(0, 1).cdf``, whose argument validation
+    reads a tensor back to the host)."""
+    return 0.5 * (1 + torch.erf(z / math.sqrt(2)))
 
 
 class NoisyTopKGate(nn.Module):
@@ -192,7 +201,11 @@ class NoisyTopKGate(nn.Module):
 
     def _project(self, w: torch.Tensor, u: torch.Tensor, domain: torch.Tensor) -> torch.Tensor:
         if self.gate_input == "per_domain":
-            return torch.einsum("bi,bie->be", u, w[domain])  # [B, Din] x [B, Din, E] -> [B, E]
+            # every domain's logits, then each row's own: [B, D, E] instead of gathering a
+            # [B, Din, E] copy of the weights
+            every = torch.einsum("bi,die->bde", u, w)  # [B, D, E]
+            index = domain.view(-1, 1, 1).expand(-1, 1, w.shape[2])  # [B, 1, E]
+            return every.gather(1, index).squeeze(1)  # [B, E]
         return u @ w  # [B, E]
 
     def forward(
@@ -204,6 +217,7 @@ class NoisyTopKGate(nn.Module):
         knocked_out: Sequence[int] | None = None,
         generator: torch.Generator | None = None,
         trained_k: int | None = None,
+        smooth_load: bool = True,
     ) -> GateOutput:
         # x: [B, Din], domain_emb: [B, De], domain: [B] long; trained_k: see noisy_top_k_gating
         u = torch.cat([x, domain_emb], dim=1) if self.gate_input == "concat" else x  # [B, Din(+De)]
@@ -212,5 +226,12 @@ class NoisyTopKGate(nn.Module):
         if self.training and self.w_noise is not None:
             noise = self._project(self.w_noise, u, domain)  # [B, E]
         return noisy_top_k_gating(
-            clean, noise, k, self.training, knocked_out, generator, trained_k=trained_k
+            clean,
+            noise,
+            k,
+            self.training,
+            knocked_out,
+            generator,
+            trained_k=trained_k,
+            smooth_load=smooth_load,
         )

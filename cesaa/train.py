@@ -33,13 +33,15 @@ from cesaa import distributed
 from cesaa.checkpoint import build_meta, read_meta, save_checkpoint, write_json
 from cesaa.config import ModelConfig, TrainConfig
 from cesaa.data.locate import location
-from cesaa.data.table import MultiDomainData
+from cesaa.data.table import EncodedTable, MultiDomainData
 from cesaa.epoch import epoch_batches as _epoch_batches  # noqa: F401  (tests import it from here)
 from cesaa.epoch import seed_everything, train_one_epoch
 from cesaa.evaluation import evaluate, evaluate_part, predict  # noqa: F401  (public API)
 from cesaa.models.registry import build_model
 from cesaa.monitor import LOWER_IS_BETTER, NoImprovementError, check_monitor, score  # noqa: F401
+from cesaa.routing_rows import write_row_snapshot
 from cesaa.snapshots import write_routing_snapshot
+from cesaa.stopping import should_stop
 from cesaa.train_state import (  # noqa: F401  (METRICS, read_history: public via cesaa.train)
     LAST,
     METRICS,
@@ -142,7 +144,7 @@ def train(
     on_batch = callback if batch_events else None
     eval_bs = train_cfg.eval_batch_size
 
-    stopped_early = at.bad_epochs >= train_cfg.patience > 0 and at.start_epoch > 0
+    stopped_early = at.start_epoch > 0 and _stop(train_cfg, at.bad_epochs, at.start_epoch, data)
     for epoch in range(at.start_epoch, train_cfg.epochs):
         if stopped_early:
             break
@@ -160,6 +162,8 @@ def train(
         if run is not None and train_cfg.routing_snapshots:
             d = data.spec.num_domains
             write_routing_snapshot(run, model, data.val, d, epoch, eval_bs, ctx)
+            if ctx.is_main and isinstance(data.val, EncodedTable):  # row-level, for saturation
+                write_row_snapshot(run, model, data.val, epoch + 1)
         s = score(val, train_cfg.monitor)
         if s > at.best_score:
             at.best_score, at.best_epoch, at.bad_epochs = s, epoch, 0
@@ -170,7 +174,7 @@ def train(
         else:
             at.bad_epochs += 1
         history.append(record)
-        stopped_early = train_cfg.patience > 0 and at.bad_epochs >= train_cfg.patience
+        stopped_early = _stop(train_cfg, at.bad_epochs, epoch + 1, data)
         if run is not None and main:
             commit_epoch(
                 run, model, opt, history, epoch, at.best_score, at.best_epoch, at.bad_epochs
@@ -207,3 +211,10 @@ def _fail_no_improvement(run: Path | None, meta: dict, history: list[dict], moni
     if run is not None and (run / "meta.json").is_file():
         write_json(run / "meta.json", {**read_meta(run), "status": "failed", "error": msg})
     raise NoImprovementError(msg)
+
+
+def _stop(cfg: TrainConfig, bad_epochs: int, epochs_done: int, data: MultiDomainData) -> bool:
+    return should_stop(
+        bad_epochs, cfg.patience, epochs_done, len(data.train), cfg.batch_size, cfg.min_steps
+    )
+

@@ -491,3 +491,40 @@ def test_learns_a_domain_dependent_sign(name):
     train_auc, heldout_auc = _train_and_score(build(name))
     assert train_auc > 0.75
     assert heldout_auc > 0.75
+
+
+@pytest.mark.parametrize("grouped_gemm", [True, False])
+@pytest.mark.parametrize("training", [False, True])
+def test_star_runs_each_row_on_its_own_domain_path_only(monkeypatch, grouped_gemm, training):
+    """The grouped-by-domain FCN equals the every-path-then-select oracle, values and gradients."""
+    from cesaa import experts as experts_module
+
+    if grouped_gemm and not experts_module.grouped_mm_available(torch.device("cpu"), torch.float32):
+        pytest.skip("torch._grouped_mm does not run on this CPU build")
+    monkeypatch.setitem(experts_module._GROUPED_MM_OK, ("cpu", torch.float32), grouped_gemm)
+    model = build("star").train(training)
+    with torch.no_grad():  # leave the all-ones start: domains must differ
+        for p in model.fcn.domain_weights:
+            p.normal_(1.0, 0.3, generator=torch.Generator().manual_seed(4))
+    cat, num, domain = batch()
+    x = torch.randn(B, model.embedding.out_dim, generator=torch.Generator().manual_seed(5))
+    domain = domain.flip(0)  # not sorted by domain
+    fast = model.fcn(x, domain)
+    slow = model.fcn.forward_all_paths(x, domain)
+    assert fast.shape == (B,)
+    assert torch.allclose(fast, slow, atol=1e-5)
+    params = list(model.fcn.parameters())
+    g_fast = torch.autograd.grad((fast * torch.arange(B)).sum(), params)
+    g_slow = torch.autograd.grad((slow * torch.arange(B)).sum(), params)
+    for a, b in zip(g_fast, g_slow, strict=True):
+        assert torch.allclose(a, b, atol=1e-4)
+
+
+def test_star_training_with_dropout_keeps_every_path_dropout_draws():
+    model = build("star", dropout=0.5).train()
+    x = torch.randn(B, model.embedding.out_dim, generator=torch.Generator().manual_seed(5))
+    domain = torch.arange(B) % D
+    torch.manual_seed(11)
+    out = model.fcn(x, domain)
+    torch.manual_seed(11)
+    assert torch.equal(out, model.fcn.forward_all_paths(x, domain))

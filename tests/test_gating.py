@@ -336,3 +336,36 @@ def test_trained_k_override_reproduces_the_model_bit_for_bit(k: int) -> None:
         base = model(cat, num, domain)
         same = model(cat, num, domain, routing=RoutingOverride(top_k=k))
     assert torch.equal(same.logit, base.logit) and torch.equal(same.gates, base.gates)
+
+
+def test_per_domain_projection_equals_each_rows_own_matrix_without_gathering_it() -> None:
+    gate = _random_gate("per_domain").eval()
+    x, e_d, domain = _inputs()
+    expected = torch.stack([x[i] @ gate.w_gate[domain[i]] for i in range(B)])  # row by row
+    assert torch.allclose(gate(x, e_d, domain, K).logits, expected, atol=1e-5)
+
+
+def test_gating_reads_nothing_back_to_the_host(monkeypatch) -> None:
+    gate = _random_gate("per_domain").train()
+    x, e_d, domain = _inputs()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("host sync inside the gate")
+
+    for method in ("item", "tolist", "__bool__", "__int__", "__float__", "numpy"):
+        monkeypatch.setattr(torch.Tensor, method, refuse)
+    out = gate(x, e_d, domain, K)
+    (out.gates.sum() + out.load.sum()).backward()
+    monkeypatch.undo()
+    assert gate.w_gate.grad is not None
+
+
+def test_smooth_load_off_gives_selection_counts_and_the_same_gates() -> None:
+    gate = _random_gate().train()
+    x, e_d, domain = _inputs()
+    smooth = gate(x, e_d, domain, K, generator=torch.Generator().manual_seed(3))
+    counts = gate(x, e_d, domain, K, generator=torch.Generator().manual_seed(3), smooth_load=False)
+    assert torch.equal(smooth.gates, counts.gates)
+    expected = torch.bincount(counts.topk_idx.flatten(), minlength=E).float()
+    assert torch.equal(counts.load, expected)
+    assert not torch.equal(smooth.load, counts.load)

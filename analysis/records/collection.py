@@ -72,6 +72,24 @@ def record_collection(rec: Record, gate: str | None = None) -> Collection:
     return col
 
 
+def head_sample(sample: EmbeddingSample | None, n: int) -> EmbeddingSample | None:
+    """The first ``n`` rows of a sample (the sample is uniform, so its head is too); ``None`` for
+    n = 0."""
+    from dataclasses import fields, replace
+
+    if sample is None or n >= len(sample):
+        return sample
+    if n <= 0:
+        return None
+    return replace(
+        sample,
+        **{
+            f.name: None if getattr(sample, f.name) is None else getattr(sample, f.name)[:n]
+            for f in fields(sample)
+        },
+    )
+
+
 def record_sample(rec: Record, gate: str | None = None) -> EmbeddingSample | None:
     """The record's expert-output sample as an ``EmbeddingSample`` (``None`` without one)."""
     t = rec.sample()

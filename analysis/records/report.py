@@ -13,7 +13,7 @@ from typing import Any
 
 from analysis.alarms import health_alarms
 from analysis.measures import row_entropy_by_domain, summarize
-from analysis.records.collection import NEEDS_CHECKPOINT, record_collection
+from analysis.records.collection import NEEDS_CHECKPOINT, head_sample, record_collection
 from analysis.records.reader import open_record
 
 
@@ -51,10 +51,7 @@ def gather_record(
         alpha=0.0,
         predictions_std_per_domain=col.prediction_std_per_domain(),
     )
-    s = col.sample
-    if s is not None and sample_size < len(s):  # the report's sample is at most sample_size rows
-        s = None if sample_size == 0 else _head(s, sample_size)
-        col.sample = s
+    s = col.sample = head_sample(col.sample, sample_size)  # at most sample_size rows
     entropy = row_entropy_by_domain(s.probs, s.domain) if s is not None and len(s) else None
     t1 = time.perf_counter()
     key_meta = {
@@ -118,15 +115,3 @@ def gather_record(
         "timings": timings,
         "embedding_method": used,
     }
-
-
-def _head(s: Any, n: int) -> Any:
-    from dataclasses import fields, replace
-
-    return replace(
-        s,
-        **{
-            f.name: None if getattr(s, f.name) is None else getattr(s, f.name)[:n]
-            for f in fields(s)
-        },
-    )

@@ -43,14 +43,17 @@ class ModelOutput:
     - ``logit``: [B] logit of the click/positive probability (for retrieval: the user embedding is in
       ``embedding``).
     - ``probs``: [B, E] dense gate probabilities over the selectable experts (None for models without
-      a gate). For MMoE/PLE these are the softmax gate of the row's own domain.
+      a gate). For MMoE/PLE these are the softmax gate of the row's own domain; for PLE over the
+      global expert index (D * ple_specific domain-specific experts, then the shared ones), zero
+      on the other domains' specific experts.
     - ``gates``: [B, E] the weights actually used to mix experts (sparse for top-k models: exactly k
       non-zeros per row; equal to ``probs`` for dense gates).
     - ``topk_idx``: [B, k] selected expert indices (None for dense gates).
     - ``aux_loss``: scalar, the weighted auxiliary loss the trainer adds to BCE
       (``alpha * L_MI + beta * L_balance`` for CESAA; 0 for models without one).
     - ``losses``: raw, unweighted auxiliary terms for logging (e.g. ``{"mi": I(D;E), "balance": ...}``).
-    - ``expert_outputs``: [B, E, H] every domain expert's output, only when requested.
+    - ``expert_outputs``: [B, E, H] every domain expert's output, only when requested (PLE: the
+      row's own gate's experts, zeros on the other domains' specific experts, which it never runs).
     - ``shared_outputs``: [B, S, H] every shared expert's output, only when requested.
     """
 

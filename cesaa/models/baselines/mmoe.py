@@ -10,12 +10,17 @@ from torch import nn
 
 from cesaa.config import ModelConfig
 from cesaa.features import FeatureEmbedding, FeatureSpec
+from cesaa.models import search_spaces as spaces
 from cesaa.models.baselines.blocks import StackedMLP, override_dense_gate, select_domain
 from cesaa.models.output import ModelOutput, RoutingOverride
 from cesaa.models.registry import register
 
 
-@register("mmoe", "MMoE: shared experts, one softmax gate and one tower per domain")
+@register(
+    "mmoe",
+    "MMoE: shared experts, one softmax gate and one tower per domain",
+    search_space=spaces.mmoe,
+)
 class MMoE(nn.Module):
     """logit = tower_d(sum_i g_d(x)_i E_i(x)),  g_d = softmax(x W_d + b_d),  d = the row's domain.
 

@@ -20,6 +20,7 @@ from torch import nn
 
 from cesaa.config import ModelConfig
 from cesaa.features import FeatureEmbedding, FeatureSpec
+from cesaa.models import search_spaces as spaces
 from cesaa.models.baselines.blocks import StackedMLP, override_dense_gate, select_domain
 from cesaa.models.output import ModelOutput, RoutingOverride
 from cesaa.models.registry import register
@@ -152,7 +153,11 @@ class CGCLevel(nn.Module):
         return OwnOutput(out, probs, gates, topk_idx, experts)
 
 
-@register("ple", "PLE: domain-specific + shared experts, per-domain gates, stacked CGC levels")
+@register(
+    "ple",
+    "PLE: domain-specific + shared experts, per-domain gates, stacked CGC levels",
+    search_space=spaces.ple,
+)
 class PLE(nn.Module):
     """``ple_levels`` CGC levels; the last level's domain outputs feed one tower per domain.
 
