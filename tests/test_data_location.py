@@ -124,6 +124,17 @@ def test_report_from_another_folder(project, elsewhere, kind, monkeypatch, capsy
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_record_from_another_folder(project, elsewhere, kind, monkeypatch, capsys):
+    ep = EntryPoint("record", "analysis.records.cli:add_record_parser", cesaa.cli.COMMAND_GROUP)
+    monkeypatch.setattr(cesaa.cli, "entry_points", lambda group=None: [ep])
+    out = elsewhere / "record"
+    assert main(["record", str(project / "runs" / kind), "--out", str(out)]) == 0
+    rec = json.loads((out / "record.json").read_text())
+    meta = json.loads((project / "runs" / kind / "meta.json").read_text())
+    assert rec["rows"] == meta["metrics"]["test"]["rows"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_a_project_moved_as_a_whole_finds_its_data_relative_to_the_run(
     project, tmp_path, monkeypatch, kind
 ):
