@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
-from cesaa.routing.capabilities import routing_capabilities
+from cesaa.routing.capabilities import (
+    MEASURES,
+    expert_names,
+    experts_left,
+    not_applicable,
+    routing_capabilities,
+)
 
-__all__ = ["routing_capabilities"]
+__all__ = ["MEASURES", "expert_names", "experts_left", "not_applicable", "routing_capabilities"]

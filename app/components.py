@@ -206,6 +206,8 @@ def routing_controls(path: str, prefix: str) -> tuple:
     """k slider, shared-expert toggle and knock-out multiselect; returns the routing tuple
     ``(top_k, use_shared, knocked_out)`` (``loaders.AS_TRAINED`` when nothing changed).  The
     controls reset when another checkpoint is selected."""
+    from analysis.capabilities import experts_left
+
     caps = loaders.capabilities(path)
     e, trained_k = caps["num_experts"], caps["top_k"]
     if not caps["has_gate"]:
@@ -222,12 +224,17 @@ def routing_controls(path: str, prefix: str) -> tuple:
             "Knock out experts",
             list(range(e)),
             key=keys["knock"],
-            format_func=lambda i: f"expert {i}",
+            format_func=lambda i: loaders.expert_names(path)[i],
             max_selections=e - 1,
             help="Knocked-out experts are never selected; their gate mass goes to the others.",
         )
-    left = e - len(knocked)
-    default_k = trained_k if trained_k is not None else e
+    left = experts_left(caps, knocked)  # the fewest experts any row's gate has left
+    if left < 1:
+        st.error(
+            "These knock-outs leave a domain's gate with no expert: showing the model as trained."
+        )
+        return loaders.AS_TRAINED
+    default_k = trained_k if trained_k is not None else caps["row_experts"]
     if keys["k"] not in st.session_state or st.session_state[keys["k"]] > left:
         st.session_state[keys["k"]] = min(default_k, left)
     with c1:
@@ -254,6 +261,6 @@ def routing_controls(path: str, prefix: str) -> tuple:
         )
     if trained_k is not None:
         top_k = None if k == trained_k else k
-    else:
+    else:  # a dense gate: k = every expert left in each row's gate is the gate as trained
         top_k = None if k >= left else k
     return (top_k, bool(shared) or caps["num_shared"] == 0, tuple(sorted(knocked)))

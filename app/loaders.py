@@ -168,9 +168,12 @@ def domain_names(path: str) -> list[str]:
 
 
 def expert_names(path: str) -> list[str]:
+    """One name per expert index; PLE's say which domain's (``analysis.capabilities``)."""
     if record_loaders.is_record(path):
         return [e.name for e in record_loaders.record(path).primary.experts]
-    return [f"expert {i}" for i in range(capabilities(path)["num_experts"])]
+    from analysis.capabilities import expert_names as names
+
+    return names(capabilities(path), domain_names(path))
 
 
 def override(routing: tuple):

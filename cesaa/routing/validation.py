@@ -205,6 +205,8 @@ def check_routing_arrays(
                 f"expert must be 1-D [rows] or 2-D [rows, k], got shape {expert.shape}"
             )
         _in_range(expert, "expert", n_exp)
+        if expert.ndim == 2:
+            _no_repeats(expert, "expert")
         rows.append(("expert", expert.shape[0]))
 
     if domain is not None:
