@@ -199,6 +199,11 @@ class RecordWriter:
             )
         if callable(outputs):
             out, shared = outputs(cand)
+            if out is None:
+                raise ValueError(
+                    "the model returned no expert outputs for the sample; record with "
+                    "sample_size=0 (cesaa record --sample 0)"
+                )
         else:
             out, shared = to_numpy(outputs, "expert_outputs")[cand], None
         out = to_numpy(out, "expert_outputs").astype(np.float32)
