@@ -42,12 +42,19 @@ def _movielens(path, rows: int = 4000) -> tuple[dict, np.ndarray, list]:
     return x, df[["label"]].to_numpy(), features
 
 
-def _train(model, x, y, tmp_path):
+def _train(model, x, y, tmp_path, epochs: int = 1, lr: float = 1e-3):
     torch.manual_seed(0)
     train, val, test = DataGenerator(x, y).generate_dataloader(
         split_ratio=[0.7, 0.1], batch_size=256
     )
-    MTLTrainer(model, ["classification"], n_epoch=1, model_path=str(tmp_path)).fit(train, val)
+    trainer = MTLTrainer(
+        model,
+        ["classification"],
+        n_epoch=epochs,
+        model_path=str(tmp_path),
+        optimizer_params={"lr": lr, "weight_decay": 1e-5},
+    )
+    trainer.fit(train, val)
     return test
 
 
