@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     args, argv = _common.parse(p, argv)
     sizes = [int(s) for s in args.rows.split(",")]
     if args.quick:
-        sizes, args.repeats = [2_000, 50_000], 2
+        sizes, args.repeats = [1_000, 20_000], 1
     d, e, k = 8, 16, 2
     machine = _report.machine()
     t0 = time.perf_counter()
