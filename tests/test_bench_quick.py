@@ -20,6 +20,7 @@ BENCHES = {  # module -> (section, extra arguments)
     "speed": ("speed", []),
     "throughput": ("throughput", []),
     "streaming": ("streaming", []),
+    "record_open": ("record_open", []),
     "umap_time": ("umap", []),
     "accuracy": ("accuracy", ["--jobs", "1"]),
     "tune": ("tuning", ["--jobs", "1"]),
