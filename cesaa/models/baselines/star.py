@@ -101,7 +101,7 @@ class StarFCN(nn.Module):
         weights = [w * dw for w, dw in zip(self.weights, self.domain_weights, strict=True)]
         biases = [b + db for b, db in zip(self.biases, self.domain_biases, strict=True)]
         sorted_domain, order = torch.sort(domain, stable=True)  # rows grouped by domain
-        h = grouped_mlp(x.index_select(0, order), sorted_domain, weights, biases, self._act)
+        h = grouped_mlp(x, order, sorted_domain, weights, biases, self._act)  # [B, 1] sorted
         return x.new_empty(x.shape[0]).index_copy(0, order, h.squeeze(1))  # [B], input order
 
     def _act(self, h: torch.Tensor, layer: int) -> torch.Tensor:
