@@ -207,8 +207,20 @@ class StackedMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [B, I] (shared by every group) or [B, G, I] -> [B, G, O]."""
-        h = x.unsqueeze(0).expand(self.groups, -1, -1) if x.dim() == 2 else x.transpose(0, 1)
-        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+        g = self.groups
+        layers = list(zip(self.weights, self.biases, strict=True))
+        if x.dim() == 2:  # a shared input: layer 0 of every group is one [B, I] x [I, G*O] GEMM
+            w, b = layers[0]
+            o = w.shape[2]
+            flat_w = w.permute(1, 0, 2).reshape(w.shape[1], g * o)  # [I, G*O]
+            h = torch.addmm(b.reshape(1, g * o), x, flat_w).view(-1, g, o)  # [B, G, O_0]
+            # [G, B, O] contiguous before the activation: dropout draws its mask in this layout
+            h = self._act(h.transpose(0, 1).contiguous(), 0)  # [G, B, O_0]
+            start = 1
+        else:
+            h, start = x.transpose(0, 1), 0  # [G, B, I]
+        for i in range(start, len(layers)):
+            w, b = layers[i]
             h = self._act(torch.baddbmm(b.unsqueeze(1), h, w), i)  # [G, B, O_i]
         return h.transpose(0, 1)  # [B, G, O]
 
