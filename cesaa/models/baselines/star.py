@@ -53,7 +53,8 @@ class PartitionedNorm(nn.Module):
         self, x: torch.Tensor, domain: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         d = self.running_mean.shape[0]
-        count = torch.bincount(domain, minlength=d).to(x.dtype)[:, None]  # [D, 1]
+        ones = torch.ones(domain.shape[0], 1, dtype=x.dtype, device=x.device)  # [B, 1]
+        count = x.new_zeros(d, 1).index_add_(0, domain, ones)  # [D, 1]; bincount syncs on CUDA
         mean = x.new_zeros(d, x.shape[1]).index_add(0, domain, x) / count.clamp_min(1)  # [D, I]
         sq = x.new_zeros(d, x.shape[1]).index_add(0, domain, (x - mean[domain]) ** 2)  # [D, I]
         var = sq / count.clamp_min(1)  # [D, I] biased, as BatchNorm normalizes
