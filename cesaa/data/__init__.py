@@ -1,8 +1,9 @@
 """Data: one table schema, encoders stored as JSON, built-in synthetic data, MovieLens, splits.
 
 Entry point: :func:`load_data` (``"synthetic"``, ``"movielens-100k:PATH"``, ``"movielens-1m:PATH"``,
-``"kuairand:PATH"``, ``"aliccp:PATH"``, ``"mind:PATH"``, ``"douban:PATH"``, ``"table:SCHEMA_PATH"``).  To evaluate a checkpoint on a new file: ``load_table_frame`` then
-``encode(df, encoders)``, or ``load_data(source, split="none", encoders=encoders)``.
+``"kuairand:PATH"``, ``"aliccp:PATH"``, ``"mind:PATH"``, ``"douban:PATH"``, ``"table:SCHEMA_PATH"``).
+To evaluate a checkpoint on a new file: ``load_table_frame`` then ``encode(df, encoders)``, or
+``load_data(source, split="none", encoders=encoders)``.
 """
 
 from __future__ import annotations
