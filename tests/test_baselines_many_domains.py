@@ -1,4 +1,4 @@
-"""Many domains: synthetic data with D = 40 and every registered model on it (issue: many domains)."""
+"""Many domains (synthetic D = 40, every registered model) and checkpoints of the new baselines."""
 
 from __future__ import annotations
 
@@ -36,3 +36,24 @@ def test_every_model_runs_forward_and_backward_on_40_domains(data, name):
     (out.logit.sum() + out.aux_loss).backward()
     if out.probs is not None:
         torch.testing.assert_close(out.probs.sum(1), torch.ones(len(b)))
+
+
+@pytest.mark.parametrize("name", ["adasparse", "pepnet", "hmoe", "m2m"])
+def test_new_baselines_round_trip_through_a_checkpoint(small_data, tmp_path, name):
+    from cesaa.checkpoint import load_checkpoint
+    from cesaa.config import TrainConfig
+    from cesaa.train import predict, train
+
+    cfg = default_config(name, expert_hidden=(16,), expert_dim=8, tower_hidden=(8,))
+    res = train(cfg, TrainConfig(epochs=1, batch_size=512), small_data, tmp_path / name)
+    ckpt = load_checkpoint(tmp_path / name)
+    assert ckpt.model_config == cfg
+    torch.testing.assert_close(
+        torch.as_tensor(predict(ckpt.model, small_data.test)),
+        torch.as_tensor(predict(res.model, small_data.test)),
+        rtol=0,
+        atol=0,
+    )
+    if name == "adasparse":  # the annealed slope travels with the weights
+        assert ckpt.model.alpha.item() == pytest.approx(res.model.alpha.item())
+        assert res.model.alpha.item() > cfg.adasparse_alpha
