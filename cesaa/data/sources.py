@@ -46,6 +46,7 @@ SYNTHETIC_OPTIONS = {
     "strength": ("strength", float),
     "noise": ("noise", float),
     "base_rate": ("base_rate", float),
+    "structure": ("structure", str),
 }
 TABLE_OPTIONS = ("data",)
 

@@ -43,6 +43,7 @@ from cesaa.features import FeatureEmbedding, FeatureSpec, mlp
 from cesaa.models.baselines.blocks import StackedMLP, override_dense_gate
 from cesaa.models.output import ModelOutput, RoutingOverride
 from cesaa.models.registry import register
+from cesaa.models.search_spaces import common
 
 
 class MetaLinear(nn.Module):
@@ -74,10 +75,7 @@ def search_space(trial: Any) -> dict[str, object]:
     hidden = str(trial.suggest_categorical("expert_hidden", ["64", "128", "128,64"]))
     tower = str(trial.suggest_categorical("tower_hidden", ["32", "64"]))
     return {
-        "lr": trial.suggest_float("lr", 3e-4, 1e-2, log=True),
-        "weight_decay": trial.suggest_categorical("weight_decay", [0.0, 1e-6, 1e-5, 1e-4]),
-        "embed_dim": trial.suggest_categorical("embed_dim", [8, 16, 32]),
-        "dropout": trial.suggest_categorical("dropout", [0.0, 0.1, 0.2]),
+        **common(trial),
         "expert_dim": trial.suggest_categorical("expert_dim", [16, 32]),
         "expert_hidden": tuple(int(w) for w in hidden.split(",")),
         "tower_hidden": tuple(int(w) for w in tower.split(",")),
