@@ -180,3 +180,37 @@ def test_bench_bad_input_is_one_clear_line(tmp_path, capsys, args, message) -> N
     assert _bench(tmp_path, *args) == 2
     err = capsys.readouterr().err
     assert err.startswith("cesaa bench: error:") and message in err
+
+
+def test_bench_split_over_machines_through_a_shared_storage(tmp_path) -> None:
+    """Two 'machines' run --stage tune against one SQLite study; --stage final reads it."""
+    optuna = pytest.importorskip("optuna")
+    url = f"sqlite:///{tmp_path / 'tune.db'}"
+    common = ["--models", "mlp", "--trials", "3", "--storage", url]
+    assert _bench(tmp_path / "m1", *common, "--stage", "tune") == 0
+    assert not (tmp_path / "m1" / "leaderboard.json").exists()
+    assert _bench(tmp_path / "m2", *common, "--stage", "tune") == 0  # already full: no new trial
+    study = optuna.load_study(study_name="cesaa-bench-mlp", storage=url)
+    assert len(study.trials) == 3
+    assert _bench(tmp_path / "final", *common, "--stage", "final", "--seeds", "2") == 0
+    runs = json.loads((tmp_path / "final" / "runs.json").read_text())
+    assert [r["params"] for r in runs] == [study.best_trial.user_attrs["params"]] * 2
+    assert len(optuna.load_study(study_name="cesaa-bench-mlp", storage=url).trials) == 3
+
+
+@pytest.mark.slow  # spawns 2 worker processes (each imports torch): slow on a loaded machine
+def test_bench_parallel_jobs_keep_the_budget(tmp_path) -> None:
+    optuna = pytest.importorskip("optuna")
+    assert _bench(tmp_path, "--models", "mlp", "--trials", "4", "--jobs", "2", "--seeds", "2") == 0
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "optuna.journal"))
+    )
+    trials = optuna.load_study(study_name="cesaa-bench-mlp", storage=storage).trials
+    trained = [t for t in trials if not t.user_attrs.get("surplus")]
+    assert [t.number for t in trained] == [0, 1, 2, 3]  # exactly the budget was trained
+    assert all("params" not in t.user_attrs for t in trials if t not in trained)
+    lb = json.loads((tmp_path / "leaderboard.json").read_text())
+    tune = lb["models"][0]["tune"]
+    assert tune["complete"] + tune["pruned"] == 4
+    runs = json.loads((tmp_path / "runs.json").read_text())
+    assert sorted(r["seed"] for r in runs) == [0, 1]

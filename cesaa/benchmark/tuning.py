@@ -19,6 +19,7 @@ from typing import Any
 
 from cesaa.benchmark.protocol import RunTask, run_task
 
+SURPLUS = "surplus"  # user attr of a trial started past the budget by a racing worker (not trained)
 TUNE_SEED = 10_000  # model seed of every tuning trial: distinct from the final seeds 0..S-1
 
 
@@ -78,6 +79,10 @@ def _objective(job: TuneJob) -> Any:
     sign = -1.0 if monitor == "logloss" else 1.0
 
     def objective(trial: Any) -> float:
+        if trial.number >= job.trials:  # parallel workers raced past the budget: train nothing
+            trial.set_user_attr(SURPLUS, True)
+            trial.study.stop()
+            raise optuna.TrialPruned()
         params = space(trial)
         trial.set_user_attr("params", _jsonable(params))
         seen = {"epochs": 0, "seconds": 0.0}
@@ -124,6 +129,8 @@ def run_tune_job(job: TuneJob | dict) -> dict:
     )
     done = (TrialState.COMPLETE, TrialState.PRUNED)
     stop = optuna.study.MaxTrialsCallback(job.trials, states=done)
+    # workers racing for the last trial may start one too many: it is marked surplus and trains
+    # nothing, so exactly the first ``trials`` trial numbers are trained and counted
     if len(study.get_trials(deepcopy=False, states=done)) < job.trials:
         study.optimize(_objective(job), n_trials=job.trials, callbacks=[stop])
     return {"study": job.study_name, "summary": f"study {job.study_name} has its trials"}
@@ -138,11 +145,11 @@ def study_summary(study_name: str, storage: str) -> dict:
     from optuna.trial import TrialState
 
     study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
-    trials = study.get_trials(deepcopy=False)
+    trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(SURPLUS)]
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if not complete:
         raise ValueError(f"study {study_name!r}: no complete trial (all pruned or failed)")
-    best = study.best_trial
+    best = max(complete, key=lambda t: t.value)
     return {
         "study": study_name,
         "params": best.user_attrs.get("params", {}),
