@@ -2,7 +2,7 @@
 first sits on a plateau, does the default early stopping wait it out?
 
 Each model is trained three times on ``synthetic:rows=R,structure=multiplicative,per_domain=1``
-(Adam 1e-3, batch 1024, weight decay 1e-5, at most ``--epochs`` epochs, seed 0): with patience 30
+(Adam lr ``--lr`` 1e-3, batch ``--batch-size`` 1024, weight decay 1e-5, at most ``--epochs`` epochs, seed 0): with patience 30
 (the reference), with the default protocol (patience 3, no stop before ``TrainConfig.min_steps``
 optimizer steps) and with the old protocol (patience 3 from the first epoch, ``min_steps=0``).
 Reported: epochs run, best epoch, test AUC of the best-validation epoch, and the gap to the reference
@@ -30,7 +30,14 @@ def run_one(task: dict) -> dict:
     from cesaa.train import train
 
     data = load_source(task["source"])
-    base = dict(epochs=task["epochs"], weight_decay=1e-5, seed=0, device="cpu")
+    base = dict(
+        epochs=task["epochs"],
+        weight_decay=1e-5,
+        seed=0,
+        device="cpu",
+        lr=task["lr"],
+        batch_size=task["batch_size"],
+    )
     t0 = time.perf_counter()
     res = train(default_config(task["model"]), TrainConfig(**base, **task["kw"]), data)
     val = [h["val/auc"] for h in res.history]
@@ -52,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows", type=int, default=40_000)
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--models", default="", help="comma-separated registry names (default: all)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--batch-size", type=int, default=1024)
     args, argv = _common.parse(p, argv)
     if args.quick:
         args.rows, args.epochs = 4000, 2
@@ -68,7 +77,15 @@ def main(argv: list[str] | None = None) -> int:
     models = args.models.split(",") if args.models else model_names()
     source = f"synthetic:rows={args.rows},structure=multiplicative,per_domain=1,seed=0"
     tasks = [
-        {"source": source, "model": m, "protocol": name, "kw": kw, "epochs": args.epochs}
+        {
+            "source": source,
+            "model": m,
+            "protocol": name,
+            "kw": kw,
+            "epochs": args.epochs,
+            "lr": args.lr,
+            "batch_size": args.batch_size,
+        }
         for m in models
         for name, kw in PROTOCOLS.items()
     ]
@@ -86,10 +103,10 @@ def main(argv: list[str] | None = None) -> int:
             row.append(f"{r['epochs']} / {r['best_epoch']} / {r['test_auc']:.4f}{gap}")
         rows.append(row)
     curves = [[m, " ".join(f"{v:.3f}" for v in by[(m, "patience 30")]["val"])] for m in models]
-    steps = -(-int(args.rows * 0.8) // TrainConfig().batch_size)
+    steps = -(-int(args.rows * 0.8) // args.batch_size)
     notes = (
         f"Data: `{source}` ({int(args.rows * 0.8)} training rows, {steps} optimizer steps per "
-        f"epoch at batch {TrainConfig().batch_size}).  Cells: epochs run / best epoch / test AUC "
+        f"epoch at batch {args.batch_size}, Adam lr {args.lr:g}).  Cells: epochs run / best epoch / test AUC "
         f"of the best-validation epoch (gap to the patience-30 reference).  Default protocol: "
         f"patience {TrainConfig().patience}, min_steps {TrainConfig().min_steps}; at most "
         f"{args.epochs} epochs for all."
