@@ -8,6 +8,7 @@ from analysis.measures import (
     expert_load,
     gating_entropy,
     load_balance,
+    mi_ceiling,
     mutual_information,
     mutual_information_from_assignments,
     row_entropy,
@@ -26,6 +27,7 @@ __all__ = [
     "expert_load",
     "gating_entropy",
     "load_balance",
+    "mi_ceiling",
     "mutual_information",
     "mutual_information_from_assignments",
     "row_entropy",
@@ -96,4 +98,25 @@ __all__ += [
     "routing_capabilities",
     "routing_evolution",
     "truth_recovery",
+]
+
+# ---- routing records (docs/record.md): write any gated model once, read it without the model -----
+from analysis.records import (  # noqa: E402
+    GateSpec,
+    Record,
+    RecordError,
+    RecordWriter,
+    open_record,
+    record,
+)
+from analysis.records.collection import record_collection  # noqa: E402
+
+__all__ += [
+    "GateSpec",
+    "Record",
+    "RecordError",
+    "RecordWriter",
+    "open_record",
+    "record",
+    "record_collection",
 ]

@@ -22,7 +22,11 @@ def add_report_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
         "alarms.  Writes report.html (self-contained, opens offline), report.json, CSV tables "
         "and, when a Chromium is installed, PNG figures and report.pdf.",
     )
-    r.add_argument("checkpoint", help="run folder holding meta.json and model.safetensors")
+    r.add_argument(
+        "checkpoint",
+        help="run folder holding meta.json and model.safetensors, or a routing record folder "
+        "(record.json + rows.parquet; see `cesaa record`)",
+    )
     r.add_argument("--data", default=None, help=DATA_HELP)
     r.add_argument("--out", default=None, help="output folder (default <checkpoint>/report)")
     r.add_argument("--split", default="test", choices=["train", "val", "test"], help="which split")

@@ -336,7 +336,7 @@ RENDER = {
     "load": _load,
     "entropy": _entropy,
     "knockout": _knockout,
-    "k-curve": _optional("k_curve", "k curve (the model has no top-k gate)"),
+    "k-curve": _optional("k_curve", "k curve (the model has no gate)"),
     "embeddings": _embeddings,
     "truth": _truth,
     "reproduce": _reproduce,

@@ -22,6 +22,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import record_loaders
 import streamlit as st
 import torch
 
@@ -59,7 +60,9 @@ def roots(extra: str | None = None) -> tuple[str, ...]:
 
 
 def token(path: str | Path) -> str:
-    """Changes whenever the checkpoint in ``path`` is rewritten (cache key part)."""
+    """Changes whenever the checkpoint (or record) in ``path`` is rewritten (cache key part)."""
+    if record_loaders.is_record(path):
+        return record_loaders.record_token(path)
     parts = []
     for name in ("meta.json", "model.safetensors"):
         try:
@@ -99,6 +102,10 @@ def list_runs(search: tuple[str, ...]) -> list[dict]:
             if path not in seen:
                 seen.add(path)
                 out.append({**item, "path": path, "label": label(path)})
+    for item in record_loaders.list_records(search):  # routing records beside the checkpoints
+        if item["path"] not in seen:
+            seen.add(item["path"])
+            out.append({**item, "label": label(item["path"]) + " (record)"})
     first = str((shipped_root() / DEFAULT_CHECKPOINT).resolve())
     return sorted(out, key=lambda e: e["path"] != first)
 
@@ -114,7 +121,10 @@ def _checkpoint(path: str, tok: str) -> tuple[Any, str | None]:
 
 
 def checkpoint(path: str):
-    """The loaded ``cesaa.checkpoint.Checkpoint`` (cached); ``LoadError`` when it cannot load."""
+    """The loaded ``cesaa.checkpoint.Checkpoint`` (cached); ``LoadError`` when it cannot load, or
+    when ``path`` is a routing record (the view needs the live model)."""
+    if record_loaders.is_record(path):
+        raise LoadError(record_loaders.needs_checkpoint("This view"))
     ckpt, err = _checkpoint(path, token(path))
     if err is not None:
         raise LoadError(f"Cannot load {label(path)}: {err}")
@@ -146,15 +156,24 @@ def data(path: str):
 def capabilities(path: str) -> dict:
     from analysis.capabilities import routing_capabilities
 
+    if record_loaders.is_record(path):
+        return record_loaders.capabilities(path)
     return routing_capabilities(checkpoint(path).model)
 
 
 def domain_names(path: str) -> list[str]:
+    if record_loaders.is_record(path):
+        return list(record_loaders.record(path).domains)
     return list(checkpoint(path).domain_names)
 
 
 def expert_names(path: str) -> list[str]:
-    return [f"expert {i}" for i in range(capabilities(path)["num_experts"])]
+    """One name per expert index; PLE's say which domain's (``analysis.capabilities``)."""
+    if record_loaders.is_record(path):
+        return [e.name for e in record_loaders.record(path).primary.experts]
+    from analysis.capabilities import expert_names as names
+
+    return names(capabilities(path), domain_names(path))
 
 
 def override(routing: tuple):
@@ -167,6 +186,8 @@ def override(routing: tuple):
 def history(path: str) -> list[dict]:
     from cesaa.train import read_history
 
+    if record_loaders.is_record(path):
+        return []  # a record holds one evaluation, no training history
     try:
         return read_history(path)
     except (ValueError, OSError) as e:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import jobs
+import record_loaders
 import streamlit as st
 from derived import collection
 from loaders import (
@@ -49,6 +50,18 @@ def _projection_key(path: str, method: str, n: int, mode: str) -> dict:
     from analysis import embeddings as emb
 
     params = dict(emb.UMAP_DEFAULTS) if method == "umap" else {}
+    if record_loaders.is_record(path):  # a record is identified by the hash of its rows
+        sha = record_loaders.record(path).meta.data.get("rows_sha256")
+        return emb.projection_key(
+            {"weights_sha256": sha},
+            method=method,
+            mode=mode,
+            split=SPLIT,
+            sample_size=n,
+            seed=0,
+            params=params,
+            data_fingerprint=sha,
+        )
     return emb.projection_key(
         checkpoint(path).meta,
         method=method,

@@ -36,7 +36,9 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = "synthetic:rows=60000,domains=4,seed=0"
 # small on purpose: a few hundred kB per checkpoint, seconds per epoch on one core
 SMALL = {"embed_dim": 8, "expert_hidden": (32,), "expert_dim": 16, "tower_hidden": (16,)}
-TRAIN = TrainConfig(epochs=12, batch_size=512, lr=3e-3, patience=3, seed=0, device="cpu")
+TRAIN = TrainConfig(
+    epochs=12, batch_size=512, lr=3e-3, weight_decay=0.0, patience=3, seed=0, device="cpu"
+)
 SAMPLE_SIZES = (500, 1000, 2000)  # the Embeddings page's sample-size choices that are precomputed
 SPLIT = "test"
 DEFAULT = "cesaa"

@@ -8,6 +8,7 @@ import components
 import derived
 import loaders
 import pandas as pd
+import record_loaders
 import streamlit as st
 
 from analysis import figures
@@ -19,6 +20,11 @@ st.write(
 )
 
 path = components.current_path()
+if record_loaders.is_record(path):
+    import record_overview
+
+    record_overview.show(path)
+    st.stop()
 ckpt = components.require(loaders.checkpoint, path, title="Cannot load this checkpoint")
 meta, cfg = ckpt.meta, ckpt.model_config
 caps = loaders.capabilities(path)
@@ -64,6 +70,8 @@ components.alarm_list(components.require(derived.alarms, path))
 st.subheader("All checkpoints")
 rows, broken = [], []
 for e in components.entries():
+    if e.get("record"):
+        continue  # routing records: listed on their own Overview and in the sidebar
     if "error" in e:
         broken.append(e)
         continue

@@ -31,7 +31,9 @@ class MMoE(nn.Module):
     Routing overrides (inference ablations) act on the row's gate before mixing, see
     :func:`~cesaa.models.baselines.blocks.override_dense_gate`: ``knocked_out`` experts get 0 and the
     rest is renormalized (``probs``); ``top_k`` keeps the k largest of those and renormalizes them
-    (``gates``, ``topk_idx``).  MMoE has no always-on shared expert, so ``use_shared`` is ignored.
+    (``gates``, ``topk_idx``), the same k semantics as CESAA's: k = 1 weights the top expert 1, and
+    k = every expert left is the dense gate as trained (bit for bit without knock-outs).  MMoE has
+    no always-on shared expert, so ``use_shared`` is ignored.
     """
 
     def __init__(self, cfg: ModelConfig, spec: FeatureSpec) -> None:
