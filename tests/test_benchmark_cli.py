@@ -174,6 +174,7 @@ def test_bench_movielens(tmp_path, ml100k_path) -> None:
         (["--models", "mlp", "--set", "train.bogus=1"], "expected train.KEY=VALUE"),
         (["--models", "mlp", "--set", "train.seed=1"], "expected train.KEY=VALUE"),
         (["--models", "mlp", "--trials", "1", "--storage", "nonsense"], "expected journal:PATH"),
+        (["--models", "mlp", "--trials", "1", "--stage", "final"], "study 'cesaa-bench-mlp' not"),
     ],
 )
 def test_bench_bad_input_is_one_clear_line(tmp_path, capsys, args, message) -> None:

@@ -144,7 +144,13 @@ def study_summary(study_name: str, storage: str) -> dict:
     optuna = _optuna()
     from optuna.trial import TrialState
 
-    study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
+    try:
+        study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
+    except KeyError:
+        raise ValueError(
+            f"study {study_name!r} not found in {storage}: run --stage tune (or all) first, with "
+            "the same --storage and --study-prefix"
+        ) from None
     trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(SURPLUS)]
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if not complete:
