@@ -61,21 +61,28 @@ def multiplicative():
     return load_data(PLATEAU_DATA)
 
 
-def test_multiplicative_data_has_no_main_effects(multiplicative) -> None:
-    """Each mechanism is a user x item product: a user's (an item's) mean is about 0, but the pair
-    carries the signal (the oracle beats the base rate by far)."""
+def test_multiplicative_signal_is_in_the_product(multiplicative) -> None:
+    """Main effects alone (logistic regression on user and item one-hots, sklearn) stay far below
+    the oracle: the signal is in the user x item product."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.preprocessing import OneHotEncoder
+
     from cesaa.data import make_planted_frame
 
     planted = make_planted_frame(40_000, 4, None, 1, 0, structure="multiplicative")
-    f, users = planted.mechanisms[:, 0], planted.frame["user_id"].to_numpy()
-    import numpy as np
-
-    user_means = np.array([f[users == u].mean() for u in np.unique(users)])
-    counts = np.array([(users == u).sum() for u in np.unique(users)])
-    # sampling noise of a mean of n unit-variance values is 1/sqrt(n): no structure beyond it
-    assert np.mean(user_means**2 * counts) == pytest.approx(1.0, abs=0.3)
-    assert planted.truth["oracle_auc"] > 0.8 and planted.truth["structure"] == "multiplicative"
+    df = planted.frame
+    x = OneHotEncoder(handle_unknown="ignore").fit_transform(df[["user_id", "item_id", "domain"]])
+    y = df["label"].to_numpy()
+    fit = LogisticRegression(max_iter=2000).fit(x[:32_000], y[:32_000])
+    main_effects = roc_auc_score(y[32_000:], fit.predict_proba(x[32_000:])[:, 1])
+    oracle = planted.truth["oracle_auc"]
+    assert oracle > 0.85 and main_effects < 0.6 < oracle - 0.25
+    assert planted.truth["structure"] == "multiplicative"
+    assert (df["user_id"].max(), df["item_id"].max()) == (199, 99)
     assert multiplicative.description["options"]["structure"] == "multiplicative"
+    assert np.isfinite(planted.logit).all()
     with pytest.raises(ValueError, match="structure='cubic' must be one of"):
         make_planted_frame(100, structure="cubic")
 
@@ -83,8 +90,8 @@ def test_multiplicative_data_has_no_main_effects(multiplicative) -> None:
 @pytest.mark.slow  # 7 models x 2 runs of up to 30 epochs on 32k rows (minutes on a loaded machine)
 def test_default_protocol_does_not_stop_on_the_plateau(multiplicative) -> None:
     """Under the default early stopping every model ends within 0.01 test AUC of the same model
-    trained with patience 30 (on this data MMoE sits on a plateau at val AUC ~0.50 for about 20
-    epochs; epoch-counted patience 3 alone stops it there)."""
+    trained with patience 30 (on this data MMoE sits on a plateau at val AUC ~0.51 for about 20
+    epochs, then climbs; epoch-counted patience 3 alone stopped it at epoch 8)."""
     from cesaa.models import default_config, model_names
     from cesaa.train import train
 
