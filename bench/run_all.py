@@ -32,6 +32,7 @@ ORDER = (
     "tune",
     "retrieval",
     "planted",
+    "plateau",
 )
 ESTIMATE_MIN = {
     "speed": 2,
@@ -42,6 +43,7 @@ ESTIMATE_MIN = {
     "tune": 8,
     "retrieval": 3,
     "planted": 5,
+    "plateau": 20,
 }
 
 
@@ -74,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             cmd.append("--quick")
         if args.docs:
             cmd += ["--docs", args.docs]
-        if args.jobs != 2 and name in ("accuracy", "tune", "retrieval", "planted"):
+        if args.jobs != 2 and name in ("accuracy", "tune", "retrieval", "planted", "plateau"):
             cmd += ["--jobs", str(args.jobs)]
         log = logs / f"{name}{'-quick' if args.quick else ''}.log"
         _report.log(f"$ {' '.join(cmd[1:])}  (log: {log})")
