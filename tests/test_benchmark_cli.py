@@ -215,3 +215,17 @@ def test_bench_parallel_jobs_keep_the_budget(tmp_path) -> None:
     assert tune["complete"] + tune["pruned"] == 4
     runs = json.loads((tmp_path / "runs.json").read_text())
     assert sorted(r["seed"] for r in runs) == [0, 1]
+
+
+def test_pruner_waits_out_min_steps(tmp_path) -> None:
+    from cesaa.benchmark.protocol import Protocol
+    from cesaa.benchmark.runner import BenchSpec, warmup_epochs
+
+    # 2400 training rows at batch 100 = 24 steps per epoch: min_steps 100 -> 5 epochs (96 < 100)
+    proto = Protocol(train={"batch_size": 100, "min_steps": 100})
+    spec = BenchSpec(TINY, ("mlp",), str(tmp_path), trials=1, protocol=proto)
+    assert warmup_epochs(spec) == 5
+    spec0 = BenchSpec(
+        TINY, ("mlp",), str(tmp_path), trials=1, protocol=Protocol(train={"min_steps": 0})
+    )
+    assert warmup_epochs(spec0) == 2
