@@ -132,7 +132,13 @@ def run_tune_job(job: TuneJob | dict) -> dict:
     # workers racing for the last trial may start one too many: it is marked surplus and trains
     # nothing, so exactly the first ``trials`` trial numbers are trained and counted
     if len(study.get_trials(deepcopy=False, states=done)) < job.trials:
-        study.optimize(_objective(job), n_trials=job.trials, callbacks=[stop])
+        from cesaa.monitor import NoImprovementError
+
+        # a configuration whose training never improves on its initial weights is a failed trial
+        # (it used its share of the budget), not the end of the benchmark
+        study.optimize(
+            _objective(job), n_trials=job.trials, callbacks=[stop], catch=(NoImprovementError,)
+        )
     return {"study": job.study_name, "summary": f"study {job.study_name} has its trials"}
 
 
