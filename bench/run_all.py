@@ -34,6 +34,7 @@ ORDER = (
     "tune",
     "retrieval",
     "planted",
+    "plateau",
 )
 ESTIMATE_MIN = {
     "speed": 2,
@@ -46,6 +47,7 @@ ESTIMATE_MIN = {
     "tune": 8,
     "retrieval": 3,
     "planted": 5,
+    "plateau": 20,
 }
 
 
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             cmd.append("--quick")
         if args.docs:
             cmd += ["--docs", args.docs]
-        if args.jobs != 2 and name in ("accuracy", "tune", "retrieval", "planted"):
+        if args.jobs != 2 and name in ("accuracy", "tune", "retrieval", "planted", "plateau"):
             cmd += ["--jobs", str(args.jobs)]
         log = logs / f"{name}{'-quick' if args.quick else ''}.log"
         _report.log(f"$ {' '.join(cmd[1:])}  (log: {log})")

@@ -27,6 +27,7 @@ BENCHES = {  # module -> (section, extra arguments)
     "tune": ("tuning", ["--jobs", "1"]),
     "retrieval": ("retrieval", ["--jobs", "1"]),
     "planted": ("planted", ["--jobs", "1"]),
+    "plateau": ("plateau", ["--jobs", "1", "--models", "mlp,mmoe"]),
 }
 NEEDS_ML100K = {"throughput", "roofline", "accuracy", "tune", "retrieval"}
 
