@@ -115,3 +115,36 @@ def test_evolution_page_without_snapshots_says_how_to_get_them():
     at = run_page("evolution", DEFAULT)
     assert_clean(at)
     assert any("routing_snapshots" in i.value for i in at.info) or charts(at)
+
+
+def test_inspection_pages_read_at_40_domains_and_32_experts(tmp_path):
+    """Many domains: the pages render, heatmaps are clustered by routing profile (a toggle back
+    to the natural order) and the domain filter restricts the swap matrices."""
+    from cesaa.config import TrainConfig
+    from cesaa.data import load_data
+    from cesaa.models.registry import default_config
+    from cesaa.train import train
+
+    torch.set_num_threads(1)
+    run = tmp_path / "runs" / "many"
+    data = load_data("synthetic:rows=6000,domains=40,seed=0")
+    cfg = default_config(
+        "cesaa", embed_dim=4, expert_hidden=(8,), expert_dim=4, tower_hidden=(4,), num_experts=32
+    )
+    train(cfg, TrainConfig(epochs=2, batch_size=512, lr=1e-2, routing_snapshots=True), data, run)
+    for page in ("experts", "evolution", "routing"):
+        at = run_page(page, run)
+        assert_clean(at)
+    at = run_page("rows", run, rw_size=200)
+    assert_clean(at)
+    names = [f"domain_{d}" for d in range(40)]
+    clustered = charts(at)["rw_swap_logit"]["data"][0]["y"]
+    assert sorted(clustered) == sorted(names) and clustered != names
+    at.toggle(key="rw_cluster").set_value(False).run()
+    assert charts(at)["rw_swap_logit"]["data"][0]["y"] == names
+    at.multiselect(key="rw_domains").set_value(["domain_3", "domain_7"]).run()
+    assert_clean(at)
+    assert arr(charts(at)["rw_swap_logit"]["data"][0]["z"]).shape == (2, 2)
+    (top,) = [d.value for d in at.dataframe if "mean |Δlogit| to other domains" in d.value]
+    assert len(top) == 10  # a top-N table instead of 40 unreadable bars
+    assert top["mean |Δlogit| to other domains"].is_monotonic_decreasing
