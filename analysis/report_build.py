@@ -18,6 +18,7 @@ from analysis.alarms import health_alarms
 from analysis.causal import k_curve, knockout_importance
 from analysis.collect import Collection, collect
 from analysis.measures import row_entropy_by_domain, summarize
+from analysis.report_inspection import inspection_section
 from analysis.truth import truth_recovery
 
 log = logging.getLogger(__name__)
@@ -143,6 +144,8 @@ def gather(
             notes,
         )
 
+    with _timed(timings, "inspection"):  # experts, domain swap, routing over training
+        inspection = inspection_section(model, table, ckpt.encoders, domains, ckpt_path)
     history = read_history(ckpt_path)
     return {
         "checkpoint": {
@@ -186,6 +189,7 @@ def gather(
         "truth": truth,
         "alarms": [a.to_dict() for a in alarms],
         "embedding": projection,
+        "inspection": inspection,
         "notes": notes,
         "timings": timings,
         "embedding_method": used,
