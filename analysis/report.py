@@ -57,6 +57,7 @@ class Report:
     truth: dict | None = None
     alarms: list = field(default_factory=list)
     embedding: dict | None = None
+    inspection: dict | None = None  # analysis.report_inspection
     notes: dict = field(default_factory=dict)
     versions: dict = field(default_factory=dict)
     command: str = ""

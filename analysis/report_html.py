@@ -18,6 +18,7 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
 from analysis import figures
+from analysis.report_inspection import inspection_html
 
 SECTIONS = {
     "model-card": "Model card",
@@ -31,6 +32,7 @@ SECTIONS = {
     "k-curve": "k curve",
     "embeddings": "Expert outputs",
     "truth": "Planted truth",
+    "inspection": "Experts, domain swap, routing over training",
     "reproduce": "Reproduce",
 }
 STATIC_WIDTH = 900
@@ -337,6 +339,7 @@ RENDER = {
     "k-curve": _optional("k_curve", "k curve (the model has no gate)"),
     "embeddings": _embeddings,
     "truth": _truth,
+    "inspection": lambda r, figs, static: inspection_html(r.inspection),
     "reproduce": _reproduce,
 }
 

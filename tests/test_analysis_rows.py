@@ -126,6 +126,7 @@ def test_a_per_domain_head_has_a_nonzero_swap_effect():
     rows = dom.numpy() == d0
     expected = np.abs(res.logits[rows] - res.logits[rows, d0][:, None]).mean(0)
     np.testing.assert_allclose(mats["mean_abs_dlogit"][d0], expected)
+    assert mats["to_others"][d0] == pytest.approx(np.delete(expected, d0).mean())
     t = swap_row_table(res, 0, list(SPEC.domain_names))
     assert t["own"].sum() == 1 and t.loc[t["own"], "delta_logit"].item() == 0.0
 
