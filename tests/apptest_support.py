@@ -88,3 +88,13 @@ def arr(x) -> np.ndarray:
             a = a.reshape([int(s) for s in str(x["shape"]).split(",")])
         return a.astype(np.float64)
     return np.asarray(x, dtype=np.float64)
+
+
+def finish_training(at, timeout: float = 120) -> None:
+    """Wait for the Train page's background run, then let the page pick up its result."""
+    if "tr_job" not in at.session_state:  # it already finished within the click's run
+        return
+    job = at.session_state["tr_job"]
+    job.wait(timeout)
+    assert not job.running, "training did not finish in time"
+    at.run(timeout=60)

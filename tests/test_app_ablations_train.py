@@ -19,6 +19,7 @@ from apptest_support import (  # noqa: F401  (fixtures and the skip mark are use
     assert_clean,
     charts,
     evaluate_directly,
+    finish_training,
     pytestmark,
     run_page,
 )
@@ -163,16 +164,6 @@ def test_bad_upload_names_the_column():
     assert not at.exception
     (card,) = at.error
     assert "'clicked'" in card.value and "[2]" in card.value and "row 1" in card.value
-
-
-def finish_training(at, timeout: float = 120) -> None:
-    """Wait for the Train page's background run, then let the page pick up its result."""
-    if "tr_job" not in at.session_state:  # it already finished within the click's run
-        return
-    job = at.session_state["tr_job"]
-    job.wait(timeout)
-    assert not job.running, "training did not finish in time"
-    at.run(timeout=60)
 
 
 def test_upload_with_proposed_roles_trains_and_can_be_cancelled(tmp_path):

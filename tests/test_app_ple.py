@@ -9,6 +9,7 @@ from apptest_support import (  # noqa: F401  (fixtures and the skip mark are use
     arr,
     assert_clean,
     charts,
+    finish_training,
     pytestmark,
     run_page,
 )
@@ -23,6 +24,7 @@ def test_ple_checkpoint_names_its_experts_and_knocks_out_one_network(tmp_path):
     at.text_input(key="tr_name").set_value("tiny-ple")
     at.button(key="tr_go").click().run(timeout=120)
     assert_clean(at)
+    finish_training(at)
     at.switch_page("views/routing.py").run()
     assert_clean(at)
     heat = charts(at)["rt_soft"]["data"][0]
