@@ -190,7 +190,8 @@ def aligned_heatmaps(
         chart(fig, key=keys[0])
     with right:
         aligned = res["activation_b_aligned"]  # B's columns in A's order
-        fig = activation_heatmap(aligned, names, [f"expert {j}" for j in perm], titles[1])
+        names_b = loaders.expert_names(path_b)  # PLE's say which domain's expert each is
+        fig = activation_heatmap(aligned, names, [names_b[int(j)] for j in perm], titles[1])
         chart(fig, key=keys[1])
     return res
 

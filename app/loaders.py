@@ -243,7 +243,13 @@ def history(path: str) -> list[dict]:
 
 
 def _config_without_alpha(meta: dict) -> dict:
-    cfg = dict(meta["model"]["config"])
+    """The model config with every default filled in (checkpoints written before a config field
+    existed compare equal to new ones at its default), alpha removed."""
+    from dataclasses import asdict
+
+    from cesaa.config import ModelConfig, config_from_dict
+
+    cfg = asdict(config_from_dict(ModelConfig, dict(meta["model"]["config"])))
     cfg.pop("alpha", None)
     return cfg
 

@@ -112,3 +112,34 @@ def test_upload_refusals_name_the_problem(tmp_path):
     with pytest.raises(LoadError, match="RecordUnknownDomain"):
         record_loaders.save_record_zip("bad.zip", _zip(bad), 200, tmp_path / "up")
     assert not any((tmp_path / "up" / "records").iterdir())
+
+
+# ---- a torch-rechub MMOE trained by torch-rechub, recorded, opened in the dashboard ----------------
+
+
+@pytest.fixture(scope="module")
+def rechub_rec(tmp_path_factory) -> Path:
+    pytest.importorskip("torch_rechub")
+    from conftest import ML100K
+    from test_records_rechub import DOMAINS, _movielens, _train
+    from torch_rechub.models.multi_task import MMOE
+
+    from analysis.records.rechub import record_rechub
+
+    if not (ML100K / "u.data").is_file():
+        pytest.skip(f"MovieLens-100k not found at {ML100K}")
+    tmp = tmp_path_factory.mktemp("rechub")
+    x, y, features = _movielens(ML100K, rows=6000)
+    model = MMOE(features, ["classification"], 4, {"dims": [8]}, [{"dims": [4]}])
+    test = _train(model, x, y, tmp, epochs=3, lr=1e-2)
+    out = tmp / "recs" / "rechub-mmoe"
+    record_rechub(model, test, domain="age_group", domains=DOMAINS, out=out, sample_size=200)
+    return out
+
+
+@pytest.mark.parametrize("page", ["overview", "routing", "information", "embeddings"])
+def test_rechub_record_in_the_dashboard(rechub_rec, page):
+    at = _run(page, rechub_rec, emb_method="PCA", emb_sample=500)
+    assert_clean(at)
+    if page == "overview":
+        assert any("torch-rechub MMOE" in str(m.value) for m in at.metric)

@@ -227,6 +227,54 @@ def test_three_pieces_equal_one(tmp_path):
     assert pq.ParquetFile(tmp_path / "one" / "rows.parquet").num_row_groups == 8  # 1000 / 128
 
 
+def _write_part(path, a, lo, hi, **kw):
+    with RecordWriter(path, _meta(), row_offset=lo, **kw) as w:
+        w.write(
+            domain=a["domain"][lo:hi],
+            label=a["label"][lo:hi],
+            prediction=a["prediction"][lo:hi],
+            probs={"gate": a["p"][lo:hi], "dense": a["p"][lo:hi]},
+            topk={"gate": a["top"][lo:hi]},
+            keep={"user": a["user"][lo:hi]},
+            expert_outputs=a["out"][lo:hi],
+        )
+    return path
+
+
+def test_three_part_records_merge_into_the_one_written_at_once(tmp_path):
+    from analysis.records.merge import merge_records
+
+    a = _arrays()
+    one = _write(tmp_path / "one", a, [0, 1000], sample_size=50)
+    cuts = [0, 137, 600, 1000]
+    parts = [
+        _write_part(tmp_path / f"part{i}", a, lo, hi, sample_size=50)
+        for i, (lo, hi) in enumerate(zip(cuts[:-1], cuts[1:], strict=True))
+    ]
+    merged = merge_records(parts[::-1], tmp_path / "merged")  # any order
+    pd.testing.assert_frame_equal(one.read().to_pandas(), merged.read().to_pandas())
+    pd.testing.assert_frame_equal(one.sample().to_pandas(), merged.sample().to_pandas())
+    for g in ("gate", "dense"):
+        assert one.stats[g].isclose(merged.stats[g])
+    m1, mm = one.meta.to_dict(), merged.meta.to_dict()
+    assert mm["data"].pop("merged_parts") == 3
+    for k in ("created", "stats"):
+        m1.pop(k), mm.pop(k)
+    assert m1 == mm
+
+
+def test_merge_refuses_parts_that_do_not_tile_the_rows(tmp_path):
+    from analysis.records.merge import merge_records
+
+    a = _arrays()
+    p0 = _write_part(tmp_path / "p0", a, 0, 300)
+    p2 = _write_part(tmp_path / "p2", a, 600, 1000)
+    with pytest.raises(
+        RecordError, match="starts at row 600 but the parts before it end at row 300"
+    ):
+        merge_records([p0, p2], tmp_path / "m")
+
+
 def test_sample_is_a_uniform_draw_of_the_requested_size(tmp_path):
     rec = _write(tmp_path / "r", _arrays(), [0, 500, 1000], sample_size=200)
     rows = rec.sample()["row"].to_numpy()

@@ -42,12 +42,19 @@ def _movielens(path, rows: int = 4000) -> tuple[dict, np.ndarray, list]:
     return x, df[["label"]].to_numpy(), features
 
 
-def _train(model, x, y, tmp_path):
+def _train(model, x, y, tmp_path, epochs: int = 1, lr: float = 1e-3):
     torch.manual_seed(0)
     train, val, test = DataGenerator(x, y).generate_dataloader(
         split_ratio=[0.7, 0.1], batch_size=256
     )
-    MTLTrainer(model, ["classification"], n_epoch=1, model_path=str(tmp_path)).fit(train, val)
+    trainer = MTLTrainer(
+        model,
+        ["classification"],
+        n_epoch=epochs,
+        model_path=str(tmp_path),
+        optimizer_params={"lr": lr, "weight_decay": 1e-5},
+    )
+    trainer.fit(train, val)
     return test
 
 
@@ -148,3 +155,40 @@ def test_one_task_per_domain_reads_each_domains_gate(tmp_path):
         all_gates[rows, d], d, 3, labels=yb.numpy()[rows, d], preds=out[rows, d]
     )
     assert rec.stats["gate"].isclose(expected, rtol=1e-5, atol=1e-5)
+
+
+def test_ple_one_task_per_domain_keeps_expert_identities(tmp_path):
+    torch.manual_seed(0)
+    features = [
+        SparseFeature("age_group", vocab_size=3, embed_dim=4),
+        SparseFeature("item_id", vocab_size=20, embed_dim=4),
+    ]
+    model = PLE(features, ["classification"] * 3, 1, 2, 1, {"dims": [8]}, [{"dims": [4]}] * 3)
+    rng = np.random.default_rng(0)
+    xb = {
+        "age_group": torch.tensor(rng.integers(0, 3, 60)),
+        "item_id": torch.tensor(rng.integers(0, 20, 60)),
+    }
+    yb = torch.tensor(rng.integers(0, 2, (60, 3))).float()
+    rec = record_rechub(
+        model, [(xb, yb)], domain="age_group", domains=DOMAINS, out=tmp_path / "rec", task=None
+    )
+    kinds = [(e.kind, e.owner) for e in rec.meta.primary.experts]
+    assert kinds == [("specific", d) for d in DOMAINS for _ in range(2)] + [("shared", None)]
+    model.eval()
+    with torch.no_grad():
+        emb = model.embedding(xb, model.features, squeeze_dim=True)
+        gates = [g(emb).numpy() for g in model.cgc_layers[0].gates_specific]  # [B, 2 + 1] each
+        out = model(xb).numpy()
+    d = xb["age_group"].numpy()
+    probs = np.zeros((60, 7))  # 3 domains x 2 specific experts, then the shared one
+    for i, dom in enumerate(d):
+        probs[i, [2 * dom, 2 * dom + 1, 6]] = gates[dom][i]
+    rows = np.arange(60)
+    expected = RoutingStats.from_arrays(probs, d, 3, labels=yb.numpy()[rows, d], preds=out[rows, d])
+    assert rec.stats["gate"].isclose(expected, rtol=1e-5, atol=1e-5)
+    # a domain never weighs another domain's specific experts
+    st = rec.stats["gate"]
+    for dom in range(3):
+        others = [c for c in range(6) if c // 2 != dom]
+        assert st.prob_sum[dom, others].sum() == 0

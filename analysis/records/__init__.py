@@ -3,6 +3,7 @@
 - ``format``: the on-disk layout, ``RecordMeta`` and the named ``RecordError`` subclasses.
 - ``writer.RecordWriter``: append rows in Parquet row groups; statistics as mergeable sums.
 - ``reader.open_record``: validated metadata and statistics at once, rows on demand.
+- ``merge.merge_records``: parts written by several ranks/shards -> the record one writer writes.
 - ``hooks.record``: record any PyTorch model through forward hooks on named modules.
 - ``adapters``: ready specs for torch-rechub's MMOE and PLE, and cesaa checkpoints.
 """
@@ -21,6 +22,7 @@ from analysis.records.format import (
     RecordUnknownDomain,
 )
 from analysis.records.hooks import GateSpec, record
+from analysis.records.merge import merge_records
 from analysis.records.reader import Record, open_record
 from analysis.records.writer import RecordWriter
 
@@ -37,6 +39,7 @@ __all__ = [
     "RecordSchemaError",
     "RecordUnknownDomain",
     "RecordWriter",
+    "merge_records",
     "open_record",
     "record",
 ]

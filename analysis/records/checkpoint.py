@@ -22,7 +22,7 @@ from analysis.records.reader import Record, open_record
 from analysis.records.writer import RecordWriter
 from cesaa.checkpoint import Checkpoint, load_checkpoint
 from cesaa.data.table import EncodedTable
-from cesaa.routing.capabilities import routing_capabilities
+from cesaa.routing.capabilities import expert_names, routing_capabilities
 
 PARTS = ("train", "val", "test")
 GATE = "gate"
@@ -68,24 +68,20 @@ def checkpoint_meta(ckpt: Checkpoint, kept: tuple[str, ...], source: str, part: 
             f"model {caps['name']!r} has no gate: there is no routing to record (only a gated "
             "model - cesaa, sparse_moe, mmoe, ple - has a record)"
         )
-    e, s = caps["num_experts"], caps["num_shared"]
-    names = getattr(ckpt.model, "expert_names", None)
-    kinds = getattr(ckpt.model, "expert_kinds", None)
+    domains = tuple(ckpt.domain_names)
+    names = expert_names(caps, domains)
     experts = tuple(
-        ExpertInfo(
-            name=str(names[i]) if names else f"expert_{i}",
-            kind=str(kinds[i]) if kinds else "routed",
-        )
-        for i in range(e)
+        _expert_info(names[i], kind, domains) for i, kind in enumerate(caps["expert_kinds"])
     )
-    always_on = ()
-    if caps["has_topk"]:  # cesaa's shared experts are always on, outside the gate
-        always_on = tuple(ExpertInfo(name=f"shared_{j}", kind="shared") for j in range(s))
+    # cesaa's shared experts run on every row outside the gate
+    always_on = tuple(
+        ExpertInfo(name=f"shared_{j}", kind="shared") for j in range(caps["always_on"])
+    )
     desc = ckpt.meta["data"].get("description", {})
     return RecordMeta(
         model_name=caps["name"],
         model_description=str(ckpt.meta["model"].get("description", "")),
-        domains=tuple(ckpt.domain_names),
+        domains=domains,
         gates=(GateInfo(name=GATE, experts=experts, top_k=caps["top_k"]),),
         always_on=always_on,
         kept=kept,
@@ -98,6 +94,13 @@ def checkpoint_meta(ckpt: Checkpoint, kept: tuple[str, ...], source: str, part: 
         },
         source={"kind": "cesaa-checkpoint", "weights_sha256": ckpt.meta.get("weights_sha256")},
     )
+
+
+def _expert_info(name: str, kind: str, domains: tuple[str, ...]) -> ExpertInfo:
+    """``routing_capabilities`` kind ("routed", "shared", "domain:<d>") as a record expert."""
+    if kind.startswith("domain:"):
+        return ExpertInfo(name=name, kind="specific", owner=domains[int(kind.split(":", 1)[1])])
+    return ExpertInfo(name=name, kind=kind if kind in ("routed", "shared") else "routed")
 
 
 @torch.no_grad()

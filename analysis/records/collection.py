@@ -25,13 +25,27 @@ NEEDS_CHECKPOINT = (
 
 
 def record_capabilities(rec: Record, gate: str | None = None) -> dict[str, Any]:
-    """``routing_capabilities``-style dict of the recorded model (from the metadata)."""
+    """``cesaa.routing.capabilities.routing_capabilities``-style dict of the recorded model, read
+    from the metadata (expert kinds: "routed", "shared", or "domain:<d>" for an expert owned by
+    domain d)."""
     g = rec.meta.gate(gate) if gate else rec.primary
+    domains = list(rec.domains)
+    kinds = []
+    for e in g.experts:
+        if e.kind == "specific" and e.owner in domains:
+            kinds.append(f"domain:{domains.index(e.owner)}")
+        else:  # a task's expert in a one-task model is weighed by every row's gate
+            kinds.append("shared" if e.kind == "shared" else "routed")
+    common = sum(1 for k in kinds if not k.startswith("domain:"))
+    owned = [kinds.count(k) for k in dict.fromkeys(k for k in kinds if k.startswith("domain:"))]
     return {
         "name": rec.meta.model_name,
         "num_experts": g.num_experts,
+        "expert_kinds": kinds,
+        "row_experts": common + (min(owned) if owned else 0),
         "top_k": g.top_k,
-        "num_shared": len(rec.meta.always_on),
+        "num_shared": len(rec.meta.always_on) + kinds.count("shared"),
+        "always_on": len(rec.meta.always_on),
         "has_gate": True,
         "has_topk": bool(g.top_k),
         "source": "record",

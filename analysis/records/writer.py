@@ -6,7 +6,9 @@ n = sample size, H = expert output width, S = always-on shared experts.
 Memory does not depend on the record's length: rows are buffered up to ``row_group_rows`` and
 flushed, routing statistics are ``RoutingStats`` sums, and the expert-output sample is a bottom-n
 sketch (the n rows with the smallest seeded hash of their position: a uniform sample without
-replacement that does not depend on how the rows were cut into ``write`` calls).
+replacement that does not depend on how the rows were cut into ``write`` calls).  Writers of
+parts of one record (ranks, shards) pass ``row_offset`` = the rows before them; the parts then
+merge into exactly the record one writer would have written (``analysis.records.merge``).
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ class RecordWriter:
         seed: int = 0,
         row_group_rows: int = 65_536,
         overwrite: bool = False,
+        row_offset: int = 0,
     ) -> None:
         self.out = Path(out)
         if (self.out / META_FILE).exists() and not overwrite:
@@ -75,13 +78,19 @@ class RecordWriter:
             for name in (META_FILE, ROWS_FILE, SAMPLE_FILE):
                 (self.out / name).unlink(missing_ok=True)
         self.out.mkdir(parents=True, exist_ok=True)
-        for name, v, lo in (("sample_size", sample_size, 0), ("row_group_rows", row_group_rows, 1)):
+        checks = (
+            ("sample_size", sample_size, 0),
+            ("row_group_rows", row_group_rows, 1),
+            ("row_offset", row_offset, 0),
+        )
+        for name, v, lo in checks:
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
                 raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
         self.meta = meta
         self.sample_size = int(sample_size)
         self.seed = int(seed)
         self.row_group_rows = int(row_group_rows)
+        self.row_offset = int(row_offset)
         d = len(meta.domains)
         self.stats = {g.name: RoutingStats.empty(d, g.num_experts) for g in meta.gates}
         self.rows = 0
@@ -163,7 +172,7 @@ class RecordWriter:
         self.stats = stats
 
         cols: dict[str, np.ndarray] = {
-            "row": np.arange(self.rows, self.rows + n, dtype=np.int64),
+            "row": np.arange(self.rows, self.rows + n, dtype=np.int64) + self.row_offset,
             "domain": dom,
             "label": to_numpy(label, "label").astype(np.float32),
             "prediction": to_numpy(prediction, "prediction").astype(np.float32),
@@ -199,6 +208,11 @@ class RecordWriter:
             )
         if callable(outputs):
             out, shared = outputs(cand)
+            if out is None:
+                raise ValueError(
+                    "the model returned no expert outputs for the sample; record with "
+                    "sample_size=0 (cesaa record --sample 0)"
+                )
         else:
             out, shared = to_numpy(outputs, "expert_outputs")[cand], None
         out = to_numpy(out, "expert_outputs").astype(np.float32)
@@ -252,7 +266,7 @@ class RecordWriter:
         else:
             self._writer.close()
         self._closed = True
-        sample_info: dict[str, Any] = {"size": 0, "seed": self.seed}
+        sample_info: dict[str, Any] = {"size": 0, "seed": self.seed, "requested": self.sample_size}
         if self._sample is not None:
             s = self._sample
             order = np.argsort(s["row"])
@@ -269,6 +283,7 @@ class RecordWriter:
                 "seed": self.seed,
                 "hidden": int(s["out"].shape[2]),
                 "shared": int(s["shared"].shape[1]) if "shared" in s else 0,
+                "requested": self.sample_size,
             }
         m = self.meta
         m.rows = self.rows
@@ -279,6 +294,8 @@ class RecordWriter:
             (self._hash["domain"].hexdigest() + self._hash["label"].hexdigest()).encode()
         )
         m.data = {**m.data, "rows_sha256": digest.hexdigest()}
+        if self.row_offset:  # a part of a larger record (see analysis.records.merge)
+            m.data["row_offset"] = self.row_offset
         m.created = m.created or datetime.now(timezone.utc).isoformat(timespec="seconds")
         write_json(self.out / META_FILE, m.to_dict())
         return m

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -75,9 +74,3 @@ def build_model(cfg: ModelConfig, spec: FeatureSpec) -> nn.Module:
     """Instantiate the model named by ``cfg.name`` for inputs described by ``spec``."""
     cls, _, _ = _REGISTRY[_check(cfg.name)]
     return cls(cfg, spec)
-
-
-def with_defaults(cfg: ModelConfig) -> ModelConfig:
-    """Re-apply the model's registry defaults on top of a config built for another model name."""
-    _, defaults, _ = _REGISTRY[_check(cfg.name)]
-    return dataclasses.replace(cfg, **defaults)
