@@ -30,14 +30,17 @@ def train_checkpoint(
     callback: Callable[[dict], None] | None = None,
     *,
     base_config: Any = None,
+    data_of: str | None = None,
 ) -> Path:
     """Train ``model`` on ``source`` into the run folder ``out``; returns its path.
 
     ``base_config``: a ModelConfig to start from instead of the model's defaults (the alpha
-    ablation retrains the loaded checkpoint's exact architecture).  Bad input -> ``LoadError``.
+    ablation retrains the loaded checkpoint's exact architecture).  ``data_of``: a checkpoint
+    path whose own data to train on instead of ``source`` (found wherever it is now, a stream
+    included; see ``cesaa.data.locate``).  Bad input -> ``LoadError``.
     """
     from cesaa.config import TrainConfig
-    from cesaa.data import load_data
+    from cesaa.data.locate import open_checkpoint_data, open_source
     from cesaa.models import default_config
     from cesaa.train import train
 
@@ -47,7 +50,11 @@ def train_checkpoint(
         else:
             mcfg = default_config(model, **model_kw)
         tcfg = TrainConfig(**{"device": "cpu", **train_kw})
-        dataset = load_data(source)
+        if data_of is not None:
+            meta = loaders.checkpoint(data_of).meta
+            dataset = open_checkpoint_data(meta, data_of, loaders.data_override(data_of))
+        else:
+            dataset = open_source(source)
     except (*LOAD_ERRORS, FileNotFoundError) as e:
         raise LoadError(str(e)) from None
     train(mcfg, tcfg, dataset, out, callback=callback)

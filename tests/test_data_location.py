@@ -248,3 +248,25 @@ def test_dashboard_names_moved_data_and_takes_a_new_source(project, app_env, tmp
         assert not [e.value for e in at.error if "cannot find the data" in e.value]
     finally:
         (project / "data-gone").rename(project / "data")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_alpha_retrain_in_the_dashboard_trains_on_the_checkpoints_own_data(
+    project, app_env, kind, tmp_path
+):
+    from streamlit.testing.v1 import AppTest
+
+    run = project / "runs" / kind
+    at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=120)
+    at.session_state["nav_ckpt"] = str(run.resolve())
+    at.switch_page("views/ablations.py")
+    at.run()
+    at.number_input(key="abl_alpha_new").set_value(0.5)
+    at.number_input(key="abl_alpha_epochs").set_value(1)
+    at.button(key="abl_alpha_train").click().run(timeout=120)
+    assert not at.exception, [e.value for e in at.exception]
+    assert not [e.value for e in at.error if "Training failed" in e.value]
+    new = tmp_path / "dash-runs" / f"{kind}-alpha0.5" / "meta.json"
+    meta, own = json.loads(new.read_text()), json.loads((run / "meta.json").read_text())
+    assert meta["data"]["fingerprint"] == own["data"]["fingerprint"]  # the same data
+    assert meta["model"]["config"] == {**own["model"]["config"], "alpha": 0.5}

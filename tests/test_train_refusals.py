@@ -136,3 +136,25 @@ def test_cli_reports_an_uncomputable_monitor_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("cesaa train: error: train.monitor='gauc' cannot be computed")
     assert len(err.splitlines()) == 1
+
+
+def test_resume_names_the_config_differences(tmp_path, small_data):
+    from cesaa.checkpoint import CheckpointError
+
+    run = tmp_path / "run"
+    _fit(small_data, run, epochs=1)
+    cfg = default_config("cesaa", **TINY)
+    base = TrainConfig(epochs=1, batch_size=64, patience=1)
+    with pytest.raises(
+        CheckpointError,
+        match=r"a resumed run may change only train\.epochs, train\.patience, train\.min_steps; "
+        r"differs in train\.lr \(0\.001 -> 0\.1\)",
+    ):
+        train(cfg, TrainConfig(**{**base.__dict__, "lr": 0.1}), small_data, run, resume=True)
+    other = default_config("cesaa", **{**TINY, "top_k": 1})
+    with pytest.raises(
+        CheckpointError, match=r"keeps its model config; differs in model\.top_k \(2 -> 1\)"
+    ):
+        train(other, base, small_data, run, resume=True)
+    more = train(cfg, TrainConfig(**{**base.__dict__, "epochs": 2}), small_data, run, resume=True)
+    assert [r["epoch"] for r in more.history] == [1, 2]

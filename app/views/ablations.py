@@ -106,6 +106,7 @@ if c3.button("Train it", key="abl_alpha_train"):
         out,
         progress,
         base_config=ckpt.model_config,
+        data_of=path,  # its own data, wherever it is now (a moved table, a stream)
         title="Training failed",
     )
     st.session_state["_abl_alpha_pending"] = str(out.resolve())
