@@ -67,18 +67,29 @@ from analysis.capabilities import routing_capabilities  # noqa: E402
 from analysis.causal import k_curve, knockout_importance  # noqa: E402
 from analysis.collect import Collection, EmbeddingSample, collect, collect_checkpoint  # noqa: E402
 from analysis.compare import (  # noqa: E402
+    Alignment,
     Comparison,
     activation_evolution,
     align_experts,
+    align_experts_on_profiles,
+    align_experts_on_rows,
     aligned_activation,
+    coassignment,
     compare,
     read_routing_snapshots,
     routing_evolution,
 )
-from analysis.truth import TruthRecovery, truth_recovery  # noqa: E402
+from analysis.information import mi_table  # noqa: E402
+from analysis.truth import (  # noqa: E402
+    TruthRecovery,
+    overlap_score_ceiling,
+    recovery_table,
+    truth_recovery,
+)
 
 __all__ += [
     "Alarm",
+    "Alignment",
     "AlarmThresholds",
     "Collection",
     "Comparison",
@@ -86,6 +97,9 @@ __all__ += [
     "TruthRecovery",
     "activation_evolution",
     "align_experts",
+    "align_experts_on_profiles",
+    "align_experts_on_rows",
+    "coassignment",
     "aligned_activation",
     "collect",
     "collect_checkpoint",
@@ -93,8 +107,11 @@ __all__ += [
     "health_alarms",
     "k_curve",
     "knockout_importance",
+    "mi_table",
+    "overlap_score_ceiling",
     "prediction_std_per_domain",
     "read_routing_snapshots",
+    "recovery_table",
     "routing_capabilities",
     "routing_evolution",
     "truth_recovery",

@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 
 from analysis.routing_input import (
+    KINDS,
     check_kind,
     entropy,
     joint_of,
@@ -226,4 +227,26 @@ def gating_entropy(
             "marginal_entropy_norm": norm(marg_h),
         },
         index=pd.Index(["overall", *names], name="domain"),
+    )
+
+
+def mi_table(summary: dict[str, Any]) -> pd.DataFrame:
+    """The MI rows of a ``summarize`` dict as a table: index soft / hard; columns ``nats`` (raw
+    I(D; E)), ``ceiling`` (nats, see ``mi_ceiling``) and ``fraction`` (of the ceiling)."""
+    missing = [
+        f"mi_{kind}{suffix}"
+        for kind in KINDS
+        for suffix in ("", "_ceiling", "_normalized")
+        if f"mi_{kind}{suffix}" not in summary
+    ]
+    if missing:
+        raise ValueError(f"summary lacks {missing}: pass analysis.measures.summarize(...)")
+    return pd.DataFrame(
+        {
+            "nats": [summary[f"mi_{kind}"] for kind in KINDS],
+            "ceiling": [summary[f"mi_{kind}_ceiling"] for kind in KINDS],
+            "fraction": [summary[f"mi_{kind}_normalized"] for kind in KINDS],
+        },
+        index=pd.Index(list(KINDS), name="routing"),
+        dtype=float,
     )

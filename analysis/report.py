@@ -57,6 +57,7 @@ class Report:
     truth: dict | None = None
     alarms: list = field(default_factory=list)
     embedding: dict | None = None
+    inspection: dict | None = None  # analysis.report_inspection
     notes: dict = field(default_factory=dict)
     versions: dict = field(default_factory=dict)
     command: str = ""
@@ -136,10 +137,15 @@ class Report:
             "auc": self.metrics.get("auc"),
             "mi_soft": s.get("mi_soft"),
             "mi_hard": s.get("mi_hard"),
+            "mi_soft_ceiling": s.get("mi_soft_ceiling"),
+            "mi_hard_ceiling": s.get("mi_hard_ceiling"),
             "mi_soft_normalized": s.get("mi_soft_normalized"),
             "mi_hard_normalized": s.get("mi_hard_normalized"),
             "alarms": len(self.alarms),
             "recovery_score": rec.get("score"),
+            "recovery_score_ceiling": rec.get("score_ceiling"),
+            "recovery_set_jaccard": rec.get("set_jaccard"),
+            "recovery_set_jaccard_ceiling": rec.get("set_jaccard_ceiling"),
         }
 
 

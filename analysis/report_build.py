@@ -19,6 +19,7 @@ from analysis.capabilities import expert_names
 from analysis.causal import k_curve, knockout_importance
 from analysis.collect import Collection, collect
 from analysis.measures import row_entropy_by_domain, summarize
+from analysis.report_inspection import inspection_section
 from analysis.truth import truth_recovery
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,8 @@ def gather(
             notes,
         )
 
+    with _timed(timings, "inspection"):  # experts, domain swap, routing over training
+        inspection = inspection_section(model, table, ckpt.encoders, domains, ckpt_path)
     history = read_history(ckpt_path)
     return {
         "checkpoint": {
@@ -172,6 +175,7 @@ def gather(
         "truth": truth,
         "alarms": [a.to_dict() for a in alarms],
         "embedding": projection,
+        "inspection": inspection,
         "notes": notes,
         "timings": timings,
         "embedding_method": used,

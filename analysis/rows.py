@@ -23,6 +23,7 @@ d: ``mean |logit(d') - logit(d)|`` and the mean total-variation distance
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -207,7 +208,7 @@ def domain_swap(
 def swap_matrices(result: SwapResult, num_domains: int) -> dict[str, np.ndarray]:
     """D x D summaries over the rows (row = own domain d, column = as-if domain d'):
 
-    ``mean_abs_dlogit``, ``mean_tv`` (NaN without a gate), ``selection_changed`` (share of rows
+    ``mean_abs_dlogit``, ``to_others`` [D] (its mean over the other domains), ``mean_tv`` (NaN without a gate), ``selection_changed`` (share of rows
     whose set of selected experts changes; NaN for dense gates), ``rows`` [D] per own domain.
     Rows of a domain without rows are NaN.
     """
@@ -222,6 +223,10 @@ def swap_matrices(result: SwapResult, num_domains: int) -> dict[str, np.ndarray]
             return sums / counts[:, None]
 
     out = {"rows": counts, "mean_abs_dlogit": by_domain(np.abs(result.delta_logit))}
+    off = np.where(np.eye(d_, dtype=bool), np.nan, out["mean_abs_dlogit"])
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a single domain has no other
+        out["to_others"] = np.nanmean(off, axis=1)
     tv = result.tv
     out["mean_tv"] = by_domain(tv) if tv is not None else np.full((d_, d_), np.nan)
     if result.topk_idx is not None:
@@ -269,3 +274,25 @@ def lookup_rows(columns: dict[str, Any], column: str, value: Any, limit: int = 5
         raise ValueError(f"limit={limit} must be >= 1")
     values = pd.Series(np.asarray(columns[column])).astype(str).str.strip()
     return np.flatnonzero(values.to_numpy() == str(value).strip())[:limit]
+
+
+def kept_columns(cat: Any, num: Any, encoders: dict) -> dict[str, np.ndarray]:
+    """The feature columns of encoded rows back in their raw values: categorical codes through
+    the encoders' vocabularies (code 0 = ``"<unseen>"``), numeric columns un-standardized.
+
+    ``cat`` [n, C] codes, ``num`` [n, M]; ``encoders`` as in ``meta.json`` (``cesaa.data``).
+    """
+    cat = np.asarray(cat.numpy() if hasattr(cat, "numpy") else cat)
+    num = np.asarray(num.numpy() if hasattr(num, "numpy") else num, dtype=np.float64)
+    cats, nums = encoders.get("categorical", []), encoders.get("numeric", [])
+    if cat.ndim != 2 or cat.shape[1] != len(cats):
+        raise ValueError(f"cat has shape {cat.shape} but the encoders have {len(cats)} columns")
+    if num.ndim != 2 or num.shape[1] != len(nums):
+        raise ValueError(f"num has shape {num.shape} but the encoders have {len(nums)} columns")
+    out: dict[str, np.ndarray] = {}
+    for j, entry in enumerate(cats):
+        vocab = np.asarray(["<unseen>", *map(str, entry["vocab"])], dtype=object)
+        out[entry["column"]] = vocab[cat[:, j]]
+    for j, entry in enumerate(nums):
+        out[entry["column"]] = num[:, j] * entry["std"] + entry["mean"]
+    return out

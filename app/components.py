@@ -44,9 +44,37 @@ def checkpoint_sidebar() -> None:
             help="Run folders (a model) and routing records (what one forward pass of any gated "
             "model produced: `cesaa record`, docs/record.md).",
         )
+        entry = next((e for e in entries if e["path"] == st.session_state.get("nav_ckpt")), None)
+        entry = entry or entries[0]
+        if entry.get("meta") is not None and not record_loaders.is_record(entry["path"]):
+            data_source_field(entry["path"])
         if st.button("Refresh list", key="nav_refresh"):
             loaders.list_runs.clear()
             st.rerun()
+
+
+def data_source_field(path: str) -> None:
+    """The selected checkpoint's data source: empty = its own data (found where it was trained or
+    relative to its run folder); a source here replaces it (e.g. the data moved)."""
+    sources = st.session_state.setdefault(loaders.DATA_SOURCES, {})
+    if st.session_state.get("_nav_data_for") != path:  # show this checkpoint's own entry
+        st.session_state["nav_data"] = sources.get(path, "")
+        st.session_state["_nav_data_for"] = path
+
+    def save() -> None:
+        sources[path] = st.session_state["nav_data"].strip()
+
+    st.text_input(
+        "Data source",
+        key="nav_data",
+        on_change=save,
+        placeholder="the checkpoint's own data",
+        help="Leave empty to use the data the checkpoint was trained on.  If it moved, give its "
+        "new location, e.g. table:/new/place/clicks.toml or stream:/data/big.yaml.",
+    )
+    note, _ = attempt(loaders.data_note, path)
+    if note:
+        st.caption(note)
 
 
 def record_upload() -> None:
@@ -162,7 +190,8 @@ def aligned_heatmaps(
         chart(fig, key=keys[0])
     with right:
         aligned = res["activation_b_aligned"]  # B's columns in A's order
-        fig = activation_heatmap(aligned, names, [f"expert {j}" for j in perm], titles[1])
+        names_b = loaders.expert_names(path_b)  # PLE's say which domain's expert each is
+        fig = activation_heatmap(aligned, names, [names_b[int(j)] for j in perm], titles[1])
         chart(fig, key=keys[1])
     return res
 

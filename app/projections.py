@@ -21,6 +21,7 @@ from loaders import (
     LoadError,
     checkpoint,
     data,
+    data_override,
     label,
     runs_root,
     shipped_root,
@@ -132,7 +133,13 @@ def _report(path: str, tok: str, sample_size: int, embedding: str):
         hit = lookup_projection(read, _projection_key(path, "umap", len(points), "routed"))
         cache_dir = read if hit is not None else write
     try:
-        return build_report(path, sample_size=sample_size, embedding=embedding, cache_dir=cache_dir)
+        return build_report(
+            path,
+            data_override(path),  # the sidebar's data source, if the data moved
+            sample_size=sample_size,
+            embedding=embedding,
+            cache_dir=cache_dir,
+        )
     except LOAD_ERRORS as e:
         raise LoadError(f"Cannot build the report of {label(path)}: {e}") from None
 

@@ -55,17 +55,15 @@ class ModelConfig:
     adasparse_epsilon: float = 0.01  # factors below epsilon are set to exactly 0 (pruned)
     adasparse_beta: float = 2.0  # scale b >= 1: lets a factor amplify a neuron as well as damp it
     adasparse_alpha: float = 1.0  # initial sigmoid slope a, annealed upwards during training
-    adasparse_alpha_step: float = (
-        1e-4  # a grows by this per training step (Scenario-Wise Rec value)
-    )
+    adasparse_alpha_step: float = 1e-4  # a grows this much per training step (Scenario-Wise Rec)
     adasparse_sparsity: float = 0.0  # weight of the flexible sparsity regularizer; 0 = off
     adasparse_r_min: float = 0.1  # target band of each layer's pruned fraction, for the regularizer
     adasparse_r_max: float = 0.3
     # PEPNet (Chang et al. 2023)
     pepnet_gamma: float = 2.0  # Gate NU = gamma * sigmoid(...): gates in (0, gamma), 1 at neutral
-    pepnet_prior: str = (
-        "auto"  # PPNet prior columns, comma-separated; auto: user_id,item_id if present
-    )
+    pepnet_prior: str = "auto"  # PPNet prior columns (comma-separated); auto: user_id, item_id
+    # M2M (Zhang et al. 2022): experts = mmoe_experts (0 = one per domain), width expert_dim
+    m2m_tower_layers: int = 2  # residual meta-tower layers, weights generated from the domain
 
     def __post_init__(self) -> None:
         self.expert_hidden = tuple(int(h) for h in self.expert_hidden)
@@ -102,6 +100,7 @@ class ModelConfig:
                 f"adasparse_r_min={self.adasparse_r_min}, adasparse_r_max={self.adasparse_r_max}: "
                 "need 0 <= r_min <= r_max <= 1"
             )
+        _positive(self, "m2m_tower_layers")
         if self.pepnet_gamma <= 0:
             raise ValueError(f"pepnet_gamma={self.pepnet_gamma} must be > 0")
 

@@ -56,64 +56,95 @@ def grouped_mm_available(device: torch.device, dtype: torch.dtype) -> bool:
 
 
 def grouped_mlp(
-    h: torch.Tensor,
+    x: torch.Tensor,
+    rows: torch.Tensor,
     sorted_group: torch.Tensor,
     weights: Sequence[torch.Tensor],
     biases: Sequence[torch.Tensor],
     act: Callable[[torch.Tensor, int], torch.Tensor],
+    bias_in_gemm: bool = True,
 ) -> torch.Tensor:
-    """Row r through group ``sorted_group[r]``'s MLP, rows already sorted by group: [R, I] -> [R, O].
+    """Row ``x[rows[r]]`` through group ``sorted_group[r]``'s MLP (``sorted_group`` ascending):
+    x [B, I], rows [R], sorted_group [R] -> [R, O].
 
     weights[l]: [G, d_l, d_{l+1}], biases[l]: [G, d_{l+1}]; ``act(h, l)`` follows layer l.  One
     grouped GEMM per layer (group ends found on the device: no host sync) where the installed
     torch runs it for this device and dtype; otherwise one ``addmm`` chain per non-empty group.
+    ``bias_in_gemm`` (allowed when every hidden ``act`` maps 1 to 1, e.g. ReLU without dropout)
+    folds each bias into its GEMM through a constant-1 input column instead of gathering it per row.
     """
-    groups = weights[0].shape[0]
-    if grouped_mm_available(h.device, h.dtype):
-        return _grouped_gemm_mlp(h, sorted_group, weights, biases, act)
+    if grouped_mm_available(x.device, x.dtype):
+        return _grouped_gemm_mlp(x, rows, sorted_group, weights, biases, act, bias_in_gemm)
     # fallback: reads the group sizes back to the host to split the rows
+    groups = weights[0].shape[0]
     counts = torch.bincount(sorted_group, minlength=groups).tolist()
     w_parts = [w.unbind(0) for w in weights]  # one autograd node per layer, not per group
     b_parts = [b.unbind(0) for b in biases]
     outputs = []
-    for g, part in enumerate(h.split(counts)):
+    for g, part in enumerate(x.index_select(0, rows).split(counts)):
         if part.shape[0] == 0:
             continue  # an unselected group costs nothing
         for i, (w, b) in enumerate(zip(w_parts, b_parts, strict=True)):
             part = act(torch.addmm(b[g], part, w[g]), i)  # [count_g, O_i]
         outputs.append(part)
     if not outputs:
-        return h.new_zeros(0, weights[-1].shape[2])
+        return x.new_zeros(0, weights[-1].shape[2])
     return torch.cat(outputs)  # [R, O]
 
 
 def _grouped_gemm_mlp(
-    h: torch.Tensor,
+    x: torch.Tensor,
+    rows: torch.Tensor,
     sorted_group: torch.Tensor,
     weights: Sequence[torch.Tensor],
     biases: Sequence[torch.Tensor],
     act: Callable[[torch.Tensor, int], torch.Tensor],
+    bias_in_gemm: bool,
 ) -> torch.Tensor:
-    """``grouped_mlp`` with ``torch._grouped_mm``.  Widths are zero-padded to 16 bytes (the
-    kernel's stride rule); the padded columns stay 0 through every layer and are cut at the end."""
+    """``grouped_mlp`` with ``torch._grouped_mm``.
+
+    Widths are zero-padded to 16 bytes (the kernel's stride rule).  With ``bias_in_gemm`` each
+    layer's input carries a column of ones right after its d_in features and the weight a bias row
+    there; a hidden layer's weight gets an extra output column (weights 0, bias 1) that becomes the
+    next layer's ones column.  Otherwise the bias is gathered per row.  Padding stays 0; the output
+    is cut to O.
+    """
     groups = weights[0].shape[0]
     out_dim = weights[-1].shape[2]
-    align = max(1, 16 // h.element_size())
-    ids = torch.arange(groups, device=h.device)  # [G]
+    last = len(weights) - 1
+    align = max(1, 16 // x.element_size())
+    ids = torch.arange(groups, device=x.device)  # [G]
     # end of each group's slice; searchsorted, not bincount (which syncs on CUDA)
     offs = torch.searchsorted(sorted_group, ids, right=True).to(torch.int32)  # [G]
-    d_in = h.shape[1]
-    p_in = _pad_to(d_in, align)
+    extra = 1 if bias_in_gemm else 0
+    d_in = x.shape[1]
+    p_in = _pad_to(d_in + extra, align)
     if p_in != d_in:
-        h = F.pad(h, (0, p_in - d_in))  # [R, I'] zero columns
+        cols = [x]
+        if bias_in_gemm:
+            cols.append(x.new_ones(x.shape[0], 1))
+        if p_in > d_in + extra:
+            cols.append(x.new_zeros(x.shape[0], p_in - d_in - extra))
+        x = torch.cat(cols, dim=1)  # [B, I'] = [x, 1, 0...]
+    h = x.index_select(0, rows)  # [R, I'] rows grouped by group
     for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
-        d_out = w.shape[2]
-        p_out = _pad_to(d_out, align)
-        if (w.shape[1], d_out) != (p_in, p_out):
-            w = F.pad(w, (0, p_out - d_out, 0, p_in - w.shape[1]))  # [G, I', O'] zeros
-            b = F.pad(b, (0, p_out - d_out))  # [G, O']
-        out = torch._grouped_mm(h, w, offs=offs)  # [R, O']
-        h = act(out.add_(b.index_select(0, sorted_group)), i)  # [R, O']
+        d_i, d_o = w.shape[1], w.shape[2]
+        ones_out = extra if i < last else 0
+        p_out = _pad_to(d_o + ones_out, align)
+        if bias_in_gemm:
+            bias_row = b.unsqueeze(1)  # [G, 1, O]
+            if ones_out:  # the next layer's ones column: weight 0, bias 1
+                w = torch.cat([w, w.new_zeros(groups, d_i, 1)], dim=2)
+                bias_row = torch.cat([bias_row, b.new_ones(groups, 1, 1)], dim=2)
+            w = torch.cat([w, bias_row], dim=1)  # [G, I + 1, O (+1)]
+            w = F.pad(w, (0, p_out - w.shape[2], 0, p_in - w.shape[1]))  # [G, I', O']
+            h = act(torch._grouped_mm(h, w, offs=offs), i)  # [R, O']
+        else:
+            if (d_i, d_o) != (p_in, p_out):
+                w = F.pad(w, (0, p_out - d_o, 0, p_in - d_i))  # [G, I', O'] zeros
+                b = F.pad(b, (0, p_out - d_o))  # [G, O']
+            out = torch._grouped_mm(h, w, offs=offs)  # [R, O']
+            h = act(out.add_(b.index_select(0, sorted_group)), i)  # [R, O']
         p_in = p_out
     return h[:, :out_dim] if h.shape[1] != out_dim else h  # [R, O]
 
@@ -170,10 +201,26 @@ class StackedMLP(nn.Module):
             return self.dropout(torch.relu(h))
         return torch.relu(h) if self.out_relu else h
 
+    def _bias_in_gemm(self) -> bool:
+        """The ones-column bias trick needs hidden activations that keep 1 (no active dropout)."""
+        return not (self.training and isinstance(self.dropout, nn.Dropout))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [B, I] (shared by every group) or [B, G, I] -> [B, G, O]."""
-        h = x.unsqueeze(0).expand(self.groups, -1, -1) if x.dim() == 2 else x.transpose(0, 1)
-        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+        g = self.groups
+        layers = list(zip(self.weights, self.biases, strict=True))
+        if x.dim() == 2:  # a shared input: layer 0 of every group is one [B, I] x [I, G*O] GEMM
+            w, b = layers[0]
+            o = w.shape[2]
+            flat_w = w.permute(1, 0, 2).reshape(w.shape[1], g * o)  # [I, G*O]
+            h = torch.addmm(b.reshape(1, g * o), x, flat_w).view(-1, g, o)  # [B, G, O_0]
+            # [G, B, O] contiguous before the activation: dropout draws its mask in this layout
+            h = self._act(h.transpose(0, 1).contiguous(), 0)  # [G, B, O_0]
+            start = 1
+        else:
+            h, start = x.transpose(0, 1), 0  # [G, B, I]
+        for i in range(start, len(layers)):
+            w, b = layers[i]
             h = self._act(torch.baddbmm(b.unsqueeze(1), h, w), i)  # [G, B, O_i]
         return h.transpose(0, 1)  # [B, G, O]
 
@@ -208,8 +255,10 @@ class StackedMLP(nn.Module):
         dtype = torch.promote_types(x.dtype, gates.dtype)
         if b == 0:
             return x.new_zeros(b, self.out_dim, dtype=dtype)
-        grouped = x.index_select(0, rows)  # [P, I], expert 0's rows first, then 1's, ...
-        y = grouped_mlp(grouped, sorted_expert, self.weights, self.biases, self._act)  # [P, O]
+        # every layer of every selected expert on the rows sorted by expert (0's first, ...)
+        y = grouped_mlp(
+            x, rows, sorted_expert, self.weights, self.biases, self._act, self._bias_in_gemm()
+        )  # [P, O]
         g = gates.gather(1, topk_idx).reshape(-1).index_select(0, order)  # [P] sorted
         weighted = y.to(dtype) * g.to(dtype).unsqueeze(1)  # [P, O]
         return x.new_zeros(b, self.out_dim, dtype=dtype).index_add(0, rows, weighted)  # [B, O]

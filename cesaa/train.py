@@ -217,4 +217,3 @@ def _stop(cfg: TrainConfig, bad_epochs: int, epochs_done: int, data: MultiDomain
     return should_stop(
         bad_epochs, cfg.patience, epochs_done, len(data.train), cfg.batch_size, cfg.min_steps
     )
-

@@ -174,9 +174,58 @@ def test_bench_movielens(tmp_path, ml100k_path) -> None:
         (["--models", "mlp", "--set", "train.bogus=1"], "expected train.KEY=VALUE"),
         (["--models", "mlp", "--set", "train.seed=1"], "expected train.KEY=VALUE"),
         (["--models", "mlp", "--trials", "1", "--storage", "nonsense"], "expected journal:PATH"),
+        (["--models", "mlp", "--trials", "1", "--stage", "final"], "study 'cesaa-bench-mlp' not"),
     ],
 )
 def test_bench_bad_input_is_one_clear_line(tmp_path, capsys, args, message) -> None:
     assert _bench(tmp_path, *args) == 2
     err = capsys.readouterr().err
     assert err.startswith("cesaa bench: error:") and message in err
+
+
+def test_bench_split_over_machines_through_a_shared_storage(tmp_path) -> None:
+    """Two 'machines' run --stage tune against one SQLite study; --stage final reads it."""
+    optuna = pytest.importorskip("optuna")
+    url = f"sqlite:///{tmp_path / 'tune.db'}"
+    common = ["--models", "mlp", "--trials", "3", "--storage", url]
+    assert _bench(tmp_path / "m1", *common, "--stage", "tune") == 0
+    assert not (tmp_path / "m1" / "leaderboard.json").exists()
+    assert _bench(tmp_path / "m2", *common, "--stage", "tune") == 0  # already full: no new trial
+    study = optuna.load_study(study_name="cesaa-bench-mlp", storage=url)
+    assert len(study.trials) == 3
+    assert _bench(tmp_path / "final", *common, "--stage", "final", "--seeds", "2") == 0
+    runs = json.loads((tmp_path / "final" / "runs.json").read_text())
+    assert [r["params"] for r in runs] == [study.best_trial.user_attrs["params"]] * 2
+    assert len(optuna.load_study(study_name="cesaa-bench-mlp", storage=url).trials) == 3
+
+
+@pytest.mark.slow  # spawns 2 worker processes (each imports torch): slow on a loaded machine
+def test_bench_parallel_jobs_keep_the_budget(tmp_path) -> None:
+    optuna = pytest.importorskip("optuna")
+    assert _bench(tmp_path, "--models", "mlp", "--trials", "4", "--jobs", "2", "--seeds", "2") == 0
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "optuna.journal"))
+    )
+    trials = optuna.load_study(study_name="cesaa-bench-mlp", storage=storage).trials
+    trained = [t for t in trials if not t.user_attrs.get("surplus")]
+    assert [t.number for t in trained] == [0, 1, 2, 3]  # exactly the budget was trained
+    assert all("params" not in t.user_attrs for t in trials if t not in trained)
+    lb = json.loads((tmp_path / "leaderboard.json").read_text())
+    tune = lb["models"][0]["tune"]
+    assert tune["complete"] + tune["pruned"] == 4
+    runs = json.loads((tmp_path / "runs.json").read_text())
+    assert sorted(r["seed"] for r in runs) == [0, 1]
+
+
+def test_pruner_waits_out_min_steps(tmp_path) -> None:
+    from cesaa.benchmark.protocol import Protocol
+    from cesaa.benchmark.runner import BenchSpec, warmup_epochs
+
+    # 2400 training rows at batch 100 = 24 steps per epoch: min_steps 100 -> 5 epochs (96 < 100)
+    proto = Protocol(train={"batch_size": 100, "min_steps": 100})
+    spec = BenchSpec(TINY, ("mlp",), str(tmp_path), trials=1, protocol=proto)
+    assert warmup_epochs(spec) == 5
+    spec0 = BenchSpec(
+        TINY, ("mlp",), str(tmp_path), trials=1, protocol=Protocol(train={"min_steps": 0})
+    )
+    assert warmup_epochs(spec0) == 2

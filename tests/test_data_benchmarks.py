@@ -10,6 +10,7 @@ import csv
 import os
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -222,3 +223,76 @@ def test_missing_aliccp_part_and_bad_paths(tmp_path):
         load_benchmark("mind", need(MIND), split="files")
     with pytest.raises(ValueError, match="unknown benchmark 'criteo'"):
         load_benchmark("criteo", tmp_path)
+
+
+# --------------------------------------------------------------------------- KuaiRand's own folder
+
+USER_HEADER = (
+    "user_id,user_active_degree,is_lowactive_period,is_live_streamer,is_video_author,"
+    "follow_user_num,follow_user_num_range,fans_user_num,fans_user_num_range,friend_user_num,"
+    "friend_user_num_range,register_days,register_days_range,"
+    + ",".join(f"onehot_feat{i}" for i in range(18))
+)
+
+
+def _user(uid: int, degree: str) -> str:
+    onehot = ",".join(str(i % 3) for i in range(17)) + ","  # onehot_feat17 missing
+    return f'{uid},{degree},0,0,0,{uid * 3},"(0,10]",5,"[1,10)",0,0,100,91-180,{onehot}'
+
+
+def write_kuairand_folder(folder: Path) -> Path:
+    folder.mkdir()
+    log = ["user_id,video_id,date,is_click,play_time_ms,duration_ms,profile_stay_time,"
+           "comment_stay_time,is_rand,tab"]  # fmt: skip
+    rows = [
+        (0, 10, 1, 0),
+        (0, 11, 0, 1),
+        (1, 10, 1, 1),
+        (1, 12, 0, 4),
+        (2, 11, 0, 2),
+        (7, 10, 1, 1),
+        (2, 10, 0, 9),
+        (1, 99, 1, 6),
+    ]  # fmt: skip  user 7, video 99 unknown
+    log += [f"{u},{v},20220422,{c},100,2000,0,0,0,{t}" for u, v, c, t in rows[:5]]
+    (folder / "log_standard_4_08_to_4_21_1k.csv").write_text("\n".join(log) + "\n")
+    log2 = [log[0]] + [f"{u},{v},20220501,{c},100,2000,0,0,0,{t}" for u, v, c, t in rows[5:]]
+    (folder / "log_standard_4_22_to_5_08_1k.csv").write_text("\n".join(log2) + "\n")
+    users = [USER_HEADER, _user(0, "high_active"), _user(1, "full_active"), _user(2, "UNKNOWN")]
+    (folder / "user_features_1k.csv").write_text("\n".join(users) + "\n")
+    videos = ["video_id,author_id,video_type,upload_dt,upload_type,visible_status,video_duration,"
+              "server_width,server_height,music_id,music_type,tag",
+              "10,5,NORMAL,2022-01-01,ShortImport,public,2000,720,1280,1,9,28",
+              "11,6,AD,2022-01-02,ShortImport,public,3000,,,2,9,9",
+              "12,7,NORMAL,2022-01-03,Web,private,1000,720,1280,3,9,1"]  # fmt: skip
+    (folder / "video_features_basic_1k.csv").write_text("\n".join(videos) + "\n")
+    return folder
+
+
+def test_kuairand_folder_as_distributed(tmp_path):
+    folder = write_kuairand_folder(tmp_path / "data")
+    df, schema, facts = read_benchmark("kuairand", folder)
+    # 8 log rows: user 7 and video 99 have no features (inner joins), tab 9 is not a domain
+    assert facts["unjoined_rows"] == 2 and facts["dropped_rows"] == 1 and len(df) == 5
+    assert schema.domains == ("tab0", "tab1", "tab2", "tab4")
+    assert len(facts["files"]) == 4  # two logs, user and video features
+    row = df[(df["user_id"] == "1") & (df["video_id"] == "12")].iloc[0]
+    assert (row["user_active_degree"], row["follow_user_num_range"], row["video_type"]) == (
+        "full_active", "(0,10]", "NORMAL",
+    )  # fmt: skip
+    assert row["follow_user_num"] == 3 and pd.isna(row["onehot_feat17"])
+    assert df["is_click"].tolist() == [1, 0, 1, 0, 0]  # log order after the joins
+    data = load_data(f"kuairand:{folder}")
+    assert domain_counts(data) == [1, 2, 1, 1]
+    assert data.description["unjoined_rows"] == 2
+
+
+def test_kuairand_folder_problems_are_named(tmp_path):
+    folder = write_kuairand_folder(tmp_path / "data")
+    (folder / "video_features_basic_1k.csv").unlink()
+    with pytest.raises(FileNotFoundError, match=r"expected one video_features_basic_\*\.csv"):
+        load_benchmark("kuairand", folder)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="is a folder without log_standard_"):
+        load_benchmark("kuairand", empty)

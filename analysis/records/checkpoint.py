@@ -173,24 +173,20 @@ def record_checkpoint(
 
     Stream sources (``stream:SCHEMA``) are read one row-group piece at a time.
     """
-    from cesaa.data import load_data
-    from cesaa.data.stream import is_stream_source, open_stream
+    from cesaa.data import MultiDomainData
+    from cesaa.data.locate import open_checkpoint_data
 
     if part not in PARTS:
         raise ValueError(f"part must be one of {list(PARTS)}, got {part!r}")
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
-    desc = ckpt.meta["data"].get("description", {})
-    source = data or desc.get("source")
-    if not source:
-        raise ValueError(f"{checkpoint}: meta.json names no data source; pass --data")
-    kw = dict(split=desc.get("split", "random"), seed=desc.get("seed", 0), encoders=ckpt.encoders)
-    if is_stream_source(source):
-        rows = getattr(open_stream(source, **kw), part)
-        batches: Iterable[EncodedTable] = (
-            piece for chunk in rows.chunks() for piece in chunk.batches(batch_size)
-        )
-    else:
-        batches = getattr(load_data(source, **kw), part).batches(batch_size)
+    # its own data, found where it was trained or relative to the run folder (cesaa.data.locate)
+    opened = open_checkpoint_data(ckpt.meta, ckpt.path, override=data)
+    source = data or ckpt.meta["data"].get("description", {}).get("source")
+    rows = getattr(opened, part)
+    if isinstance(opened, MultiDomainData):
+        batches: Iterable[EncodedTable] = rows.batches(batch_size)
+    else:  # a stream: one row-group piece at a time
+        batches = (piece for chunk in rows.chunks() for piece in chunk.batches(batch_size))
     return write_checkpoint_record(
         ckpt,
         batches,

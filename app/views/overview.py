@@ -65,7 +65,18 @@ with right:
     components.show_table(components.metric_table(path), key="ov_metrics")
 
 st.subheader("Health alarms")
-components.alarm_list(components.require(derived.alarms, path))
+found = components.require(derived.alarms, path)
+components.alarm_list(found)
+if found:
+    components.show_table(
+        pd.DataFrame(found)[["level", "code", "domain", "expert", "value", "threshold"]],
+        key="ov_alarm_values",
+    )
+st.caption(
+    "Each alarm fires on a constructed bad case and stays silent on healthy routing (decisive "
+    "per-domain routing is healthy).  Definitions, thresholds and the tests that pin them: "
+    "docs/measures.md § alarms."
+)
 
 st.subheader("All checkpoints")
 rows, broken = [], []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -19,9 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from cesaa.benchmark.leaderboard import Leaderboard, build_leaderboard
-from cesaa.benchmark.protocol import Protocol, RunTask, run_setup, run_task
+from cesaa.benchmark.protocol import Protocol, RunTask, load_source, run_setup, run_task
 from cesaa.benchmark.report import write_leaderboard
-from cesaa.benchmark.tuning import TuneJob, params_from_json, run_tune_job, study_summary
+from cesaa.benchmark.tuning import (
+    TUNE_SEED,
+    TuneJob,
+    params_from_json,
+    run_tune_job,
+    study_summary,
+)
 
 log = logging.getLogger(__name__)
 STAGES = ("all", "tune", "final")
@@ -140,8 +147,21 @@ def _check_models(spec: BenchSpec) -> None:
             )
 
 
+def warmup_epochs(spec: BenchSpec) -> int:
+    """Epochs before the pruner may stop a trial: those holding ``min_steps`` optimizer steps (the
+    trainer's own plateau guard, see ``cesaa.stopping``), and at least 2."""
+    from cesaa.config import TrainConfig
+    from cesaa.stopping import steps_per_epoch
+
+    cfg = TrainConfig(**spec.protocol.train, device=spec.protocol.device)
+    p = spec.protocol
+    rows = len(load_source(spec.source, p.split_seed, p.max_train).train)
+    return max(2, math.ceil(cfg.min_steps / steps_per_epoch(rows, cfg.batch_size)))
+
+
 def tune_models(spec: BenchSpec, progress: Callable[[str], None] | None = None) -> None:
     """Run every model's study until it holds ``spec.trials`` finished trials."""
+    warmup = warmup_epochs(spec)
     jobs = [
         TuneJob(
             task=RunTask(spec.source, m, 0, protocol=spec.protocol, setup=spec.setup).to_dict(),
@@ -149,7 +169,7 @@ def tune_models(spec: BenchSpec, progress: Callable[[str], None] | None = None) 
             storage=spec.storage_url,
             trials=spec.trials,
             sampler_seed=w,
-            warmup_epochs=max(2, int(spec.protocol.train.get("min_epochs", 0))),
+            warmup_epochs=warmup,
         )
         for m in spec.models
         for w in range(min(spec.jobs, spec.trials))
@@ -208,8 +228,9 @@ def _meta(spec: BenchSpec, runs: list[dict], seconds: float) -> dict:
     p = spec.protocol
     train = ", ".join(f"{k}={v}" for k, v in sorted(p.train.items())) or "TrainConfig defaults"
     budget = (
-        f"{spec.trials} Optuna trials per model (TPE, median pruning per epoch; pruned trials count) "
-        f"on the validation split with model seed {10_000}, then the best trial's configuration "
+        f"{spec.trials} Optuna trials per model (TPE; median pruning per epoch after "
+        f"{warmup_epochs(spec)} epochs; pruned trials count) on the validation split with model "
+        f"seed {TUNE_SEED}, then the best trial's configuration "
         f"with fresh seeds 0..{spec.seeds - 1}"
         if spec.trials
         else f"no tuning: registry defaults, seeds 0..{spec.seeds - 1}"

@@ -19,6 +19,7 @@ from typing import Any
 
 from cesaa.benchmark.protocol import RunTask, run_task
 
+SURPLUS = "surplus"  # user attr of a trial started past the budget by a racing worker (not trained)
 TUNE_SEED = 10_000  # model seed of every tuning trial: distinct from the final seeds 0..S-1
 
 
@@ -78,6 +79,10 @@ def _objective(job: TuneJob) -> Any:
     sign = -1.0 if monitor == "logloss" else 1.0
 
     def objective(trial: Any) -> float:
+        if trial.number >= job.trials:  # parallel workers raced past the budget: train nothing
+            trial.set_user_attr(SURPLUS, True)
+            trial.study.stop()
+            raise optuna.TrialPruned()
         params = space(trial)
         trial.set_user_attr("params", _jsonable(params))
         seen = {"epochs": 0, "seconds": 0.0}
@@ -124,8 +129,16 @@ def run_tune_job(job: TuneJob | dict) -> dict:
     )
     done = (TrialState.COMPLETE, TrialState.PRUNED)
     stop = optuna.study.MaxTrialsCallback(job.trials, states=done)
+    # workers racing for the last trial may start one too many: it is marked surplus and trains
+    # nothing, so exactly the first ``trials`` trial numbers are trained and counted
     if len(study.get_trials(deepcopy=False, states=done)) < job.trials:
-        study.optimize(_objective(job), n_trials=job.trials, callbacks=[stop])
+        from cesaa.monitor import NoImprovementError
+
+        # a configuration whose training never improves on its initial weights is a failed trial
+        # (it used its share of the budget), not the end of the benchmark
+        study.optimize(
+            _objective(job), n_trials=job.trials, callbacks=[stop], catch=(NoImprovementError,)
+        )
     return {"study": job.study_name, "summary": f"study {job.study_name} has its trials"}
 
 
@@ -137,12 +150,18 @@ def study_summary(study_name: str, storage: str) -> dict:
     optuna = _optuna()
     from optuna.trial import TrialState
 
-    study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
-    trials = study.get_trials(deepcopy=False)
+    try:
+        study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
+    except KeyError:
+        raise ValueError(
+            f"study {study_name!r} not found in {storage}: run --stage tune (or all) first, with "
+            "the same --storage and --study-prefix"
+        ) from None
+    trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(SURPLUS)]
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if not complete:
         raise ValueError(f"study {study_name!r}: no complete trial (all pruned or failed)")
-    best = study.best_trial
+    best = max(complete, key=lambda t: t.value)
     return {
         "study": study_name,
         "params": best.user_attrs.get("params", {}),

@@ -3,7 +3,8 @@
 =========  ===========================================  =========  =================================
 kind       file(s)                                      label      domain
 =========  ===========================================  =========  =================================
-kuairand   one CSV (``load_data_1k.py`` output)          is_click   ``tab`` 0 / 1 / 2 / 4 / 6
+kuairand   one CSV (``load_data_1k.py`` output), or      is_click   ``tab`` 0 / 1 / 2 / 4 / 6
+           KuaiRand's own data folder (kuairand_raw)
 aliccp     a folder of ``ali_ccp_{train,val,test}*.csv``  click      field ``301`` = 1 / 2 / 3
            (torch-rechub's ``preprocess_ali_ccp.py``)
            or one such CSV
@@ -36,6 +37,7 @@ import pandas as pd
 import torch
 
 from cesaa.data.encoding import from_frame
+from cesaa.data.kuairand_raw import is_kuairand_folder, read_kuairand_folder
 from cesaa.data.schema import TableSchema, read_frame, validate_frame
 from cesaa.data.table import MultiDomainData
 
@@ -136,18 +138,24 @@ BENCHMARK_KINDS = tuple(BENCHMARKS)
 def read_benchmark(kind: str, path: str | Path) -> tuple[pd.DataFrame, TableSchema, dict]:
     """Read and validate a benchmark's file(s): ``(frame, schema, facts)``.
 
-    ``facts``: ``files`` read, ``rows_per_file``, ``dropped_rows`` (KuaiRand's other tabs).  The frame
-    has one row per interaction in file order plus the column ``domain_name``.
+    ``facts``: ``files`` read, ``rows_per_file``, ``dropped_rows`` (KuaiRand's other tabs) and, for a
+    KuaiRand folder as its authors distribute it (:mod:`cesaa.data.kuairand_raw`), ``unjoined_rows``
+    (log rows without user or video features).  The frame has one row per interaction in file order
+    plus the column ``domain_name``.
     """
     bench = _check_kind(kind)
-    files = _files(bench, Path(path))
-    frames = []
-    for f in files:
-        df = read_frame(f, str_columns=(*bench.categorical, bench.domain))
+    path = Path(path)
+    facts: dict = {}
+    if bench.kind == "kuairand" and is_kuairand_folder(path):
+        df, files, facts["unjoined_rows"] = read_kuairand_folder(path, bench.categorical)
+        frames = [(path, df)]
+    else:
+        files = _files(bench, path)
+        frames = [(f, read_frame(f, str_columns=(*bench.categorical, bench.domain))) for f in files]
+    for f, df in frames:
         _require_columns(df, bench, f)
         validate_frame(df, bench.schema(None, domain=bench.domain), f)  # rows numbered per file
-        frames.append((f, df))
-    facts: dict = {"files": [str(f) for f in files], "rows_per_file": [len(d) for _, d in frames]}
+    facts.update(files=[str(f) for f in files], rows_per_file=[len(d) for _, d in frames])
     kept, dropped = [], 0
     for f, df in frames:
         df, n = _assign_domains(df, bench, f)
@@ -214,6 +222,11 @@ def _files(bench: Benchmark, path: Path) -> list[Path]:
         raise FileNotFoundError(f"{bench.kind} data {path} does not exist")
     if path.is_file():
         return [path]
+    if bench.kind == "kuairand":
+        raise FileNotFoundError(
+            f"kuairand data {path} is a folder without log_standard_*.csv files; give "
+            "Scenario-Wise Rec's CSV or KuaiRand's data folder"
+        )
     if bench.kind != "aliccp":
         raise ValueError(f"{bench.kind} data {path} is a folder; give the CSV file itself")
     files = []

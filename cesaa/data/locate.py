@@ -124,25 +124,34 @@ def locate(meta: dict, run: str | Path) -> tuple[str, Path | None]:
     return source, None
 
 
-def open_checkpoint_data(meta: dict, run: str | Path, override: str | None = None):
-    """The data a checkpoint was trained on (or ``override``), encoded with its encoders and split
-    as at training: a ``MultiDomainData``, or a ``StreamingData`` for a ``stream:`` source."""
+def checkpoint_split(meta: dict) -> dict:
+    """``split``, ``seed`` and ``encoders`` to open a checkpoint's data exactly as at training."""
     desc = meta["data"].get("description", {})
-    kw = dict(
-        split=desc.get("split", "random"),
-        seed=int(desc.get("seed", 0)),
-        encoders=meta["data"].get("encoders") or None,
-    )
-    if override:
-        return open_source(override, **kw)
-    source, data_file = locate(meta, run)
-    data = open_source(source, data=data_file, **kw)
+    return {
+        "split": desc.get("split", "random"),
+        "seed": int(desc.get("seed", 0)),
+        "encoders": meta["data"].get("encoders") or None,
+    }
+
+
+def verify_fingerprint(data, meta: dict, run: str | Path, where: str | Path) -> None:
+    """:class:`DataLocationError` when ``data`` (found at ``where``) is not the training data."""
     want = meta["data"].get("fingerprint")
     if want and data.fingerprint != want:
-        where = data_file or source
         raise DataLocationError(
             f"the data found for checkpoint {run} at {where} is not the data it was trained on "
             f"(fingerprint {data.fingerprint}, trained on {want}): it changed or another file "
             f"has its name; {HOW_TO_POINT} to evaluate on it anyway"
         )
+
+
+def open_checkpoint_data(meta: dict, run: str | Path, override: str | None = None):
+    """The data a checkpoint was trained on (or ``override``), encoded with its encoders and split
+    as at training: a ``MultiDomainData``, or a ``StreamingData`` for a ``stream:`` source."""
+    kw = checkpoint_split(meta)
+    if override:
+        return open_source(override, **kw)
+    source, data_file = locate(meta, run)
+    data = open_source(source, data=data_file, **kw)
+    verify_fingerprint(data, meta, run, data_file or source)
     return data

@@ -23,14 +23,16 @@ Because the domain is independent of the features, a model that ignores the doma
 domain-average of the mechanisms; ``truth`` reports both the oracle AUC and that domain-blind oracle's AUC.
 
 ``structure="multiplicative"`` replaces every mechanism by a pure user x item interaction with no main
-effects (U_k [users, r], V_k [items, r] standard normal; 200 users and 100 items so that a small table
-holds enough rows per user and item to learn the factors)::
+effects (U_k [users, r], V_k [items, r] standard normal, r = 2; 200 users and 100 items so that a small
+table holds enough rows per user and item to learn the factors)::
 
       f_k = <U_k[user], V_k[item]> / sqrt(r),   then standardized as above
 
-Neither the user nor the item alone carries any signal (E[f_k | user] = E[f_k | item] = 0 up to sampling),
-so a model must grow both factors together from their small initial values: the saddle at zero that makes
-some architectures sit on a plateau for several epochs (see ``docs/training.md``).
+A user's mean over its rows is <U_k[user], popularity-weighted mean of V_k> / sqrt(r): small (the Zipf
+item popularity leaves a weak main effect), so almost all the signal is in the product and a model must
+grow both factors together from their small initial values: the saddle that makes models sit on a
+plateau for several epochs (see ``docs/training.md``).  With exactly centred factors (no main effect at
+all) MMoE's plateau outlasted 30 epochs on 32k training rows and 11 on 80k, so they are not centred.
 """
 
 from __future__ import annotations
@@ -238,7 +240,8 @@ def auc(label: np.ndarray, score: np.ndarray) -> float:
 def _bilinear(
     rng: np.random.Generator, user: np.ndarray, item: np.ndarray, n_users: int, n_items: int
 ) -> np.ndarray:
-    """Standardized <U[user], V[item]> / sqrt(r) with U, V standard normal [*, r]: no main effects."""
+    """Standardized <U[user], V[item]> / sqrt(r) with U, V standard normal [*, r]: no designed main
+    effects (only the weak one left by uneven item / user popularity, see the module docstring)."""
     u = rng.standard_normal((n_users, _MULT_RANK))
     v = rng.standard_normal((n_items, _MULT_RANK))
     f = (u[user] * v[item]).sum(1) / np.sqrt(_MULT_RANK)  # [N]

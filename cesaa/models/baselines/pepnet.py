@@ -48,6 +48,7 @@ from cesaa.features import FeatureEmbedding, FeatureSpec
 from cesaa.models.baselines.blocks import reject_routing
 from cesaa.models.output import ModelOutput, RoutingOverride
 from cesaa.models.registry import register
+from cesaa.models.search_spaces import common
 
 AUTO_PRIOR = ("user_id", "item_id")
 
@@ -86,10 +87,7 @@ def search_space(trial: Any) -> dict[str, object]:
     widths = str(trial.suggest_categorical("hidden", ["64,32", "128,64", "256,128,64"]))
     hidden = tuple(int(w) for w in widths.split(","))
     return {
-        "lr": trial.suggest_float("lr", 3e-4, 1e-2, log=True),
-        "weight_decay": trial.suggest_categorical("weight_decay", [0.0, 1e-6, 1e-5, 1e-4]),
-        "embed_dim": trial.suggest_categorical("embed_dim", [8, 16, 32]),
-        "dropout": trial.suggest_categorical("dropout", [0.0, 0.1, 0.2]),
+        **common(trial),
         "expert_hidden": hidden[:-1],
         "tower_hidden": hidden[-1:],
         "pepnet_gamma": trial.suggest_categorical("pepnet_gamma", [1.5, 2.0, 3.0]),

@@ -54,7 +54,8 @@ class PartitionedNorm(nn.Module):
         self, x: torch.Tensor, domain: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         d = self.running_mean.shape[0]
-        count = torch.bincount(domain, minlength=d).to(x.dtype)[:, None]  # [D, 1]
+        ones = torch.ones(domain.shape[0], 1, dtype=x.dtype, device=x.device)  # [B, 1]
+        count = x.new_zeros(d, 1).index_add_(0, domain, ones)  # [D, 1]; bincount syncs on CUDA
         mean = x.new_zeros(d, x.shape[1]).index_add(0, domain, x) / count.clamp_min(1)  # [D, I]
         sq = x.new_zeros(d, x.shape[1]).index_add(0, domain, (x - mean[domain]) ** 2)  # [D, I]
         var = sq / count.clamp_min(1)  # [D, I] biased, as BatchNorm normalizes
@@ -102,7 +103,7 @@ class StarFCN(nn.Module):
         weights = [w * dw for w, dw in zip(self.weights, self.domain_weights, strict=True)]
         biases = [b + db for b, db in zip(self.biases, self.domain_biases, strict=True)]
         sorted_domain, order = torch.sort(domain, stable=True)  # rows grouped by domain
-        h = grouped_mlp(x.index_select(0, order), sorted_domain, weights, biases, self._act)
+        h = grouped_mlp(x, order, sorted_domain, weights, biases, self._act)  # [B, 1] sorted
         return x.new_empty(x.shape[0]).index_copy(0, order, h.squeeze(1))  # [B], input order
 
     def _act(self, h: torch.Tensor, layer: int) -> torch.Tensor:
