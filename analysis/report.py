@@ -170,22 +170,21 @@ def versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
 
 def report_command(
     checkpoint: str | Path,
-    data: str,
-    split: str,
+    data: str | None,
+    split: str | None,
     sample_size: int,
     embedding: str,
     seed: int,
     out_dir: str | Path | None = None,
 ) -> str:
-    """The ``cesaa report`` command line that regenerates a report."""
-    args = [
-        "cesaa",
-        "report",
-        str(checkpoint),
-        "--data",
-        data,
-        "--split",
-        split,
+    """The ``cesaa report`` command line that regenerates a report (``data`` and ``split``
+    ``None`` for a routing record, which holds both)."""
+    args = ["cesaa", "report", str(checkpoint)]
+    if data is not None:
+        args += ["--data", data]
+    if split is not None:
+        args += ["--split", split]
+    args += [
         "--sample",
         str(sample_size),
         "--embedding",
@@ -259,11 +258,14 @@ def build_report(
     used = parts.pop("embedding_method")
     parts["timings"]["total"] = time.perf_counter() - t0
     extra = ("umap-learn",) if used == "umap" else ()
-    source = parts["settings"]["data"]
+    record = bool(parts["checkpoint"].get("record"))
+    source = None if record else parts["settings"]["data"]
     return Report(
         **parts,
         versions=versions(extra),
-        command=report_command(checkpoint_path, source, split, sample_size, used, seed),
+        command=report_command(
+            checkpoint_path, source, None if record else split, sample_size, used, seed
+        ),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
 

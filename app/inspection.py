@@ -9,6 +9,7 @@ Row-level views read a seeded sample of the test split (``MAX_ROWS``), so they o
 from __future__ import annotations
 
 import numpy as np
+import record_loaders
 import streamlit as st
 from loaders import SPLIT, LoadError, capabilities, checkpoint, data, domain_names, label, token
 
@@ -62,7 +63,10 @@ def _rows(path: str, tok: str, size: int) -> dict:
 
 def rows(path: str, size: int = MAX_ROWS) -> dict:
     """A seeded sample of the test split routed once: ``rows`` (positions), ``domain``, ``label``,
-    ``prediction``, ``probs``, ``topk``, ``routed_by`` and the raw ``columns``."""
+    ``prediction``, ``probs``, ``topk``, ``routed_by`` and the raw ``columns`` (for a routing
+    record: its stored rows and kept columns)."""
+    if record_loaders.is_record(path):
+        return record_loaders.inspection_rows(path, size)
     return _rows(path, token(path), int(size))
 
 

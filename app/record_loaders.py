@@ -193,3 +193,57 @@ def save_record_zip(name: str, content: bytes, max_mb: float, root: Path) -> str
         raise LoadError(f"{name}: {e}") from None
     list_records.clear()
     return str(folder.resolve())
+
+
+# ---- rows for the inspection pages ---------------------------------------------------------------
+
+
+@st.cache_data(show_spinner="Reading the record's rows…", max_entries=16)
+def _inspection_rows(path: str, tok: str, size: int) -> dict:
+    import numpy as np
+
+    from analysis.records.format import keep_column, prob_column, top_column
+
+    rec = record(path)
+    g = rec.primary
+    n = rec.rows
+    idx = np.arange(n)
+    if n > size:  # the same seeded positions as the live-model path (inspection._sample_idx)
+        idx = np.sort(np.random.default_rng(0).choice(n, size=size, replace=False))
+    cols = ["domain", "label", "prediction"]
+    cols += [prob_column(g.name, e) for e in range(g.num_experts)]
+    cols += [top_column(g.name, j) for j in range(g.top_k or 0)]
+    cols += [keep_column(k) for k in rec.meta.kept]
+    parts, start = [], 0
+    for t in rec.iter_batches(cols):  # one row group at a time
+        lo, hi = np.searchsorted(idx, [start, start + t.num_rows])
+        if hi > lo:
+            parts.append(t.take(idx[lo:hi] - start))
+        start += t.num_rows
+    import pyarrow as pa
+    from loaders import LoadError
+
+    if not parts:
+        raise LoadError(f"{path}: the record has no rows")
+    t = pa.concat_tables(parts)
+    probs, topk = rec.gate_arrays(t)
+    if topk is None:
+        topk, how = probs.argmax(1)[:, None], "the top-1 expert of the dense gate"
+    else:
+        how = "the selected (top-k) experts"
+    return {
+        "rows": idx,
+        "domain": t["domain"].to_numpy().astype(np.int64),
+        "label": t["label"].to_numpy().astype(np.float64),
+        "prediction": t["prediction"].to_numpy().astype(np.float64),
+        "probs": probs,
+        "topk": topk.astype(np.int64),
+        "routed_by": how,
+        "columns": {k: t[keep_column(k)].to_numpy(zero_copy_only=False) for k in rec.meta.kept},
+    }
+
+
+def inspection_rows(path: str, size: int) -> dict:
+    """The ``inspection.rows`` dict from the record's stored rows (no model): a seeded sample of
+    ``size`` rows with their gate, selected experts and kept columns (ids, raw feature values)."""
+    return _inspection_rows(path, record_token(path), int(size))

@@ -50,14 +50,18 @@ def test_overview_of_a_record(rec_dir):
     assert float(auc.value) == pytest.approx(open_record(rec_dir).meta.metrics["auc"], abs=1e-4)
 
 
-@pytest.mark.parametrize("page", ["routing", "information", "embeddings", "compare", "report"])
+@pytest.mark.parametrize(
+    "page",
+    ["routing", "information", "embeddings", "compare", "report", "experts", "evolution"],
+)
 def test_record_pages_render(rec_dir, page):
     at = _run(page, rec_dir, emb_method="PCA", emb_sample=500)
     assert_clean(at)
 
 
-def test_ablations_say_they_need_a_checkpoint(rec_dir):
-    at = _run("ablations", rec_dir)
+@pytest.mark.parametrize("page", ["ablations", "rows"])
+def test_live_model_views_say_they_need_a_checkpoint(rec_dir, page):
+    at = _run(page, rec_dir)
     assert not at.exception and not at.error
     assert any("needs a checkpoint" in i.value for i in at.info)
 

@@ -55,3 +55,4 @@ def test_report_from_a_record_matches_the_checkpoint_report(rec, tmp_path):
     assert "needs a checkpoint" in from_rec.notes["knockout"]
     assert "needs a checkpoint" in from_rec.notes["k_curve"]
     assert from_rec.embedding is not None and len(from_rec.embedding["xy"]) == 100
+    assert from_rec.command == (f"cesaa report {rec.path} --sample 100 --embedding pca --seed 0")

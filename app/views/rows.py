@@ -46,6 +46,7 @@ if r is not None:
     position = int(r["rows"][i])
 else:
     position = int(st.number_input("Test row", 0, None, 0, key="rw_position"))
+components.checkpoint_only(path, "A row's expert contributions and its domain swap")
 row = components.require(inspection.one_row, path, position)
 own = row["swap"].loc[row["swap"]["own"]].iloc[0]
 c = st.columns(4)
