@@ -188,3 +188,12 @@ def fmt(x: float, digits: int = 4) -> str:
 def log(msg: str) -> None:
     """Progress to stderr (stdout carries the tables)."""
     print(msg, file=sys.stderr, flush=True)
+
+
+def gpu_note() -> str:
+    """One line on the GPU rows: which device ran, or that none did (never an estimate)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return f"GPU: {torch.cuda.get_device_name(0)} present; the rows above ran on the CPU."
+    return "GPU rows: not measured (no CUDA device on this machine)."

@@ -285,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if missing:
         notes += f"\n\ntorch-rechub rows skipped: {missing}."
+    notes += "\n\n" + _report.gpu_note()
     if args.quick:
         notes += "\n\n**Quick mode: a smoke run, these numbers mean nothing.**"
     body = "\n\n".join(
