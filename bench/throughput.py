@@ -278,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     notes = (
         f"MovieLens-100k training split ({n:,} rows), embedding dim 16, experts 115 -> 64 -> 32, "
         "towers 32 -> 1, MMoE with one expert per domain (3), PLE with 1 level, 2 specific + 1 "
-        "shared experts per domain, CESAA defaults; torch-rechub 0.9.0 models through the "
+        "shared experts per domain, CESAA, STAR, Shared-Bottom and MLP defaults; torch-rechub "
+        "0.9.0 models through the "
         "adapter of `bench/_rechub.py` (their MLPs add BatchNorm after every linear layer, part "
         f"of their architecture).  Batch {args.batch}, {args.steps} steps per model per round, "
         f"{args.rounds} rounds after {warmup} warm-up steps; inference batch {args.eval_batch}."
