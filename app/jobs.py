@@ -55,6 +55,76 @@ def train_checkpoint(
     return Path(out)
 
 
+class TrainCancelled(Exception):
+    """Raised inside the trainer's callback when the user pressed Cancel."""
+
+
+class TrainJob:
+    """``train_checkpoint`` in a background thread, so the page (and every other page) stays
+    usable during a long run: ``progress`` (0..1), ``text`` and ``losses`` follow the batches;
+    ``cancel()`` stops it at the next batch and removes the partial run folder; ``error`` holds
+    the message of a run that failed (a ``LoadError`` or any other exception)."""
+
+    def __init__(self, source: str, model: str, model_kw: dict, train_kw: dict, out: Path):
+        import threading
+
+        self.out = Path(out)
+        self.epochs = int(train_kw.get("epochs", 1))
+        self.progress, self.text, self.losses = 0.0, "Loading data…", []
+        self.error: str | None = None
+        self.cancelled = False
+        self._cancel = threading.Event()
+        self._args = (source, model, model_kw, train_kw, self.out)
+        self._thread = threading.Thread(target=self._run, daemon=True, name=f"train-{out.name}")
+
+    def start(self) -> TrainJob:
+        self._thread.start()
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    @property
+    def done(self) -> bool:
+        """Finished with a saved checkpoint (not failed, not cancelled)."""
+        return not self.running and self.error is None and not self.cancelled
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def wait(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    def _callback(self, ev: dict) -> None:
+        if self._cancel.is_set():
+            raise TrainCancelled
+        if ev.get("event") != "batch":
+            return
+        done = (ev["epoch"] * ev["steps"] + ev["step"] + 1) / (self.epochs * ev["steps"])
+        self.progress = min(done, 1.0)
+        self.text = (
+            f"epoch {ev['epoch'] + 1}/{self.epochs} · batch {ev['step'] + 1}/{ev['steps']} · "
+            f"loss {ev['loss']:.4f}"
+        )
+        self.losses.append(float(ev["loss"]))
+
+    def _run(self) -> None:
+        import shutil
+
+        try:
+            train_checkpoint(*self._args, callback=self._callback)
+            self.progress, self.text = 1.0, "done"
+        except TrainCancelled:
+            self.cancelled = True
+            shutil.rmtree(self.out, ignore_errors=True)
+            loaders.list_runs.clear()
+        except LoadError as e:
+            self.error = str(e)
+        except Exception as e:  # noqa: BLE001  (shown as an error card, never a traceback)
+            self.error = f"{type(e).__name__}: {e}"
+
+
 def new_run_dir(name: str) -> Path:
     """A fresh folder under the dashboard's runs folder (``name``, then ``name-2``, ...)."""
     safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in name.strip()) or "run"
@@ -163,3 +233,28 @@ def static_file(report_obj, fmt: str) -> tuple[bytes, str, str] | str:
             for f in sorted(out.glob("*.png")):
                 z.write(f, f.name)
         return buf.getvalue(), "application/zip", "report-figures.zip"
+
+
+# ---- column roles of an upload ------------------------------------------------------------------
+
+ROLES = ["label", "domain", "user", "item", "time", "categorical", "numeric", "ignore"]
+
+
+def proposed_roles(frame) -> list:
+    """``cesaa.data.roles.propose_roles`` of an uploaded table (``LoadError`` on bad input)."""
+    from cesaa.data.roles import propose_roles
+
+    try:
+        return propose_roles(frame)
+    except ValueError as e:
+        raise LoadError(str(e)) from None
+
+
+def roles_schema(roles: dict[str, str]) -> dict:
+    """The upload's schema dict from the chosen roles (``LoadError`` naming what is missing)."""
+    from cesaa.data.roles import schema_from_roles
+
+    try:
+        return schema_from_roles(roles)
+    except ValueError as e:
+        raise LoadError(str(e)) from None

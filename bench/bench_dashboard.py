@@ -9,7 +9,11 @@ Measures, on the default shipped checkpoint (``checkpoints/cesaa``):
 - k toggle -> updated charts: on the Ablations page, from an arrow-key press on the k slider until
   both the per-domain AUC chart and the "now" routing heatmap show the new values, plus the next
   animation frame.  k alternates between
-  the trained value and its neighbours, so both first visits (model run) and cached values count.
+  the trained value and its neighbours, so both first visits (model run) and cached values count;
+- inspection pages (Experts, Rows, Routing over training): from a click on the page's link to its
+  first chart painted, on the first visit (cold: the page computes) and on a second visit (warm);
+- domain swap of 1,000 rows: ``analysis.rows.domain_swap`` + ``swap_matrices`` on 1,000 test rows
+  of each checkpoint, in-process (the computation behind the Rows page's matrices; median of 5).
 
 Writes a table into ``docs/benchmarks.md`` between ``<!-- bench:dashboard -->`` and
 ``<!-- /bench:dashboard -->`` (only that section; other benchmarks own the rest of the file).
@@ -37,6 +41,14 @@ START, END = "<!-- bench:dashboard -->", "<!-- /bench:dashboard -->"
 CHROMIUM = "/usr/bin/chromium"
 ARGS = list(CHROMIUM_ARGS)  # the launch flags that work on these machines (SETUP-NOTES)
 FIRST_CHART_TARGET_S, TOGGLE_TARGET_S = 10.0, 1.0
+PAGE_WARM_TARGET_S, SWAP_TARGET_S = 2.0, 1.0
+# page link -> what its first chart is (or the info card a checkpoint without snapshots gets)
+INSPECTION = {
+    "Experts": ".st-key-ex_logodds .main-svg",
+    "Rows": ".st-key-rw_swap_logit .main-svg",
+    "Routing over training": '.st-key-ev_lines .main-svg, [data-testid="stAlert"]',
+}
+SWAP_CHECKPOINTS = ("cesaa", "cesaa-d40")
 BARS = ".st-key-abl_auc text.bartext"
 # what the charts show now: the AUC bar labels and the "now" heatmap's cells (plotly's gd.data)
 SNAPSHOT = """() => {
@@ -85,8 +97,18 @@ def snapshot(page) -> str:
     return page.evaluate(SNAPSHOT)
 
 
-def one_run(browser, toggles: int) -> tuple[float, list[float]]:
-    """(seconds from process start to the first painted chart, k-toggle latencies)."""
+def visit(page, title: str, selector: str) -> float:
+    """Seconds from a click on the page link ``title`` to its first chart painted."""
+    t = time.perf_counter()
+    page.locator('[data-testid="stSidebarNav"] a', has_text=title).first.click()
+    page.wait_for_selector(selector, timeout=120_000)
+    page.evaluate(FRAME)
+    return time.perf_counter() - t
+
+
+def one_run(browser, toggles: int) -> tuple[float, list[float], dict[str, list[float]]]:
+    """(seconds from process start to the first painted chart, k-toggle latencies, inspection
+    page visits: title -> [cold, warm])."""
     port = free_port()
     log = open(REPO / "runs" / "bench-dashboard.log", "w")  # noqa: SIM115
     page = browser.new_page(viewport={"width": 1400, "height": 2000})
@@ -114,7 +136,12 @@ def one_run(browser, toggles: int) -> tuple[float, list[float]]:
             page.evaluate(FRAME)
             lat.append(time.perf_counter() - t)
             time.sleep(0.3)  # let the run finish before the next key press
-        return first, lat
+        pages: dict[str, list[float]] = {}
+        for _ in range(2):  # cold, then warm
+            for title, selector in INSPECTION.items():
+                pages.setdefault(title, []).append(visit(page, title, selector))
+                time.sleep(0.3)
+        return first, lat, pages
     finally:
         page.close()
         proc.terminate()
@@ -125,7 +152,43 @@ def one_run(browser, toggles: int) -> tuple[float, list[float]]:
         log.close()
 
 
-def table(firsts: list[float], lats: list[float], runs: int) -> str:
+def swap_timings(root: Path, reps: int = 5, rows: int = 1000) -> dict[str, float]:
+    """Median seconds of a domain swap of ``rows`` test rows per shipped checkpoint."""
+    import torch
+
+    from analysis.rows import domain_swap, swap_matrices
+    from cesaa.checkpoint import load_checkpoint
+    from cesaa.data import load_data
+
+    torch.set_num_threads(1)
+    out = {}
+    for name in SWAP_CHECKPOINTS:
+        path = root / name
+        if not (path / "meta.json").is_file():
+            continue
+        ckpt = load_checkpoint(path)
+        desc = ckpt.meta["data"]["description"]
+        test = load_data(
+            desc["source"], split=desc["split"], seed=desc["seed"], encoders=ckpt.encoders
+        ).test
+        sub = test.subset(torch.arange(min(rows, len(test))))
+        times = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            res = domain_swap(ckpt.model, sub.cat, sub.num, sub.domain, ckpt.spec.num_domains)
+            swap_matrices(res, ckpt.spec.num_domains)
+            times.append(time.perf_counter() - t)
+        out[f"{name} (D={ckpt.spec.num_domains})"] = statistics.median(times)
+    return out
+
+
+def table(
+    firsts: list[float],
+    lats: list[float],
+    runs: int,
+    pages: dict[str, list[list[float]]] | None = None,
+    swaps: dict[str, float] | None = None,
+) -> str:
     def row(name: str, xs: list[float], target: float) -> str:
         med, worst = statistics.median(xs), max(xs)
         ok = "yes" if worst <= target else "no"
@@ -146,11 +209,24 @@ def table(firsts: list[float], lats: list[float], runs: int) -> str:
             "|---|---|---|---|---|---|---|",
             row("process start → first chart painted (Overview)", firsts, FIRST_CHART_TARGET_S),
             row("k toggle → updated charts (Ablations)", lats, TOGGLE_TARGET_S),
+            *[
+                row(f"{title}: click → first chart, {kind}", [v[i] for v in visits], target)
+                for title, visits in (pages or {}).items()
+                for i, (kind, target) in enumerate(
+                    (("cold (computes)", FIRST_CHART_TARGET_S), ("warm", PAGE_WARM_TARGET_S))
+                )
+            ],
+            *[
+                row(f"domain swap of 1,000 rows, {name}", [sec], SWAP_TARGET_S)
+                for name, sec in (swaps or {}).items()
+            ],
             "",
             "The first chart waits for the first script run, most of it importing torch and "
             "loading the checkpoint and its data; a k toggle reruns the page's live-toggle "
             "fragment with the model re-routed at inference (cached per k after its first "
-            "visit) until the AUC bars and the routing heatmap show the new values.",
+            "visit) until the AUC bars and the routing heatmap show the new values.  Routing over "
+            "training counts its info card as painted on a checkpoint without snapshots.  The "
+            "domain swap runs in-process (median of 5), one CPU thread.",
         ]
     )
 
@@ -174,6 +250,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=3, help="fresh server processes (default 3)")
     p.add_argument("--toggles", type=int, default=6, help="k changes per run (default 6)")
     p.add_argument("--no-write", action="store_true", help="print only, leave the docs alone")
+    p.add_argument(
+        "--swap-checkpoints",
+        default=str(REPO / "checkpoints"),
+        help="folder holding the checkpoints timed for the domain swap (default checkpoints/)",
+    )
     args = p.parse_args(argv)
     if not Path(CHROMIUM).is_file():
         print(f"{CHROMIUM} is missing: apt-get install chromium", file=sys.stderr)
@@ -181,18 +262,20 @@ def main(argv: list[str] | None = None) -> int:
     from playwright.sync_api import sync_playwright
 
     (REPO / "runs").mkdir(exist_ok=True)
-    firsts, lats = [], []
+    firsts, lats, pages = [], [], {}
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
             for i in range(args.runs):
-                first, lat = one_run(browser, args.toggles)
+                first, lat, visits = one_run(browser, args.toggles)
                 firsts.append(first)
                 lats.extend(lat)
+                for title, v in visits.items():
+                    pages.setdefault(title, []).append(v)
                 print(f"run {i + 1}: first chart {first:.2f} s, k toggles {lat}", file=sys.stderr)
         finally:
             browser.close()
-    out = table(firsts, lats, args.runs)
+    out = table(firsts, lats, args.runs, pages, swap_timings(Path(args.swap_checkpoints)))
     print(out)
     if not args.no_write:
         write_section(DOC, out)

@@ -28,22 +28,26 @@ ORDER = (
     "throughput",
     "roofline",
     "streaming",
+    "record_open",
     "umap_time",
     "accuracy",
     "tune",
     "retrieval",
     "planted",
+    "plateau",
 )
 ESTIMATE_MIN = {
     "speed": 2,
     "throughput": 4,
     "roofline": 3,
     "streaming": 1,
+    "record_open": 5,
     "umap_time": 4,
     "accuracy": 10,
     "tune": 8,
     "retrieval": 3,
     "planted": 5,
+    "plateau": 20,
 }
 
 
@@ -76,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             cmd.append("--quick")
         if args.docs:
             cmd += ["--docs", args.docs]
-        if args.jobs != 2 and name in ("accuracy", "tune", "retrieval", "planted"):
+        if args.jobs != 2 and name in ("accuracy", "tune", "retrieval", "planted", "plateau"):
             cmd += ["--jobs", str(args.jobs)]
         log = logs / f"{name}{'-quick' if args.quick else ''}.log"
         _report.log(f"$ {' '.join(cmd[1:])}  (log: {log})")

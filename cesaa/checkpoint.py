@@ -3,7 +3,9 @@
 A run folder holds::
 
     meta.json            schema version, package version, model + train config, data description,
-                         fingerprint, encoders, domain names, metrics, sha256 of the weights
+                         fingerprint, encoders, domain names, metrics, sha256 of the weights, and
+                         data.location: each data file resolved (absolute, relative to the run
+                         folder; see cesaa.data.locate)
     model.safetensors    best weights (what ``load_checkpoint`` returns)
     metrics.jsonl        one JSON line per completed epoch
     last.safetensors     weights after the last completed epoch   } for ``--resume``

@@ -10,8 +10,10 @@ Shapes: B = batch, Din = gate input width, D = domains, E = experts, k = experts
                      analysis).  Knocked-out experts get exactly 0; the rest renormalize.
     gates    [B, E]  softmax over the top-k of H = logits + noise, other entries exactly 0:
                      k non-zeros per row, rows sum to 1.  These weights mix the experts.
-                     k = 1: the one weight is softmax(H)[e] <= 1 (Switch Transformer, Fedus et al.
-                     2021), since a softmax over a single value is constantly 1 (no gradient).
+                     k = 1 at the trained k = 1: the one weight is softmax(H)[e] <= 1 (Switch
+                     Transformer, Fedus et al. 2021), since a softmax over a single value is
+                     constantly 1 (no gradient).  k = 1 as an inference override of a model
+                     trained with another k: weight exactly 1 (renormalized like every k).
     topk_idx [B, k]  the selected experts, ordered by decreasing H (ties: torch.topk's order)
     load     [E]     expected number of rows routed to each expert.  Noisy training: Shazeer's
                      smooth estimate sum_x P(e in top-k under a fresh noise draw); otherwise the
@@ -70,6 +72,7 @@ def noisy_top_k_gating(
     training: bool,
     knocked_out: Sequence[int] | None = None,
     generator: torch.Generator | None = None,
+    trained_k: int | None = None,
     smooth_load: bool = True,
 ) -> GateOutput:
     """Select k experts per row.
@@ -77,11 +80,17 @@ def noisy_top_k_gating(
     clean_logits: [B, E] u W_g.  noise_logits: [B, E] u W_noise, or None for no noise; noise is
     added only when ``training`` (so evaluation is deterministic):
         H = clean + N(0, 1) * (softplus(noise_logits) + 1e-2)
-    gates = softmax(KeepTopK(H, k)) for k >= 2; for k = 1 the router probability softmax(H)[e] of the
-    selected expert (Switch Transformer).  Knocked-out experts are masked to -inf before the top-k and
-    the softmax, so they are never selected and get probability 0.  Softmaxes run in (at least)
-    float32.  ``generator`` seeds the noise draw.  ``smooth_load=False`` skips Shazeer's smooth
-    load estimate (only the balance loss reads it) and returns the selection counts as ``load``.
+    gates = softmax(KeepTopK(H, k)), i.e. the router probabilities of the k selected experts
+    renormalized to sum to 1.  One exception: k = 1 when the gate was trained with k = 1
+    (``trained_k`` None or 1) weights the selected expert by its router probability softmax(H)[e]
+    (Switch Transformer), which a k = 1 model needs to train its gate.  An inference override to
+    k = 1 of a model trained with another k (``trained_k`` != 1) therefore gives the top expert
+    weight exactly 1: changing k changes only which experts mix, never the scale of the mixture.
+    Knocked-out experts are masked to -inf before the top-k and the softmax, so they are never
+    selected and get probability 0.  Softmaxes run in (at least) float32.  ``generator`` seeds the
+    noise draw.
+    ``smooth_load=False`` skips Shazeer's smooth load estimate (only the balance loss reads it)
+    and returns the selection counts as ``load``.
     """
     b, e = clean_logits.shape
     ko = check_routing(k, e, knocked_out or ())
@@ -111,7 +120,7 @@ def noisy_top_k_gating(
     smooth = smooth_load and noise_std is not None and k < e - len(ko)
     top_vals, top_idx = h.topk(k + 1 if smooth else k, dim=-1)  # [B, k(+1)], descending
     topk_idx = top_idx[:, :k]  # [B, k]
-    if k == 1:
+    if k == 1 and trained_k in (None, 1):
         # a softmax over one value is constantly 1, which would leave the gate without any gradient
         # from the task loss: weight the one expert by its router probability (Switch Transformer)
         topk_gates = F.softmax(h, dim=-1).gather(1, topk_idx)  # [B, 1], in (0, 1]
@@ -207,14 +216,22 @@ class NoisyTopKGate(nn.Module):
         k: int,
         knocked_out: Sequence[int] | None = None,
         generator: torch.Generator | None = None,
+        trained_k: int | None = None,
         smooth_load: bool = True,
     ) -> GateOutput:
-        # x: [B, Din], domain_emb: [B, De], domain: [B] long
+        # x: [B, Din], domain_emb: [B, De], domain: [B] long; trained_k: see noisy_top_k_gating
         u = torch.cat([x, domain_emb], dim=1) if self.gate_input == "concat" else x  # [B, Din(+De)]
         clean = self._project(self.w_gate, u, domain)  # [B, E]
         noise = None
         if self.training and self.w_noise is not None:
             noise = self._project(self.w_noise, u, domain)  # [B, E]
         return noisy_top_k_gating(
-            clean, noise, k, self.training, knocked_out, generator, smooth_load=smooth_load
+            clean,
+            noise,
+            k,
+            self.training,
+            knocked_out,
+            generator,
+            trained_k=trained_k,
+            smooth_load=smooth_load,
         )

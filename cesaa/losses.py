@@ -64,11 +64,12 @@ def mi_loss(
 
 
 def cv_squared(x: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
-    """Squared coefficient of variation  var(x) / mean(x)^2  (0 for a single element)."""
+    """Squared coefficient of variation  var(x) / mean(x)^2 with the population variance
+    (ddof=0, as ``analysis.load.load_balance``'s CV; 0 for a single element)."""
     x = x.float()
     if x.numel() <= 1:
         return x.new_zeros(())
-    return x.var() / (x.mean() ** 2 + eps)
+    return x.var(correction=0) / (x.mean() ** 2 + eps)
 
 
 def balance_loss(gates: torch.Tensor, load: torch.Tensor) -> torch.Tensor:

@@ -36,7 +36,19 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = "synthetic:rows=60000,domains=4,seed=0"
 # small on purpose: a few hundred kB per checkpoint, seconds per epoch on one core
 SMALL = {"embed_dim": 8, "expert_hidden": (32,), "expert_dim": 16, "tower_hidden": (16,)}
-TRAIN = TrainConfig(epochs=12, batch_size=512, lr=3e-3, patience=3, seed=0, device="cpu")
+# routing snapshots on: the "Routing over training" page reads them (aggregate + row-level)
+TRAIN = TrainConfig(
+    epochs=12,
+    batch_size=512,
+    lr=3e-3,
+    weight_decay=0.0,
+    patience=3,
+    seed=0,
+    device="cpu",
+    routing_snapshots=True,
+)
+# checkpoints on other data than DATA: name -> data source (many domains for the D = 40 views)
+DATA_FOR = {"cesaa-d40": "synthetic:rows=120000,domains=40,seed=0"}
 SAMPLE_SIZES = (500, 1000, 2000)  # the Embeddings page's sample-size choices that are precomputed
 SPLIT = "test"
 DEFAULT = "cesaa"
@@ -55,6 +67,11 @@ GRID: dict[str, tuple[str, dict, str]] = {
         "MMoE baseline: 8 experts, dense softmax gate per domain",
     ),
     "sparse_moe": ("sparse_moe", {}, "plain sparse MoE: top-2 of 8, no shared expert, no MI loss"),
+    "cesaa-d40": (
+        "cesaa",
+        {"num_experts": 32},
+        "many domains: CESAA with 32 experts (k=2) on synthetic data with 40 domains",
+    ),
 }
 RESUME_FILES = ("last.safetensors", "optimizer.safetensors", "train_state.json")
 
@@ -71,8 +88,9 @@ def train_one(name: str, data, out: Path) -> Path:
     history = [json.loads(line) for line in (run / METRICS).read_text().splitlines() if line]
     lines = [json.dumps({k: v for k, v in r.items() if k != "time_s"}) for r in history]
     (run / METRICS).write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
-    for f in run.iterdir():
-        f.chmod(0o644)
+    for f in run.rglob("*"):
+        if f.is_file():
+            f.chmod(0o644)
     return run
 
 
@@ -117,13 +135,16 @@ def precompute_projections(run: Path, data, methods: tuple[str, ...]) -> None:
         f.chmod(0o644)
 
 
-def readme(out: Path, data, seconds: float) -> str:
+def readme(out: Path, datasets: dict, seconds: float) -> str:
     rows = []
     for name, (model, _, what) in GRID.items():
         run = out / name
         if not (run / "meta.json").is_file():
             continue
         ckpt = load_checkpoint(run)
+        data = datasets.get(DATA_FOR.get(name, DATA)) or load_data(
+            DATA_FOR.get(name, DATA), encoders=ckpt.encoders
+        )
         col = collect(ckpt.model, data.test, num_domains=ckpt.spec.num_domains)
         mi = mutual_information(col.stats, "soft", normalized=True) if col.stats else None
         auc = ckpt.meta["metrics"]["test"]["auc"]
@@ -138,7 +159,8 @@ def readme(out: Path, data, seconds: float) -> str:
             "Small models trained on the built-in synthetic data so the dashboard "
             "(`streamlit run app/main.py`) is useful on a fresh clone with no download.",
             "",
-            f"- data: `{DATA}` (planted domain -> mechanism truth; test split = 10%)",
+            f"- data: `{DATA}` (planted domain -> mechanism truth; test split = 10%); "
+            + ", ".join(f"`{n}` on `{src}`" for n, src in DATA_FOR.items()),
             f"- architecture: {SMALL}, 8 selectable experts unless noted",
             f"- training: epochs<={TRAIN.epochs}, batch {TRAIN.batch_size}, lr {TRAIN.lr}, "
             f"patience {TRAIN.patience}, seed {TRAIN.seed}, CPU, one thread",
@@ -149,7 +171,9 @@ def readme(out: Path, data, seconds: float) -> str:
             *rows,
             "",
             f"Total: {total:.1f} MB.  Each folder holds `meta.json`, `model.safetensors`, "
-            "`metrics.jsonl` (per-epoch losses and validation metrics, wall-clock times removed) "
+            "`metrics.jsonl` (per-epoch losses and validation metrics, wall-clock times removed), "
+            "`routing/` (per-epoch routing snapshots of the validation split: statistics and the "
+            "top-k of a fixed 2,000-row sample, for the Routing over training page) "
             f"and `embeddings/` (PCA and UMAP of {', '.join(map(str, SAMPLE_SIZES))} sampled "
             "test rows' expert outputs, the Embeddings page's cache).  Resume files are not "
             "shipped.",
@@ -181,14 +205,18 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     methods = ("pca",) if args.no_umap else ("pca", "umap")
     t0 = time.perf_counter()
-    data = load_data(DATA)
+    datasets = {DATA: load_data(DATA)}
     for name in args.only or list(GRID):
         t = time.perf_counter()
+        source = DATA_FOR.get(name, DATA)
+        if source not in datasets:
+            datasets[source] = load_data(source)
+        data = datasets[source]
         run = train_one(name, data, out)
         precompute_projections(run, data, methods)
         print(f"{name}: {time.perf_counter() - t:.1f} s", file=sys.stderr)
     seconds = time.perf_counter() - t0
-    (out / "README.md").write_text(readme(out, data, seconds), encoding="utf-8")
+    (out / "README.md").write_text(readme(out, datasets, seconds), encoding="utf-8")
     print(f"done in {seconds:.0f} s -> {out}", file=sys.stderr)
     return 0
 

@@ -21,11 +21,13 @@ BENCHES = {  # module -> (section, extra arguments)
     "throughput": ("throughput", []),
     "roofline": ("roofline", []),
     "streaming": ("streaming", []),
+    "record_open": ("record_open", []),
     "umap_time": ("umap", []),
     "accuracy": ("accuracy", ["--jobs", "1"]),
     "tune": ("tuning", ["--jobs", "1"]),
     "retrieval": ("retrieval", ["--jobs", "1"]),
     "planted": ("planted", ["--jobs", "1"]),
+    "plateau": ("plateau", ["--jobs", "1", "--models", "mlp,mmoe"]),
 }
 NEEDS_ML100K = {"throughput", "roofline", "accuracy", "tune", "retrieval"}
 

@@ -28,7 +28,10 @@ def test_every_grid_entry_is_shipped_and_loads():
     for name in mod.GRID:
         ckpt = load_checkpoint(SHIPPED / name)
         assert ckpt.meta["status"] == "complete", name
-        assert ckpt.meta["data"]["description"]["source"] == mod.DATA
+        assert ckpt.meta["data"]["description"]["source"] == mod.DATA_FOR.get(name, mod.DATA)
+        # per-epoch routing snapshots (aggregate and row-level) for "Routing over training"
+        assert (SHIPPED / name / "routing" / "epoch_001.json").is_file(), name
+        assert (SHIPPED / name / "routing" / "rows_epoch_001.npz").is_file(), name
         assert not (SHIPPED / name / "last.safetensors").exists(), "resume files are not shipped"
 
 

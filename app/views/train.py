@@ -17,9 +17,39 @@ from cesaa.models import model_names
 SMALL = {"embed_dim": 8, "expert_hidden": (32,), "expert_dim": 16, "tower_hidden": (16,)}
 ML_DEFAULT = Path(os.environ.get("CESAA_DATA_DIR", loaders.REPO.parent / "shared" / "data"))
 
+
+@st.fragment(run_every=1.0)
+def show_job(job) -> None:
+    """Progress of the background run (refreshed every second), with Cancel; the other pages
+    stay usable while it trains."""
+    if job.running:
+        st.progress(job.progress, text=f"Training **{job.out.name}**: {job.text}")
+        if job.losses:
+            st.line_chart(pd.DataFrame({"training loss": job.losses}), height=200)
+        if st.button("Cancel", key="tr_cancel"):
+            job.cancel()
+        return
+    st.session_state.pop("tr_job", None)
+    if job.cancelled:
+        st.session_state["tr_note"] = f"Cancelled {job.out.name}; its partial folder was removed."
+    elif job.error is not None:
+        st.session_state["tr_failed"] = job.error
+    else:
+        st.session_state["tr_last"] = str(job.out.resolve())
+        st.session_state[components.PENDING] = str(job.out.resolve())
+        st.session_state["_tr_trained"] = True
+    st.rerun()
+
+
 st.title("Train")
 st.write("Train a small model on synthetic data, a MovieLens folder or your own file.")
 
+failed = st.session_state.pop("tr_failed", None)
+if failed:
+    components.error_card("Training failed", failed, "Change the data or the settings and retry.")
+note = st.session_state.pop("tr_note", None)
+if note:
+    st.info(note)
 last = st.session_state.get("tr_last")
 if last:
     st.success(
@@ -57,22 +87,28 @@ else:
         jobs.upload_frame, upload.name, upload.getvalue(), title="Cannot read the upload"
     )
     st.dataframe(frame.head(5), key="tr_preview")
-    cols = list(frame.columns)
-    c = st.columns(3)
-    label_col = c[0].selectbox("Label column (0/1)", cols, key="tr_label")
-    domain_col = c[1].selectbox("Domain column", cols, index=min(1, len(cols) - 1), key="tr_domain")
-    user_col = c[2].selectbox("User column (optional, GAUC)", ["—", *cols], key="tr_user")
-    rest = [x for x in cols if x not in (label_col, domain_col)]
-    c = st.columns(2)
-    cat = c[0].multiselect("Categorical features", rest, key="tr_cat")
-    num = c[1].multiselect("Numeric features", [x for x in rest if x not in cat], key="tr_num")
-    schema = {
-        "label": label_col,
-        "domain": domain_col,
-        "categorical": cat,
-        "numeric": num,
-        "user": None if user_col == "—" else user_col,
-    }
+    proposals = components.require(jobs.proposed_roles, frame, title="Cannot read the columns")
+    st.caption(
+        "Proposed column roles (the reason is beside each); change any of them. User and item "
+        "columns are also categorical features."
+    )
+    roles = {}
+    for p in proposals:
+        c = st.columns([2, 2, 5])
+        c[0].markdown(f"`{p.column}`")
+        roles[p.column] = c[1].selectbox(
+            f"Role of {p.column}",
+            jobs.ROLES,
+            index=jobs.ROLES.index(p.role),
+            key=f"tr_role_{p.column}",
+            label_visibility="collapsed",
+        )
+        c[2].caption(p.reason if roles[p.column] == p.role else "changed by you")
+    schema, why = components.attempt(jobs.roles_schema, roles)
+    if why is not None:
+        hint = "Change the roles above: one label, one domain and at least one feature column."
+        components.error_card("The column roles are incomplete", why, hint)
+        st.stop()
     source = None
 
 st.subheader("Model")
@@ -98,6 +134,10 @@ if model == "cesaa":
     kw.update(num_shared=int(shared), alpha=float(alpha))
 if model == "mmoe":
     kw["mmoe_experts"] = int(experts)
+job = st.session_state.get("tr_job")
+if job is not None:
+    show_job(job)
+    st.stop()
 if not st.button("Train", type="primary", key="tr_go"):
     st.stop()
 if upload is not None:
@@ -108,34 +148,6 @@ if upload is not None:
         schema,
         title="The upload does not match its schema",
     )
-bar = st.progress(0.0, text="Loading data…")
-chart = st.empty()
-losses: list[float] = []
-
-
-def progress(ev: dict) -> None:
-    if ev["event"] != "batch":
-        return
-    done = (ev["epoch"] * ev["steps"] + ev["step"] + 1) / (int(epochs) * ev["steps"])
-    text = f"epoch {ev['epoch'] + 1}/{epochs} · batch {ev['step'] + 1}/{ev['steps']}"
-    bar.progress(min(done, 1.0), text=f"{text} · loss {ev['loss']:.4f}")
-    losses.append(ev["loss"])
-    if len(losses) % 10 == 0 or ev["step"] + 1 == ev["steps"]:
-        chart.line_chart(pd.DataFrame({"training loss": losses}), height=200)
-
-
 out = jobs.new_run_dir(name)
-components.require(
-    jobs.train_checkpoint,
-    source,
-    model,
-    kw,
-    {"epochs": int(epochs)},
-    out,
-    progress,
-    title="Training failed",
-)
-st.session_state["tr_last"] = str(out.resolve())
-st.session_state[components.PENDING] = str(out.resolve())
-st.session_state["_tr_trained"] = True
+st.session_state["tr_job"] = jobs.TrainJob(source, model, kw, {"epochs": int(epochs)}, out).start()
 st.rerun()

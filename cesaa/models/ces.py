@@ -78,7 +78,8 @@ class CESBlock(nn.Module):
         e_d = self.domain_emb(domain)  # [B, De]
         # Shazeer's smooth load feeds only the balance loss: skipped when it is off or in eval
         smooth = self.training and cfg.beta > 0
-        g = self.gate(x, e_d, domain, k, knocked_out, smooth_load=smooth)  # [B, E], topk [B, k]
+        # gates/probs [B, E], topk_idx [B, k]; k != cfg.top_k renormalizes over the new top-k
+        g = self.gate(x, e_d, domain, k, knocked_out, trained_k=cfg.top_k, smooth_load=smooth)
         if cfg.dispatch == "sparse":
             h_spec = self.experts.forward_sparse(x, g.topk_idx, g.gates)  # [B, H]
         else:

@@ -22,12 +22,17 @@ from torch import nn
 
 from cesaa.config import ModelConfig
 from cesaa.features import FeatureSpec, mlp
+from cesaa.models import search_spaces as spaces
 from cesaa.models.ces import CESBlock
 from cesaa.models.output import ModelOutput, RoutingOverride
 from cesaa.models.registry import register
 
 
-@register("cesaa", "CESAA: noisy top-k domain experts + shared experts + MI loss")
+@register(
+    "cesaa",
+    "CESAA: noisy top-k domain experts + shared experts + MI loss",
+    search_space=spaces.cesaa,
+)
 class CESAA(CESBlock):
     """Conditional expert selection (sparse gate + shared experts) with the mutual-information loss.
 
@@ -83,6 +88,7 @@ class CESAA(CESBlock):
 @register(
     "sparse_moe",
     "Sparse MoE: noisy top-k domain experts only (no shared expert, no MI loss)",
+    search_space=spaces.sparse_moe,
     num_shared=0,
     alpha=0.0,
 )

@@ -28,8 +28,12 @@ def override_dense_gate(
     1. ``knocked_out`` experts (plus ``shared`` ones when ``use_shared=False``) get probability 0 and
        the rest is renormalized: ``probs = p * keep / sum(p * keep)``, still summing to 1.
     2. ``top_k``: keep the k largest remaining probabilities and renormalize them -> ``gates``
-       (exactly k non-zeros, ``topk_idx`` [..., k]); without it ``gates = probs`` and no ``topk_idx``.
+       (exactly k non-zeros, ``topk_idx`` [..., k]).  Without it, or with k = every expert left
+       (the dense gate as trained), ``gates = probs`` and no ``topk_idx``: so ``top_k = E`` on a
+       dense gate reproduces the trained model bit for bit.
 
+    Same semantics as CESAA's k override (:func:`cesaa.gating.noisy_top_k_gating`): the weights
+    of the selected experts always sum to 1, so k = 1 gives the top expert weight exactly 1.
     Returns ``(probs, gates, topk_idx)``; identity (or ``None``) returns the input unchanged.
     """
     if routing is None or routing.is_identity:
@@ -47,10 +51,10 @@ def override_dense_gate(
         keep[list(off)] = 0.0
         probs = probs * keep
         probs = probs / probs.sum(dim=-1, keepdim=True)  # [..., E]
-    if routing.top_k is None:
-        return probs, probs, None
-    if not 1 <= routing.top_k <= left:
+    if routing.top_k is not None and not 1 <= routing.top_k <= left:
         raise ValueError(f"top_k={routing.top_k} must be in [1, {left}] (experts left switched on)")
+    if routing.top_k is None or routing.top_k == left:
+        return probs, probs, None
     vals, topk_idx = probs.topk(routing.top_k, dim=-1)  # [..., k]
     gates = torch.zeros_like(probs).scatter(-1, topk_idx, vals / vals.sum(dim=-1, keepdim=True))
     return probs, gates, topk_idx

@@ -13,6 +13,7 @@ from torch import nn
 from cesaa.config import ModelConfig
 from cesaa.experts import grouped_mlp
 from cesaa.features import FeatureEmbedding, FeatureSpec, mlp
+from cesaa.models import search_spaces as spaces
 from cesaa.models.baselines.blocks import reject_routing, select_domain
 from cesaa.models.output import ModelOutput, RoutingOverride
 from cesaa.models.registry import register
@@ -122,7 +123,11 @@ class StarFCN(nn.Module):
         return select_domain(h, domain).squeeze(-1)  # [B, D, 1] -> [B]
 
 
-@register("star", "STAR: partitioned norm, star-topology FCN, auxiliary domain network")
+@register(
+    "star",
+    "STAR: partitioned norm, star-topology FCN, auxiliary domain network",
+    search_space=spaces.star,
+)
 class STAR(nn.Module):
     """logit = StarFCN_d(PN_d(x)) + aux([e_d, x]); FCN widths ``star_hidden`` then 1, aux ``tower_hidden``."""
 

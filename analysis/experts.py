@@ -1,0 +1,305 @@
+"""What each expert learned: the feature values over-represented among the rows routed to it, its
+predictions and accuracy on those rows.
+
+Shapes: N = rows, D = domains, E = selectable experts, k = experts selected per row.
+
+Numpy in, plain data out; the routing record or an ``analysis.collect`` pass can feed every
+function (domain, top-k experts, labels, predictions and the kept feature columns).
+
+**Over-representation** of a feature value v among the rows routed to expert e is measured
+against the rows *of the same domains* that were not routed to e, stratified by domain
+(Mantel-Haenszel), so that an expert used mostly by one domain does not inherit that domain's
+feature mix.  Per domain stratum i the 2 x 2 table is
+
+    a = routed rows with v,   b = routed rows without v,
+    c = other rows with v,    d = other rows without v         (each cell + ``smoothing``)
+
+    log OR_MH = log( sum_i a_i d_i / n_i  /  sum_i b_i c_i / n_i )
+
+with the Robins-Breslow-Greenland standard error; with one stratum it is Haldane's smoothed
+log-odds ratio log((a+.5)(d+.5) / ((b+.5)(c+.5))) with Woolf's SE sqrt(sum 1/cell).  Range: the
+real line; 0 = v is as common among the expert's rows as among the others; > 0 over-represented
+(e^x times the odds).  The 95% interval is +-1.96 SE; p-values are two-sided normal and the
+q-values Benjamini-Hochberg over every value of every feature tested for this expert
+(``significant`` = q < ``fdr``).  It is **not** causal: a value can be over-represented because
+it co-occurs with the feature the gate actually reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.stats import norm
+
+from analysis.validation import check_routing_arrays, to_numpy
+
+LOG_ODDS_COLUMNS = [
+    "feature",
+    "value",
+    "routed_with",
+    "routed_rows",
+    "other_with",
+    "other_rows",
+    "share_routed",
+    "share_other",
+    "log_odds",
+    "ci_low",
+    "ci_high",
+    "z",
+    "p_value",
+    "q_value",
+    "significant",
+]
+Z95 = float(norm.ppf(0.975))
+
+
+def routed_mask(topk_idx: Any, expert: int, num_experts: int | None = None) -> np.ndarray:
+    """[N] bool: rows whose selected experts include ``expert``."""
+    arr = check_routing_arrays(topk_idx=topk_idx, num_experts=num_experts)
+    e = int(expert)
+    if arr.num_experts is not None and not 0 <= e < arr.num_experts:
+        raise ValueError(f"expert={e} must be in [0, {arr.num_experts})")
+    return (arr.topk_idx == e).any(axis=1)
+
+
+def _feature_codes(values: Any, name: str, numeric_bins: int) -> tuple[np.ndarray, list[str]]:
+    """Integer codes [N] (-1 = missing) and the value labels of one feature column.
+
+    Floating-point columns with more than ``numeric_bins`` distinct values are cut into quantile
+    bins (labels ``[lo, hi]``); everything else is one value per distinct entry.
+    """
+    s = pd.Series(np.asarray(values) if not isinstance(values, pd.Series) else values.to_numpy())
+    if s.ndim != 1:
+        raise ValueError(f"feature {name!r} must be 1-D [rows], got shape {np.shape(values)}")
+    if pd.api.types.is_float_dtype(s) and s.nunique() > numeric_bins:
+        cut = pd.qcut(s, numeric_bins, duplicates="drop")
+        codes = cut.cat.codes.to_numpy().astype(np.int64)
+        labels = [f"[{iv.left:.3g}, {iv.right:.3g}]" for iv in cut.cat.categories]
+        return codes, labels
+    codes, uniques = pd.factorize(s, use_na_sentinel=True)
+    return codes.astype(np.int64), [str(u) for u in uniques]
+
+
+def _mh_log_odds(
+    a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mantel-Haenszel log odds ratio and its Robins-Breslow-Greenland SE.
+
+    a, b, c, d: [S, V] cell counts (already smoothed) per stratum S and value V; returns [V], [V].
+    """
+    n = a + b + c + d
+    r_i, s_i = a * d / n, b * c / n
+    p_i, q_i = (a + d) / n, (b + c) / n
+    r, s = r_i.sum(0), s_i.sum(0)
+    lor = np.log(r / s)
+    var = (p_i * r_i).sum(0) / (2 * r**2)
+    var += (p_i * s_i + q_i * r_i).sum(0) / (2 * r * s)
+    var += (q_i * s_i).sum(0) / (2 * s**2)
+    return lor, np.sqrt(var)
+
+
+def benjamini_hochberg(p: Any) -> np.ndarray:
+    """BH q-values of the p-values ``p`` [m] (monotone step-up, capped at 1)."""
+    p = np.asarray(p, dtype=np.float64)
+    m = p.size
+    if m == 0:
+        return p.copy()
+    order = np.argsort(p)
+    ranked = p[order] * m / np.arange(1, m + 1)
+    q = np.minimum.accumulate(ranked[::-1])[::-1]
+    out = np.empty(m)
+    out[order] = np.minimum(q, 1.0)
+    return out
+
+
+def feature_log_odds(
+    features: Mapping[str, Any] | pd.DataFrame,
+    domain: Any,
+    routed: Any,
+    *,
+    domains: list[int] | None = None,
+    smoothing: float = 0.5,
+    numeric_bins: int = 5,
+    min_rows: int = 1,
+    fdr: float = 0.05,
+) -> pd.DataFrame:
+    """Which feature values are over-represented among the ``routed`` rows (see the module doc).
+
+    - ``features``: column name -> [N] values (raw strings/ints, or floats that get quantile bins).
+    - ``domain`` [N] int; ``routed`` [N] bool (e.g. ``routed_mask(topk_idx, e)``).
+    - ``domains``: restrict to these domain indices (the domain filter); default every domain
+      with at least one routed row.  The comparison rows are the not-routed rows of those domains.
+    - ``min_rows``: values seen in fewer rows (routed + other) are not tested.
+
+    Returns one row per tested (feature, value), columns ``LOG_ODDS_COLUMNS``, sorted by the lower
+    end of the 95% interval (most confidently over-represented first).
+    """
+    if smoothing < 0:
+        raise ValueError(f"smoothing={smoothing} must be >= 0")
+    if not 0 < fdr < 1:
+        raise ValueError(f"fdr={fdr} must be in (0, 1)")
+    if numeric_bins < 2:
+        raise ValueError(f"numeric_bins={numeric_bins} must be >= 2")
+    dom = check_routing_arrays(domain=domain).domain
+    routed = to_numpy(routed, "routed")
+    if routed.shape != dom.shape:
+        raise ValueError(f"routed has shape {routed.shape} but domain has {dom.shape}")
+    routed = routed.astype(bool)
+    if not len(features):
+        raise ValueError("features is empty: keep at least one feature column")
+    if domains is None:
+        keep_domains = np.unique(dom[routed])
+    else:
+        keep_domains = np.asarray(sorted({int(x) for x in domains}), dtype=np.int64)
+    in_scope = np.isin(dom, keep_domains)
+    frames = []
+    for name in features:
+        values = features[name]
+        if len(values) != len(dom):
+            raise ValueError(f"feature {name!r} has {len(values)} rows but domain has {len(dom)}")
+        codes, labels = _feature_codes(values, str(name), numeric_bins)
+        frames.append(
+            _one_feature(str(name), codes, labels, dom, routed, in_scope, keep_domains, smoothing)
+        )
+    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=LOG_ODDS_COLUMNS)
+    out = out[(out["routed_with"] + out["other_with"]) >= min_rows].reset_index(drop=True)
+    out["q_value"] = benjamini_hochberg(out["p_value"].to_numpy())
+    out["significant"] = out["q_value"] < fdr
+    return out.sort_values("ci_low", ascending=False, kind="stable").reset_index(drop=True)[
+        LOG_ODDS_COLUMNS
+    ]
+
+
+def _one_feature(
+    name: str,
+    codes: np.ndarray,
+    labels: list[str],
+    dom: np.ndarray,
+    routed: np.ndarray,
+    in_scope: np.ndarray,
+    keep_domains: np.ndarray,
+    smoothing: float,
+) -> pd.DataFrame:
+    v = len(labels)
+    ok = in_scope & (codes >= 0)
+    strata = np.searchsorted(keep_domains, dom[ok])  # [n] in [0, S)
+    s_count = max(len(keep_domains), 1)
+    idx = (strata * 2 + routed[ok]) * v + codes[ok]
+    counts = np.bincount(idx, minlength=s_count * 2 * v).reshape(s_count, 2, v).astype(np.float64)
+    other_with, routed_with = counts[:, 0, :], counts[:, 1, :]  # [S, V]
+    routed_tot = routed_with.sum(1, keepdims=True)  # [S, 1]
+    other_tot = other_with.sum(1, keepdims=True)
+    live = ((routed_tot > 0) & (other_tot > 0))[:, 0]  # strata with both groups
+    a = routed_with[live] + smoothing
+    b = (routed_tot - routed_with)[live] + smoothing
+    c = other_with[live] + smoothing
+    d = (other_tot - other_with)[live] + smoothing
+    if a.shape[0] == 0:
+        lor = se = np.full(v, np.nan)
+    else:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            lor, se = _mh_log_odds(a, b, c, d)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = lor / se
+    p = 2 * norm.sf(np.abs(z))
+    rw, ow = routed_with.sum(0), other_with.sum(0)
+    rn, on = float(routed_tot.sum()), float(other_tot.sum())
+    return pd.DataFrame(
+        {
+            "feature": name,
+            "value": labels,
+            "routed_with": rw.astype(np.int64),
+            "routed_rows": int(rn),
+            "other_with": ow.astype(np.int64),
+            "other_rows": int(on),
+            "share_routed": rw / rn if rn else np.nan,
+            "share_other": ow / on if on else np.nan,
+            "log_odds": lor,
+            "ci_low": lor - Z95 * se,
+            "ci_high": lor + Z95 * se,
+            "z": z,
+            "p_value": np.where(np.isfinite(p), p, 1.0),
+        }
+    )
+
+
+def top_values(table: pd.DataFrame, top_n: int = 5, *, significant_only: bool = False):
+    """The ``top_n`` most over-represented values of each feature (by the lower CI end)."""
+    if top_n < 1:
+        raise ValueError(f"top_n={top_n} must be >= 1")
+    t = table[table["significant"]] if significant_only else table
+    t = t.sort_values("ci_low", ascending=False, kind="stable")
+    return t.groupby("feature", sort=False).head(top_n).reset_index(drop=True)
+
+
+def expert_profiles(
+    domain: Any,
+    topk_idx: Any,
+    labels: Any,
+    preds: Any,
+    *,
+    num_experts: int,
+    num_domains: int | None = None,
+    domain_names: list[str] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per expert, on the rows routed to it: ``(summary, per_domain)``.
+
+    ``summary``: one row per expert: ``expert``, ``rows``, ``share`` (of all rows), ``domains``
+    (how many domains send it rows), ``mean_prediction``, ``label_rate``, ``auc`` (NaN when its
+    rows hold one class only).  ``per_domain``: ``expert``, ``domain``, ``rows``,
+    ``mean_prediction``, ``label_rate``, ``auc`` for every (expert, domain) with rows.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    arr = check_routing_arrays(
+        domain=domain,
+        topk_idx=topk_idx,
+        labels=labels,
+        preds=preds,
+        num_experts=num_experts,
+        num_domains=num_domains,
+    )
+    dom, y, p = arr.domain, arr.labels, arr.preds
+    n_dom = arr.num_domains or 1
+    names = (
+        list(domain_names) if domain_names is not None else [f"domain_{d}" for d in range(n_dom)]
+    )
+    if len(names) != n_dom:
+        raise ValueError(f"domain_names has {len(names)} names but there are {n_dom} domains")
+
+    def auc(yy: np.ndarray, pp: np.ndarray) -> float:
+        return float(roc_auc_score(yy, pp)) if 0 < yy.sum() < len(yy) else float("nan")
+
+    summary, per_domain = [], []
+    n = len(dom)
+    for e in range(num_experts):
+        m = (arr.topk_idx == e).any(axis=1)
+        rows = int(m.sum())
+        summary.append(
+            {
+                "expert": e,
+                "rows": rows,
+                "share": rows / n if n else float("nan"),
+                "domains": int(len(np.unique(dom[m]))),
+                "mean_prediction": float(p[m].mean()) if rows else float("nan"),
+                "label_rate": float(y[m].mean()) if rows else float("nan"),
+                "auc": auc(y[m], p[m]) if rows else float("nan"),
+            }
+        )
+        for d in np.unique(dom[m]):
+            md = m & (dom == d)
+            per_domain.append(
+                {
+                    "expert": e,
+                    "domain": names[int(d)],
+                    "rows": int(md.sum()),
+                    "mean_prediction": float(p[md].mean()),
+                    "label_rate": float(y[md].mean()),
+                    "auc": auc(y[md], p[md]),
+                }
+            )
+    cols = ["expert", "domain", "rows", "mean_prediction", "label_rate", "auc"]
+    return pd.DataFrame(summary), pd.DataFrame(per_domain, columns=cols)

@@ -1,0 +1,150 @@
+"""AppTest visits of the inspection pages (Experts, Rows, Routing over training) on the shipped
+checkpoints, checked against ``analysis`` called directly.  Harness: ``apptest_support``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from apptest_support import (  # noqa: F401  (fixtures and the skip mark are used by name)
+    DEFAULT,
+    SHIPPED,
+    _app_on_path,
+    _env,
+    arr,
+    assert_clean,
+    charts,
+    pytestmark,
+    run_page,
+)
+
+
+def test_experts_page_matches_the_analysis():
+    from analysis.experts import feature_log_odds, routed_mask
+    from analysis.rows import kept_columns
+    from cesaa.checkpoint import load_checkpoint
+    from cesaa.data import load_data
+
+    at = run_page("experts", DEFAULT)
+    assert_clean(at)
+    figs = charts(at)
+    assert {"ex_logodds", "ex_similarity", "ex_overlap"} <= set(figs)
+    sim = arr(figs["ex_similarity"]["data"][0]["z"])
+    assert sim.shape == (8, 8)
+    np.testing.assert_allclose(np.diag(sim), 1.0, atol=1e-6)
+    # the bars are expert 0's top values, as analysis computes them on the same rows
+    ckpt = load_checkpoint(DEFAULT)
+    desc = ckpt.meta["data"]["description"]
+    test = load_data(
+        desc["source"], split=desc["split"], seed=desc["seed"], encoders=ckpt.encoders
+    ).test
+    with torch.no_grad():
+        out = ckpt.model.eval()(test.cat, test.num, test.domain)
+    table = feature_log_odds(
+        kept_columns(test.cat, test.num, ckpt.encoders),
+        test.domain.numpy(),
+        routed_mask(out.topk_idx.numpy(), 0, 8),
+    )
+    bars = figs["ex_logodds"]["data"][0]
+    np.testing.assert_allclose(arr(bars["x"])[::-1], table["log_odds"].head(15), rtol=1e-6)
+    # filter by domain and pick another expert
+    at.selectbox(key="ex_expert").set_value(3)
+    at.multiselect(key="ex_domains").set_value(["domain_1"]).run()
+    assert_clean(at)
+    at.radio(key="ex_method").set_value("cosine")
+    at.toggle(key="ex_cluster").set_value(False).run()
+    assert_clean(at)
+
+
+def test_rows_page_lookup_contributions_and_swap():
+    at = run_page("rows", DEFAULT)
+    assert_clean(at)
+    figs = charts(at)
+    assert {"rw_contrib", "rw_gate", "rw_swap_logit", "rw_swap_tv"} <= set(figs)
+    dl = arr(figs["rw_swap_logit"]["data"][0]["z"])
+    assert dl.shape == (4, 4)
+    np.testing.assert_allclose(np.diag(dl), 0.0)
+    assert (dl[~np.eye(4, dtype=bool)] > 0).all()
+    # look a row up by a kept column
+    at.selectbox(key="rw_column").set_value("cat_d").run()
+    assert any("Type a value" in i.value for i in at.info)
+    at.text_input(key="rw_value").set_value("3").run()
+    assert_clean(at)
+    at.text_input(key="rw_value").set_value("no such value").run()
+    assert not at.exception
+    assert any("No sampled test row" in i.value for i in at.info)
+
+
+def test_rows_page_on_a_model_without_a_gate():
+    at = run_page("rows", SHIPPED / "mmoe")
+    assert_clean(at)
+
+
+@pytest.mark.parametrize("name", ["cesaa", "mmoe", "cesaa-k1"])
+def test_inspection_pages_on_shipped_checkpoints(name):
+    for page in ("experts", "rows", "evolution"):
+        at = run_page(page, SHIPPED / name)
+        assert_clean(at)
+
+
+def test_evolution_page_on_a_run_with_snapshots(tmp_path, monkeypatch):
+    from cesaa.config import TrainConfig
+    from cesaa.data import load_data
+    from cesaa.models.registry import default_config
+    from cesaa.train import train
+
+    torch.set_num_threads(1)
+    run = tmp_path / "runs" / "snap"
+    data = load_data("synthetic:rows=3000,domains=3,seed=0")
+    cfg = default_config(
+        "cesaa", expert_hidden=(8,), expert_dim=4, tower_hidden=(4,), num_experts=4, top_k=2
+    )
+    train(cfg, TrainConfig(epochs=3, batch_size=256, lr=1e-2, routing_snapshots=True), data, run)
+    at = run_page("evolution", run)
+    assert_clean(at)
+    assert any("settled" in m.value or "not settled" in m.value for m in at.markdown)
+    figs = charts(at)
+    sat = arr(figs["ev_lines"]["data"][0]["y"])
+    assert sat[-1] == 1.0 and len(sat) == 3
+    assert arr(figs["ev_activation"]["data"][0]["z"]).shape == (3, 4)
+    at.select_slider(key="ev_epoch").set_value(1).run()
+    assert_clean(at)
+
+
+def test_evolution_page_without_snapshots_says_how_to_get_them():
+    at = run_page("evolution", DEFAULT)
+    assert_clean(at)
+    assert any("routing_snapshots" in i.value for i in at.info) or charts(at)
+
+
+def test_inspection_pages_read_at_40_domains_and_32_experts(tmp_path):
+    """Many domains: the pages render, heatmaps are clustered by routing profile (a toggle back
+    to the natural order) and the domain filter restricts the swap matrices."""
+    from cesaa.config import TrainConfig
+    from cesaa.data import load_data
+    from cesaa.models.registry import default_config
+    from cesaa.train import train
+
+    torch.set_num_threads(1)
+    run = tmp_path / "runs" / "many"
+    data = load_data("synthetic:rows=6000,domains=40,seed=0")
+    cfg = default_config(
+        "cesaa", embed_dim=4, expert_hidden=(8,), expert_dim=4, tower_hidden=(4,), num_experts=32
+    )
+    train(cfg, TrainConfig(epochs=2, batch_size=512, lr=1e-2, routing_snapshots=True), data, run)
+    for page in ("experts", "evolution", "routing"):
+        at = run_page(page, run)
+        assert_clean(at)
+    at = run_page("rows", run, rw_size=200)
+    assert_clean(at)
+    names = [f"domain_{d}" for d in range(40)]
+    clustered = charts(at)["rw_swap_logit"]["data"][0]["y"]
+    assert sorted(clustered) == sorted(names) and clustered != names
+    at.toggle(key="rw_cluster").set_value(False).run()
+    assert charts(at)["rw_swap_logit"]["data"][0]["y"] == names
+    at.multiselect(key="rw_domains").set_value(["domain_3", "domain_7"]).run()
+    assert_clean(at)
+    assert arr(charts(at)["rw_swap_logit"]["data"][0]["z"]).shape == (2, 2)
+    (top,) = [d.value for d in at.dataframe if "mean |Δlogit| to other domains" in d.value]
+    assert len(top) == 10  # a top-N table instead of 40 unreadable bars
+    assert top["mean |Δlogit| to other domains"].is_monotonic_decreasing
