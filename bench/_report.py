@@ -190,6 +190,15 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def gpu_note() -> str:
+    """One line on the GPU rows: which device ran, or that none did (never an estimate)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return f"GPU: {torch.cuda.get_device_name(0)} present; the rows above ran on the CPU."
+    return "GPU rows: not measured (no CUDA device on this machine)."
+
+
 # ---- one section in the making ---------------------------------------------------------------------
 
 QUICK_NOTE = "**Quick mode: a smoke run, these numbers mean nothing.**"

@@ -149,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         "counted, so the share is a lower bound of the machine's use: a small model spends most "
         "of a step outside matrix products."
     )
+    notes += "\n\n" + _report.gpu_note()
     if args.quick:
         notes += "\n\n**Quick mode: a smoke run, these numbers mean nothing.**"
     body = "\n\n".join(

@@ -275,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         "the dispatch before this change (`w[e]` per expert, whose backward zero-fills and "
         "accumulates a full [E, d_in, d_out] gradient per expert, and a `tolist` host read)."
     )
+    notes += "\n\n" + _report.gpu_note()
     if args.quick:
         notes += "\n\n**Quick mode: a smoke run, these numbers mean nothing.**"
     body = "\n\n".join(

@@ -83,7 +83,17 @@ def end_to_end(data, quick: bool) -> str:
     from cesaa.models import default_config
     from cesaa.train import train
 
-    cfg = TrainConfig(epochs=2 if quick else 20, batch_size=1024, lr=1e-3, seed=0, device="cpu")
+    cfg = TrainConfig(epochs=1 if quick else 20, batch_size=1024, lr=1e-3, seed=0, device="cpu")
+    if quick:  # a smoke run: a few thousand rows of each split
+        import dataclasses
+
+        data = dataclasses.replace(
+            data,
+            **{
+                split: getattr(data, split).subset(torch.arange(4096))
+                for split in ("train", "val", "test")
+            },
+        )
     model_cfg = default_config("mmoe")
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
@@ -278,13 +288,15 @@ def main(argv: list[str] | None = None) -> int:
     notes = (
         f"MovieLens-100k training split ({n:,} rows), embedding dim 16, experts 115 -> 64 -> 32, "
         "towers 32 -> 1, MMoE with one expert per domain (3), PLE with 1 level, 2 specific + 1 "
-        "shared experts per domain, CESAA defaults; torch-rechub 0.9.0 models through the "
+        "shared experts per domain, CESAA, STAR, Shared-Bottom and MLP defaults; torch-rechub "
+        "0.9.0 models through the "
         "adapter of `bench/_rechub.py` (their MLPs add BatchNorm after every linear layer, part "
         f"of their architecture).  Batch {args.batch}, {args.steps} steps per model per round, "
         f"{args.rounds} rounds after {warmup} warm-up steps; inference batch {args.eval_batch}."
     )
     if missing:
         notes += f"\n\ntorch-rechub rows skipped: {missing}."
+    notes += "\n\n" + _report.gpu_note()
     if args.quick:
         notes += "\n\n**Quick mode: a smoke run, these numbers mean nothing.**"
     body = "\n\n".join(

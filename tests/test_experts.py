@@ -192,3 +192,15 @@ def test_output_is_nonnegative_relu() -> None:
 def test_invalid_num_experts() -> None:
     with pytest.raises(ValueError, match="num_experts"):
         StackedExperts(0, DIN, (), H)
+
+
+def test_sparse_dispatch_is_deterministic(dispatch: str) -> None:
+    """Same inputs, same seed: bit-identical outputs and gradients on CPU (no atomics)."""
+    results = []
+    for _ in range(2):
+        experts, x, topk_idx, topk_vals = _case(8, 2)
+        gates = _gates(topk_idx, topk_vals, 8)
+        out = experts.forward_sparse(x, topk_idx, gates)
+        results.append([out.detach(), *_grads(experts, x, topk_vals, gates, out)])
+    for a, b in zip(*results, strict=True):
+        assert torch.equal(a, b)
