@@ -47,6 +47,9 @@ def test_meta_linear_generates_one_weight_per_row():
     hn = torch.randn(2, 5, 3)  # [B, n, in]: the same row weight for every expert view
     out = layer(hn, z)
     torch.testing.assert_close(out[1, 4], layer(hn[:, 4], z)[1])
+    index = torch.tensor([1, 0, 1, 1])  # K = 2 knowledge vectors shared by 4 rows
+    h4 = torch.randn(4, 3)
+    torch.testing.assert_close(layer(h4, z, index), layer(h4, z[index]))
 
 
 def _freeze_generators(m: M2M, tower_zero: bool = False) -> None:

@@ -75,8 +75,10 @@ def load_data(
 
     ``encoders`` (from a checkpoint's meta.json): encode with them instead of fitting; unseen categories
     become 0, and the domain names must match.  ``opts``: synthetic options (as in the source string,
-    which they override) or, for ``table``, ``data=PATH`` to read another file with the same schema.
-    For synthetic data the generation seed is the ``seed`` option when given, else ``seed``.
+    which they override), for ``table`` ``data=PATH`` to read another file with the same schema, for
+    MovieLens ``domains=age|occupation|genre``.  ``split="files"`` keeps Ali-CCP's distributed
+    train / val / test files.  For synthetic data the generation seed is the ``seed`` option when
+    given, else ``seed``.
     """
     kind, rest = parse_source(source)
     description = {"source": source, "kind": kind}

@@ -12,7 +12,9 @@ Paper, as implemented here (domains as the paper's scenarios, one task: the clic
     logit    = w^T MLP(h^L) + b                        output MLP with ``tower_hidden``
 
 Every weight of the attention's meta unit and of the meta tower is a function of the row's domain,
-so each domain gets its own attention and tower from shared generators.
+so each domain gets its own attention and tower from shared generators.  Since z_s takes one value
+per domain, the generators run on the D domain vectors and each row gathers its domain's weights
+(the same result as generating them row by row, at D instead of B generations per batch).
 
 Deviations and choices, each deliberate:
 
@@ -49,7 +51,9 @@ from cesaa.models.search_spaces import common
 class MetaLinear(nn.Module):
     """h W(z) + b(z) with W(z) = reshape(A z + a) / sqrt(in) and b(z) = B z + c, one W per row.
 
-    ``h`` [B, ..., in] and ``z`` [B, dz] -> [B, ..., out] (no activation).
+    ``h`` [B, ..., in] and ``z`` [B, dz] -> [B, ..., out] (no activation).  With ``index`` [B] long,
+    ``z`` [K, dz] holds K distinct knowledge vectors and row r uses ``z[index[r]]``: the same result,
+    generating K weight matrices instead of B (M2M's z_s takes one value per domain).
     """
 
     def __init__(self, dz: int, in_dim: int, out_dim: int) -> None:
@@ -59,15 +63,19 @@ class MetaLinear(nn.Module):
         self.bias_gen = nn.Linear(dz, out_dim)
 
     def generate(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The per-row parameters: W [B, in, out] and b [B, out]."""
+        """The parameters for each row of ``z``: W [K, in, out] and b [K, out]."""
         w = self.weight_gen(z).view(-1, self.in_dim, self.out_dim) / math.sqrt(self.in_dim)
         return w, self.bias_gen(z)
 
-    def forward(self, h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        w, b = self.generate(z)  # [B, in, out], [B, out]
+    def forward(
+        self, h: torch.Tensor, z: torch.Tensor, index: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        w, b = self.generate(z)  # [K, in, out], [K, out]
+        if index is not None:
+            w, b = w[index], b[index]  # [B, in, out], [B, out]
         if h.dim() == 2:
-            return torch.einsum("bi,bio->bo", h, w) + b  # [B, out]
-        return torch.einsum("bni,bio->bno", h, w) + b[:, None]  # [B, n, out]
+            return torch.bmm(h.unsqueeze(1), w).squeeze(1) + b  # [B, out]
+        return torch.bmm(h, w) + b[:, None]  # [B, n, out]
 
 
 def search_space(trial: Any) -> dict[str, object]:
@@ -118,16 +126,17 @@ class M2M(nn.Module):
     ) -> ModelOutput:
         # cat: [B, C] long, num: [B, M] float, domain: [B] long
         x = self.embedding(cat, num)  # [B, I]
-        z_s = self.scenario(self.domain_embedding(domain))  # [B, H]
+        z_s = self.scenario(self.domain_embedding.weight)  # [D, H]: one z_s per domain
         experts = self.experts(x)  # [B, n, H]
         z_t = self.task.expand(experts.shape[0], experts.shape[1], -1)  # [B, n, H]
-        hidden = torch.relu(self.attention(torch.cat([experts, z_t], dim=2), z_s))  # [B, n, H]
+        meta_in = torch.cat([experts, z_t], dim=2)  # [B, n, 2H]
+        hidden = torch.relu(self.attention(meta_in, z_s, domain))  # [B, n, H]
         scores = self.attention_v(hidden).squeeze(-1)  # [B, n]
         probs = torch.softmax(scores.float(), dim=-1)  # [B, n], fp32 softmax
         probs, gates, topk_idx = override_dense_gate(probs, routing)
         h = torch.einsum("bn,bnh->bh", gates.to(experts.dtype), experts)  # [B, H]
         for layer in self.meta_tower:
-            h = torch.relu(layer(h, z_s)) + h  # [B, H], residual
+            h = torch.relu(layer(h, z_s, domain)) + h  # [B, H], residual
         logit = self.out(h).squeeze(-1)  # [B]
         return ModelOutput(
             logit=logit,
