@@ -2,9 +2,10 @@
 first sits on a plateau, does the default early stopping wait it out?
 
 Each model is trained three times on ``synthetic:rows=R,structure=multiplicative,per_domain=1``
-(Adam lr ``--lr`` 1e-3, batch ``--batch-size`` 1024, weight decay 1e-5, at most ``--epochs`` epochs, seed 0): with patience 30
-(the reference), with the default protocol (patience 3, no stop before ``TrainConfig.min_steps``
-optimizer steps) and with the old protocol (patience 3 from the first epoch, ``min_steps=0``).
+(Adam lr ``--lr`` 1e-3, batch ``--batch-size`` 1024, weight decay 1e-5, at most ``--epochs``
+epochs, seed 0): with patience 30 (the reference), with the default protocol (``TrainConfig``'s
+patience, no stop before ``TrainConfig.min_steps`` optimizer steps) and with the old protocol (the
+same patience from the first epoch, ``min_steps=0``).
 Reported: epochs run, best epoch, test AUC of the best-validation epoch, and the gap to the reference
 (goal: within 0.01 for every model under the default protocol).  Training is deterministic per
 epoch, so a stopped run is a prefix of the reference run.

@@ -91,7 +91,7 @@ def test_multiplicative_signal_is_in_the_product(multiplicative) -> None:
 def test_default_protocol_does_not_stop_on_the_plateau(multiplicative) -> None:
     """Under the default early stopping every model ends within 0.01 test AUC of the same model
     trained with patience 30 (on this data MMoE sits on a plateau at val AUC ~0.51 for about 20
-    epochs, then climbs; epoch-counted patience 3 alone stopped it at epoch 8)."""
+    epochs, then climbs; epoch-counted patience 4 alone stopped it at epoch 9)."""
     from cesaa.models import default_config, model_names
     from cesaa.train import train
 
