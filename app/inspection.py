@@ -22,7 +22,7 @@ def _sample_idx(n: int, size: int, seed: int = 0) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
 
 
-@st.cache_data(show_spinner="Routing the rows…", max_entries=32)
+@st.cache_resource(show_spinner="Routing the rows…", max_entries=16)  # read-only, no copy
 def _rows(path: str, tok: str, size: int) -> dict:
     import torch
 
