@@ -8,6 +8,7 @@ from analysis.measures import (
     expert_load,
     gating_entropy,
     load_balance,
+    mi_ceiling,
     mutual_information,
     mutual_information_from_assignments,
     row_entropy,
@@ -26,6 +27,7 @@ __all__ = [
     "expert_load",
     "gating_entropy",
     "load_balance",
+    "mi_ceiling",
     "mutual_information",
     "mutual_information_from_assignments",
     "row_entropy",
@@ -65,18 +67,29 @@ from analysis.capabilities import routing_capabilities  # noqa: E402
 from analysis.causal import k_curve, knockout_importance  # noqa: E402
 from analysis.collect import Collection, EmbeddingSample, collect, collect_checkpoint  # noqa: E402
 from analysis.compare import (  # noqa: E402
+    Alignment,
     Comparison,
     activation_evolution,
     align_experts,
+    align_experts_on_profiles,
+    align_experts_on_rows,
     aligned_activation,
+    coassignment,
     compare,
     read_routing_snapshots,
     routing_evolution,
 )
-from analysis.truth import TruthRecovery, truth_recovery  # noqa: E402
+from analysis.information import mi_table  # noqa: E402
+from analysis.truth import (  # noqa: E402
+    TruthRecovery,
+    overlap_score_ceiling,
+    recovery_table,
+    truth_recovery,
+)
 
 __all__ += [
     "Alarm",
+    "Alignment",
     "AlarmThresholds",
     "Collection",
     "Comparison",
@@ -84,6 +97,9 @@ __all__ += [
     "TruthRecovery",
     "activation_evolution",
     "align_experts",
+    "align_experts_on_profiles",
+    "align_experts_on_rows",
+    "coassignment",
     "aligned_activation",
     "collect",
     "collect_checkpoint",
@@ -91,9 +107,33 @@ __all__ += [
     "health_alarms",
     "k_curve",
     "knockout_importance",
+    "mi_table",
+    "overlap_score_ceiling",
     "prediction_std_per_domain",
     "read_routing_snapshots",
+    "recovery_table",
     "routing_capabilities",
     "routing_evolution",
     "truth_recovery",
+]
+
+# ---- routing records (docs/record.md): write any gated model once, read it without the model -----
+from analysis.records import (  # noqa: E402
+    GateSpec,
+    Record,
+    RecordError,
+    RecordWriter,
+    open_record,
+    record,
+)
+from analysis.records.collection import record_collection  # noqa: E402
+
+__all__ += [
+    "GateSpec",
+    "Record",
+    "RecordError",
+    "RecordWriter",
+    "open_record",
+    "record",
+    "record_collection",
 ]

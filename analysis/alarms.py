@@ -4,16 +4,23 @@ Shapes: D = domains, E = selectable experts.
 
 Each alarm says what was measured, what it means and what to try.  The checks:
 
-- ``gate_collapse`` (warning): one expert takes more than ``collapse_share`` of a domain's gate
-  probability mass (soft P(e | d)).
+- ``gate_collapse`` (warning): the gate sends (nearly) every domain to the same expert: some gated
+  expert is selected by more than ``collapse_share`` of the rows of the average domain,
+  mean_d q(e | d) with q(e | d) = the fraction of domain d's rows that select e (= k P_hard(e | d)),
+  while the model has more experts than it selects per row.  One domain sent decisively to its own
+  expert is what the MI loss asks for and does not fire; all domains on one expert (or one expert
+  in every row, carrying 1/k of all selections) does.
 - ``dead_expert`` (warning): an expert's share of all selections is below ``dead_fraction`` x 1/E
   (as ``analysis.measures.load_balance``; for dense gates a row "selects" its largest gate weight).
 - ``domain_auc_chance`` (critical): a domain's AUC is within ``chance_auc_margin`` of 0.5.
 - ``constant_predictions`` (critical): a domain's predictions have a standard deviation below
   ``constant_pred_std``.
 - ``mi_near_zero`` (warning): alpha > 0 but the normalized soft I(D; E) is below ``min_mi``.
-- ``domains_indistinguishable`` (warning): two domains' soft P(e | d) have a Jensen-Shannon
-  divergence below ``similar_domains_js`` nats.
+- ``domains_indistinguishable`` (warning): alpha > 0 (the MI loss asks for domain-specific
+  routing) but two domains' soft P(e | d) have a Jensen-Shannon divergence below
+  ``similar_domains_js`` nats.
+
+Definitions, thresholds and the tests that pin them: docs/measures.md ("Alarms").
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from analysis.measures import activation, domain_similarity, load_balance, mutual_information
+from analysis.measures import domain_similarity, load_balance, mutual_information
 from analysis.stats import RoutingStats
 from analysis.validation import to_numpy
 
@@ -36,8 +43,9 @@ LEVELS = ("critical", "warning")
 class AlarmThresholds:
     """When each alarm fires.  Defaults and why:
 
-    - ``collapse_share`` = 0.9: the issue's definition of gate collapse (one expert > 90% of a
-      domain's gate mass).
+    - ``collapse_share`` = 0.9: an expert selected by more than 90% of the rows of the average
+      domain serves every domain alike: cross-domain collapse.  With D domains each sent to its
+      own expert, the largest value is 1/D (0.5 for two domains), far below.
     - ``dead_fraction`` = 0.01: an expert with < 1% of its uniform share 1/E of the selections does
       essentially no work (the same default as ``load_balance``).
     - ``chance_auc_margin`` = 0.02: AUC in [0.48, 0.52] is within the noise of a random ranking
@@ -203,28 +211,30 @@ def _routing_alarms(
 ) -> list[Alarm]:
     out = []
     e = stats.num_experts
-    act = activation(stats, "soft")  # [D, E]
-    for d, name in enumerate(names):
-        if stats.count[d] == 0:
-            continue
-        top = int(np.argmax(act[d]))
-        share = float(act[d, top])
-        if e > 1 and share > t.collapse_share:
-            out.append(
-                Alarm(
-                    "warning",
-                    "gate_collapse",
-                    f"{name}: gate collapsed onto expert {top}",
-                    f"In {name}, expert {top} receives {share:.0%} of the gate's probability "
-                    "mass, so the other experts hardly contribute: the domain is served by a "
-                    "single expert.  If that is not the specialization you want, add a "
-                    "load-balancing loss (model.beta > 0), lower alpha, or keep noisy gating on.",
-                    domain=name,
-                    expert=top,
-                    value=share,
-                    threshold=t.collapse_share,
-                )
+    seen = stats.count > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        q = stats.select_count[seen] / stats.count[seen, None]  # [D_seen, E] rows selecting e
+    k = float(stats.select_count.sum() / stats.rows)  # mean experts selected per row
+    q_bar = q.mean(axis=0)  # [E]
+    top = int(np.argmax(q_bar))
+    if e > k + 1e-9 and q_bar[top] > t.collapse_share:
+        out.append(
+            Alarm(
+                "warning",
+                "gate_collapse",
+                f"gate collapsed onto expert {top}",
+                f"Expert {top} is selected by {q_bar[top]:.0%} of the rows of the average "
+                "domain: the gate sends every domain to the same expert instead of giving "
+                "domains their own, so it carries far more than its share of the load and the "
+                "routing tells nothing about the domain.  Try a load-balancing loss "
+                "(model.beta > 0), keep noisy gating on (model.noisy_gating=true), a larger "
+                "alpha, or a gate that sees the domain (model.gate_input=concat); if every "
+                "domain should share this expert, make it a shared expert (model.num_shared).",
+                expert=top,
+                value=float(q_bar[top]),
+                threshold=t.collapse_share,
             )
+        )
 
     lb = load_balance(stats, dead_fraction=t.dead_fraction)
     for i in lb["dead_experts"]:
@@ -262,7 +272,7 @@ def _routing_alarms(
                 )
             )
 
-    js = domain_similarity(stats, "soft")
+    js = domain_similarity(stats, "soft") if alpha > 0 else np.full((len(names),) * 2, np.nan)
     for a in range(len(names)):
         for b in range(a + 1, len(names)):
             if not np.isnan(js[a, b]) and js[a, b] < t.similar_domains_js:
@@ -273,9 +283,11 @@ def _routing_alarms(
                         f"{names[a]} and {names[b]} are routed alike",
                         f"{names[a]} and {names[b]} send their rows to the experts in almost "
                         f"the same proportions (Jensen-Shannon divergence {js[a, b]:.2g} nats, "
-                        "0 = identical): the gate treats them as one domain.  Fine if the two "
-                        "domains really behave alike; otherwise try a larger alpha or a gate "
-                        "that sees the domain.",
+                        "0 = identical) although alpha > 0 asks for domain-specific routing: "
+                        "the gate treats them as one domain.  Fine if the two domains really "
+                        "behave alike (compare their per-domain AUC with a per-domain head); "
+                        "otherwise try a larger alpha, more experts than domains x top_k, or a "
+                        "gate that sees the domain (model.gate_input=concat).",
                         domain=names[a],
                         value=float(js[a, b]),
                         threshold=t.similar_domains_js,

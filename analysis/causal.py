@@ -7,8 +7,10 @@ experts.
   the shared experts, and report per-domain AUC and logloss against the unmodified model — the
   expert-importance matrix.  A large drop in domain d's AUC when expert e is knocked out means d
   relies on e.
-- ``k_curve``: re-route a top-k model with every k and report per-domain AUC against the experts
-  active per row (k selected + S shared): the accuracy / compute curve.
+- ``k_curve``: re-route a gated model with every k and report per-domain AUC against the experts
+  active per row (k selected + S always-on shared): the accuracy / compute curve.  A k override
+  changes only which experts mix (their weights renormalized to sum to 1, for every k including
+  k = 1), the same rule for CESAA, sparse MoE, MMoE and PLE, so curves compare across models.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 import pandas as pd
 from torch import nn
 
-from analysis.capabilities import routing_capabilities
+from analysis.capabilities import expert_names, not_applicable, routing_capabilities
 from analysis.validation import check_routing_arrays
 from cesaa.data.table import EncodedTable
 from cesaa.metrics import evaluate_predictions
@@ -72,32 +74,32 @@ def knockout_importance(
 ) -> pd.DataFrame:
     """The expert-importance matrix in long format, one row per (target, domain).
 
-    Targets: ``"expert 0"`` .. ``"expert E-1"`` (``RoutingOverride(knocked_out=(e,))``: e is never
-    selected and its gate mass is renormalized over the other experts; a top-k model with k = E
-    drops to k = E - 1), then ``"shared"`` (``use_shared=False``) when the model has shared experts.
+    Targets: one per expert index, named by ``analysis.capabilities.expert_names`` (``"expert 0"``
+    .. ``"expert E-1"``; PLE's global experts ``"expert i (<domain> only)"`` / ``"expert i
+    (shared)"``), each ``RoutingOverride(knocked_out=(e,))``: e is never selected and its gate mass
+    is renormalized over the other experts of the gates that hold it (a top-k model with k = E drops
+    to k = E - 1; a PLE domain-specific expert changes only its domain's rows); then ``"shared"``
+    (``use_shared=False``) when the model has shared experts.
     Domains: ``"overall"``, then each name.  Columns: ``target``, ``domain``, ``auc``, ``logloss``
     (of the knocked-out model), ``delta_auc`` = auc - auc of the unmodified model (negative = the
     target mattered), ``delta_logloss`` = logloss - its unmodified value (positive = it mattered).
     ``df.pivot(index="target", columns="domain", values="delta_auc")`` gives the matrix.
 
-    Raises ``ValueError`` for a model without a gate (nothing to knock out) or with one expert.
+    Raises ``ValueError`` (the line of ``analysis.capabilities.not_applicable``) for a model
+    without a gate (nothing to knock out) or with one expert under each row's gate.
     """
     names = _check(model, table, domain_names, batch_size)
     caps = routing_capabilities(model)
-    if not caps["has_gate"]:
-        raise ValueError(
-            f"model {caps['name']!r} has no gate: there are no experts to knock out "
-            "(knockout_importance needs a gated model such as cesaa, sparse_moe, mmoe or ple)"
-        )
+    reason = not_applicable(caps, "knockout")
+    if reason:
+        raise ValueError(f"knockout_importance: {reason}")
     e = caps["num_experts"]
-    if e < 2:
-        raise ValueError(f"model {caps['name']!r} has {e} expert: knocking it out leaves none")
     base = _scores(model, table, names, batch_size, None)
     targets: list[tuple[str, RoutingOverride]] = []
-    for i in range(e):
-        k = caps["top_k"]
+    k = caps["top_k"]
+    for i, target in enumerate(expert_names(caps, names)):
         top_k = e - 1 if k is not None and k >= e else None
-        targets.append((f"expert {i}", RoutingOverride(top_k=top_k, knocked_out=(i,))))
+        targets.append((target, RoutingOverride(top_k=top_k, knocked_out=(i,))))
     if caps["num_shared"] > 0:
         targets.append(("shared", RoutingOverride(use_shared=False)))
     rows = []
@@ -117,34 +119,34 @@ def k_curve(
     ks: Sequence[int] | None = None,
     batch_size: int = 8192,
 ) -> pd.DataFrame:
-    """Per-domain AUC and logloss when a top-k model is re-routed with each k in ``ks``.
+    """Per-domain AUC and logloss when a gated model is re-routed with each k in ``ks``.
 
-    ``ks`` defaults to 1..E.  One row per (k, domain) with domain ``"overall"`` first, then each
-    name.  Columns: ``k``, ``domain``, ``auc``, ``logloss``, ``active_experts`` = k + S (the
-    experts that run per row; shared experts always run).  At the trained k the predictions are
-    exactly the unmodified model's.
+    ``ks`` defaults to 1..R, R = the experts one row's gate chooses among (E; ple_specific +
+    ple_shared for PLE).  A k override keeps the k largest gate weights and renormalizes them to
+    sum to 1 (k = 1: the top expert with weight 1), for top-k and dense gates alike; the trained k
+    (dense gates: k = R) gives exactly the unmodified model's predictions.  One row per
+    (k, domain) with domain ``"overall"`` first, then each name.  Columns: ``k``, ``domain``,
+    ``auc``, ``logloss``, ``active_experts`` = k + S (the experts that contribute per row; S =
+    always-on shared experts, which run outside the gate).
 
-    Raises ``ValueError`` for a model without a top-k gate (MMoE, PLE, gate-less baselines) and
-    for k outside [1, E].
+    Raises ``ValueError`` (the line of ``analysis.capabilities.not_applicable``) for a model
+    without a gate or with one expert per row's gate, and for k outside [1, R].
     """
     names = _check(model, table, domain_names, batch_size)
     caps = routing_capabilities(model)
-    if not caps["has_topk"]:
-        kind = "a dense softmax gate" if caps["has_gate"] else "no gate at all"
-        raise ValueError(
-            f"model {caps['name']!r} has no top-k gate ({kind}): k_curve needs a sparse top-k "
-            "model such as cesaa or sparse_moe"
-        )
-    e = caps["num_experts"]
-    ks = list(range(1, e + 1)) if ks is None else list(ks)
+    reason = not_applicable(caps, "k_curve")
+    if reason:
+        raise ValueError(f"k_curve: {reason}")
+    r = caps["row_experts"]
+    ks = list(range(1, r + 1)) if ks is None else list(ks)
     if not ks:
         raise ValueError("ks must hold at least one k")
-    bad = [k for k in ks if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= e]
+    bad = [k for k in ks if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= r]
     if bad:
-        raise ValueError(f"ks has values outside [1, num_experts={e}]: {bad}")
+        raise ValueError(f"ks has values outside [1, {r}] (experts under one row's gate): {bad}")
     rows = []
     for k in ks:
         scores = _scores(model, table, names, batch_size, RoutingOverride(top_k=k))
         for dom, (auc, ll) in scores.items():
-            rows.append((k, dom, auc, ll, k + caps["num_shared"]))
+            rows.append((k, dom, auc, ll, k + caps["always_on"]))
     return pd.DataFrame(rows, columns=K_CURVE_COLUMNS)

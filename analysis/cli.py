@@ -22,7 +22,11 @@ def add_report_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
         "alarms.  Writes report.html (self-contained, opens offline), report.json, CSV tables "
         "and, when a Chromium is installed, PNG figures and report.pdf.",
     )
-    r.add_argument("checkpoint", help="run folder holding meta.json and model.safetensors")
+    r.add_argument(
+        "checkpoint",
+        help="run folder holding meta.json and model.safetensors, or a routing record folder "
+        "(record.json + rows.parquet; see `cesaa record`)",
+    )
     r.add_argument("--data", default=None, help=DATA_HELP)
     r.add_argument("--out", default=None, help="output folder (default <checkpoint>/report)")
     r.add_argument("--split", default="test", choices=["train", "val", "test"], help="which split")
@@ -81,8 +85,9 @@ def run_report(args: argparse.Namespace) -> int:
     if report.summary is not None:
         print(
             f"  I(D;E) soft {_fmt(h['mi_soft'])} nats, hard {_fmt(h['mi_hard'])} nats; "
-            f"normalized soft {_fmt(h['mi_soft_normalized'], '.3f')}, "
-            f"hard {_fmt(h['mi_hard_normalized'], '.3f')}"
+            f"fraction of ceiling soft {_fmt(h['mi_soft_normalized'], '.3f')} "
+            f"(of {_fmt(h['mi_soft_ceiling'])}), hard {_fmt(h['mi_hard_normalized'], '.3f')} "
+            f"(of {_fmt(h['mi_hard_ceiling'])})"
         )
     else:
         print("  no gate: no routing measures")
@@ -90,7 +95,12 @@ def run_report(args: argparse.Namespace) -> int:
     detail = ", ".join(f"{levels.count(lv)} {lv}" for lv in dict.fromkeys(levels))
     print(f"  alarms: {len(levels)}" + (f" ({detail})" if detail else ""))
     if h["recovery_score"] is not None:
-        print(f"  planted-truth recovery score {_fmt(h['recovery_score'], '.3f')}")
+        print(
+            f"  planted-truth recovery score {_fmt(h['recovery_score'], '.3f')} "
+            f"(ceiling {_fmt(h['recovery_score_ceiling'], '.3f')}), domain-set Jaccard "
+            f"{_fmt(h['recovery_set_jaccard'], '.3f')} "
+            f"(ceiling {_fmt(h['recovery_set_jaccard_ceiling'], '.3f')})"
+        )
     emb = report.embedding
     if emb:
         print(

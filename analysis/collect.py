@@ -8,12 +8,19 @@ their memory does not depend on N and the stats of two halves of a table merge i
 the whole.  Only a few per-row arrays are kept (predictions, labels, domains and the top-1 expert:
 what metrics and row-level comparisons need) plus, on request, a seeded random subsample of rows
 with every expert's output (for embedding plots).
+
+- ``collect(model, table)``: a table in memory.
+- ``collect_stream(model, chunks, rows=N)``: the same collection built chunk by chunk (e.g. the
+  row-group pieces of ``cesaa.data.stream.ParquetPart.chunks()``): the features are never all in
+  memory, only the per-row scalars a report needs (prediction, label, domain, top-1 expert: about
+  24 bytes a row) and the embedding sample, drawn from the same seeded positions.
+- ``collect_checkpoint(run, data)``: either of them for a checkpoint on a data source.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -21,121 +28,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from analysis.alarms import prediction_std_per_domain
-from analysis.capabilities import routing_capabilities
-from analysis.stats import RoutingStats
-from analysis.validation import check_routing_arrays
+from analysis.collection import Collection, EmbeddingSample
 from cesaa.checkpoint import Checkpoint, load_checkpoint
 from cesaa.data.table import EncodedTable, MultiDomainData
-from cesaa.metrics import evaluate_predictions
 from cesaa.models.output import RoutingOverride
+from cesaa.routing.capabilities import routing_capabilities
+from cesaa.routing.stats import RoutingStats
+from cesaa.routing.validation import check_routing_arrays
+
+__all__ = [
+    "Collection",
+    "EmbeddingSample",
+    "collect",
+    "collect_checkpoint",
+    "collect_stream",
+]
 
 PARTS = ("train", "val", "test")
-
-
-@dataclass
-class EmbeddingSample:
-    """A seeded random subsample of rows, kept row by row (``n`` = the sample size).
-
-    - ``rows``: [n] int64 positions in the table, ascending.
-    - ``domain``: [n] int64; ``label``: [n] float; ``prediction``: [n] predicted probability.
-    - ``probs``: [n, E] dense gate probabilities; ``gates``: [n, E] the weights that mixed the
-      experts (k non-zeros per row for top-k gates); ``topk_idx``: [n, k] selected experts (top-k
-      gates only); ``expert``: [n] the top-1 expert.  ``None`` for models without a gate.
-    - ``expert_outputs``: [n, E, H] every selectable expert's output (``None`` when the model does
-      not return them); ``shared_outputs``: [n, S, H] every shared expert's output, or ``None``.
-    """
-
-    rows: np.ndarray
-    domain: np.ndarray
-    label: np.ndarray
-    prediction: np.ndarray
-    probs: np.ndarray | None = None
-    gates: np.ndarray | None = None
-    topk_idx: np.ndarray | None = None
-    expert: np.ndarray | None = None
-    expert_outputs: np.ndarray | None = None
-    shared_outputs: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return int(self.rows.shape[0])
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict of nested lists (``None`` for what is missing)."""
-        return {
-            name: (None if getattr(self, name) is None else getattr(self, name).tolist())
-            for name in self.__dataclass_fields__
-        }
-
-
-@dataclass
-class Collection:
-    """What one pass of a model over a table produced.
-
-    - ``stats``: the routing statistics (with labels and predictions), or ``None`` when the model
-      has no gate; then ``has_routing`` is False and ``no_routing_reason`` says why.
-    - ``predictions`` [N] float32 predicted probabilities (as ``cesaa.train.predict``);
-      ``labels`` [N] float32; ``domain`` [N] int64.
-    - ``top1`` [N] int64 the top-1 expert of every row (``None`` without a gate).
-    - ``sample``: the embedding sample, or ``None`` when ``sample_size=0``.
-    - ``capabilities``: ``routing_capabilities(model)``; ``routing``: the override used.
-    """
-
-    stats: RoutingStats | None
-    predictions: np.ndarray
-    labels: np.ndarray
-    domain: np.ndarray
-    top1: np.ndarray | None
-    sample: EmbeddingSample | None
-    num_domains: int
-    capabilities: dict[str, Any]
-    routing: RoutingOverride | None = None
-    domain_names: tuple[str, ...] | None = None
-    has_routing: bool = field(init=False)
-    no_routing_reason: str | None = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.has_routing = self.stats is not None
-        self.no_routing_reason = (
-            None
-            if self.has_routing
-            else f"model {self.capabilities.get('name')!r} has no gate: there is no routing to "
-            "analyse (only its predictions were collected)"
-        )
-
-    @property
-    def rows(self) -> int:
-        return int(self.predictions.shape[0])
-
-    def metrics(self, domain_names: tuple[str, ...] | list[str] | None = None) -> dict[str, float]:
-        """Overall and per-domain AUC / logloss of the collected predictions (flat keys, as
-        ``cesaa.train.evaluate``); names default to ``domain_names`` or ``domain_<d>``."""
-        names = domain_names if domain_names is not None else self.domain_names
-        if names is None:
-            names = tuple(f"domain_{d}" for d in range(self.num_domains))
-        return evaluate_predictions(self.labels, self.predictions, self.domain, domain_names=names)
-
-    def prediction_std_per_domain(self) -> np.ndarray:
-        """[D] standard deviation of the predictions within each domain (NaN without rows)."""
-        return prediction_std_per_domain(self.predictions, self.domain, self.num_domains)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-safe summary: capabilities, rows, the stats' sums and the sample's size."""
-        return {
-            "rows": self.rows,
-            "num_domains": self.num_domains,
-            "domain_names": None if self.domain_names is None else list(self.domain_names),
-            "capabilities": dict(self.capabilities),
-            "routing": None if self.routing is None else _routing_dict(self.routing),
-            "has_routing": self.has_routing,
-            "no_routing_reason": self.no_routing_reason,
-            "stats": None if self.stats is None else self.stats.to_dict(),
-            "sample_size": 0 if self.sample is None else len(self.sample),
-        }
-
-
-def _routing_dict(r: RoutingOverride) -> dict[str, Any]:
-    return {"top_k": r.top_k, "use_shared": r.use_shared, "knocked_out": list(r.knocked_out)}
 
 
 def _nonnegative_int(value: Any, name: str, minimum: int) -> int:
@@ -308,8 +217,6 @@ def collect_checkpoint(
         from cesaa.data.stream import is_stream_source, open_stream
 
         if is_stream_source(data):  # Parquet larger than memory: one piece at a time
-            from analysis.stream import collect_stream
-
             rows = getattr(open_stream(data, encoders=ckpt.encoders), part)
             return collect_stream(
                 ckpt.model,
@@ -342,3 +249,89 @@ def collect_checkpoint(
     )
     out.domain_names = tuple(ckpt.domain_names)
     return out
+
+
+def collect_stream(
+    model: nn.Module,
+    chunks: Iterable[EncodedTable],
+    *,
+    num_domains: int,
+    rows: int | None = None,
+    routing: RoutingOverride | None = None,
+    batch_size: int = 8192,
+    sample_size: int = 0,
+    seed: int = 0,
+    domain_names: tuple[str, ...] | None = None,
+) -> Collection:
+    """``collect(model, table, ...)`` of the concatenation of ``chunks``, one chunk in memory at a time.
+
+    ``rows`` (the total N, e.g. ``len(part)``) is needed for an embedding sample: its positions are
+    ``sort(default_rng(seed).choice(N, min(sample_size, N), replace=False))``, as in ``collect``.
+    Routing statistics merge chunk by chunk; predictions equal ``collect``'s up to float rounding.
+    """
+    if sample_size > 0 and rows is None:
+        raise ValueError("collect_stream needs rows= (the total row count) when sample_size > 0")
+    sample_rows = np.zeros(0, np.int64)
+    if sample_size > 0 and rows:
+        rng = np.random.default_rng(seed)
+        sample_rows = np.sort(rng.choice(rows, size=min(sample_size, rows), replace=False))
+    kw = dict(num_domains=num_domains, routing=routing, batch_size=batch_size)
+    parts: list[Collection] = []
+    samples: list[EmbeddingSample] = []
+    start = 0
+    for chunk in chunks:
+        if not isinstance(chunk, EncodedTable):
+            raise ValueError(f"chunks must yield EncodedTable, got {type(chunk).__name__}")
+        parts.append(collect(model, chunk, **kw))
+        lo, hi = np.searchsorted(sample_rows, [start, start + len(chunk)])
+        if hi > lo:
+            local = sample_rows[lo:hi] - start
+            sub = chunk.subset(torch.as_tensor(local, dtype=torch.long))
+            s = collect(model, sub, **kw, sample_size=len(local)).sample
+            s.rows = sample_rows[lo:hi].copy()
+            samples.append(s)
+        start += len(chunk)
+    if rows is not None and start != rows:
+        raise ValueError(f"rows={rows} but the chunks held {start} rows")
+    if not parts:  # no rows at all: what collect returns for an empty table
+        empty = EncodedTable(
+            cat=torch.zeros(0, 0, dtype=torch.long),
+            num=torch.zeros(0, 0),
+            domain=torch.zeros(0, dtype=torch.long),
+            label=torch.zeros(0),
+        )
+        parts.append(collect(model, empty, **kw))
+    stats = parts[0].stats
+    for p in parts[1:]:
+        stats = p.stats if stats is None else stats.merge(p.stats)
+    top1 = [p.top1 for p in parts if p.top1 is not None]
+    out = Collection(
+        stats=stats,
+        predictions=np.concatenate([p.predictions for p in parts]),
+        labels=np.concatenate([p.labels for p in parts]),
+        domain=np.concatenate([p.domain for p in parts]),
+        top1=np.concatenate(top1) if top1 else None,
+        sample=_merge_samples(samples) if sample_size > 0 else None,
+        num_domains=num_domains,
+        capabilities=parts[0].capabilities,
+        routing=routing,
+    )
+    out.domain_names = domain_names
+    return out
+
+
+def _merge_samples(samples: list[EmbeddingSample]) -> EmbeddingSample:
+    if not samples:
+        z = np.zeros(0)
+        return EmbeddingSample(
+            rows=np.zeros(0, np.int64), domain=z.astype(np.int64), label=z, prediction=z
+        )
+    names = EmbeddingSample.__dataclass_fields__
+    return EmbeddingSample(
+        **{
+            n: None
+            if getattr(samples[0], n) is None
+            else np.concatenate([getattr(s, n) for s in samples])
+            for n in names
+        }
+    )

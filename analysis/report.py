@@ -137,10 +137,15 @@ class Report:
             "auc": self.metrics.get("auc"),
             "mi_soft": s.get("mi_soft"),
             "mi_hard": s.get("mi_hard"),
+            "mi_soft_ceiling": s.get("mi_soft_ceiling"),
+            "mi_hard_ceiling": s.get("mi_hard_ceiling"),
             "mi_soft_normalized": s.get("mi_soft_normalized"),
             "mi_hard_normalized": s.get("mi_hard_normalized"),
             "alarms": len(self.alarms),
             "recovery_score": rec.get("score"),
+            "recovery_score_ceiling": rec.get("score_ceiling"),
+            "recovery_set_jaccard": rec.get("set_jaccard"),
+            "recovery_set_jaccard_ceiling": rec.get("set_jaccard_ceiling"),
         }
 
 
@@ -212,7 +217,7 @@ def build_report(
     progress: bool = False,
     cache_dir: str | Path | None = None,
 ) -> Report:
-    """Analyse the checkpoint in ``checkpoint_path`` on split ``split`` of ``data_source`` (default:
+    """Analyse the checkpoint (or routing record folder) in ``checkpoint_path`` on split ``split`` of ``data_source`` (default:
     the data it was trained on, re-encoded with its own encoders and split as at training).
 
     ``sample_size`` rows (seeded by ``seed``) go into the entropy distributions and the embedding;
@@ -220,6 +225,7 @@ def build_report(
     (UMAP when umap-learn is installed, else PCA).  Projections are cached in ``cache_dir``
     (default ``<checkpoint>/embeddings/``).
     """
+    from analysis.records.reader import is_record
     from analysis.report_build import gather
 
     if split not in SPLITS:
@@ -229,16 +235,27 @@ def build_report(
     if isinstance(sample_size, bool) or not isinstance(sample_size, int) or sample_size < 0:
         raise ValueError(f"sample_size must be an int >= 0, got {sample_size!r}")
     t0 = time.perf_counter()
-    parts = gather(
-        Path(checkpoint_path),
-        data_source,
-        split=split,
-        sample_size=sample_size,
-        embedding=embedding,
-        seed=seed,
-        progress=progress,
-        cache_dir=cache_dir,
-    )
+    if is_record(checkpoint_path):  # a routing record: everything one forward pass determines
+        from analysis.records.report import gather_record
+
+        parts = gather_record(
+            Path(checkpoint_path),
+            sample_size=sample_size,
+            embedding=embedding,
+            seed=seed,
+            cache_dir=cache_dir,
+        )
+    else:
+        parts = gather(
+            Path(checkpoint_path),
+            data_source,
+            split=split,
+            sample_size=sample_size,
+            embedding=embedding,
+            seed=seed,
+            progress=progress,
+            cache_dir=cache_dir,
+        )
     used = parts.pop("embedding_method")
     parts["timings"]["total"] = time.perf_counter() - t0
     extra = ("umap-learn",) if used == "umap" else ()

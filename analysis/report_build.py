@@ -15,6 +15,7 @@ import numpy as np
 
 from analysis import embeddings as emb
 from analysis.alarms import health_alarms
+from analysis.capabilities import expert_names
 from analysis.causal import k_curve, knockout_importance
 from analysis.collect import Collection, collect
 from analysis.measures import row_entropy_by_domain, summarize
@@ -46,7 +47,8 @@ def gather(
 ) -> dict[str, Any]:
     from analysis.stream import collect_stream
     from cesaa.checkpoint import load_checkpoint
-    from cesaa.data import load_data
+    from cesaa.data import MultiDomainData
+    from cesaa.data.locate import open_checkpoint_data
     from cesaa.metrics import evaluate_predictions
     from cesaa.train import read_history
 
@@ -55,19 +57,10 @@ def gather(
     with _timed(timings, "load"):
         ckpt = load_checkpoint(ckpt_path)
         meta = ckpt.meta
-        desc = meta["data"].get("description", {})
-        source = data_source or desc.get("source")
-        if not source:
-            raise ValueError(f"{ckpt_path}: meta.json names no data source; pass --data")
-        from cesaa.data.stream import is_stream_source, open_stream
-
-        stream = is_stream_source(source)  # Parquet larger than memory
-        data = (open_stream if stream else load_data)(
-            source,
-            split=desc.get("split", "random"),
-            seed=desc.get("seed", 0),
-            encoders=ckpt.encoders,
-        )
+        # the checkpoint's own data (found where it was trained, or relative to the run folder)
+        data = open_checkpoint_data(meta, ckpt.path, override=data_source)
+        source = data_source or meta["data"].get("description", {}).get("source")
+        stream = not isinstance(data, MultiDomainData)  # Parquet larger than memory
         part = getattr(data, split)
         table = part.sample_table(100_000, seed=seed) if stream else part  # knock-out, k curve
     domains = list(ckpt.domain_names)
@@ -93,7 +86,7 @@ def gather(
             )
         )
     caps = col.capabilities
-    experts = [f"expert {i}" for i in range(caps["num_experts"])]
+    experts = expert_names(caps, domains)
     if stream:
         user = part.column("user")
     else:
@@ -107,14 +100,7 @@ def gather(
 
     with _timed(timings, "causal"):
         knockout = _optional(notes, "knockout", knockout_importance, model, table, domains, caps)
-        kc = None
-        if caps["has_topk"]:
-            kc = _optional(notes, "k_curve", k_curve, model, table, domains, caps)
-        else:
-            notes["k_curve"] = (
-                f"model {caps['name']!r} has no top-k gate: the k curve needs a sparse "
-                "top-k model such as cesaa or sparse_moe"
-            )
+        kc = _optional(notes, "k_curve", k_curve, model, table, domains, caps)  # any gate
 
     truth = _truth(data.truth, col, caps, domains, notes)
     # only the CESAA family (a top-k gate) trains with the MI loss; baselines ignore model.alpha

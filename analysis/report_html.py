@@ -237,12 +237,10 @@ def _information(r: Any, figs: dict, static: bool) -> str:
     rows = [
         ("I(D;E) soft [nats]", _num(s["mi_soft"])),
         ("I(D;E) hard [nats]", _num(s["mi_hard"])),
-        ("normalized soft", _num(s["mi_soft_normalized"])),
-        ("normalized hard", _num(s["mi_hard_normalized"])),
-        (
-            "upper bound min(log D, log E)",
-            _num(min(math.log(s["num_domains"]), math.log(s["num_experts"]))),
-        ),
+        ("ceiling soft min(H(D), log E) [nats]", _num(s["mi_soft_ceiling"])),
+        ("ceiling hard min(H(D), log(E/k)) [nats]", _num(s["mi_hard_ceiling"])),
+        ("soft, fraction of ceiling", _num(s["mi_soft_normalized"])),
+        ("hard, fraction of ceiling", _num(s["mi_hard_normalized"])),
         ("mean experts selected per row", _num(s["mean_selected_per_row"], ".2f")),
     ]
     return _kv(rows) + _fig(figs, "similarity", static)
@@ -338,7 +336,7 @@ RENDER = {
     "load": _load,
     "entropy": _entropy,
     "knockout": _knockout,
-    "k-curve": _optional("k_curve", "k curve (the model has no top-k gate)"),
+    "k-curve": _optional("k_curve", "k curve (the model has no gate)"),
     "embeddings": _embeddings,
     "truth": _truth,
     "inspection": lambda r, figs, static: inspection_html(r.inspection),

@@ -25,14 +25,36 @@ Headline ``score`` (the recovery score, in [0, 1]):
   NaN when every domain uses the same mechanisms (domain-blind routing is then the truth).
 
 Being a function of the P(e|d) rows only, the score does not change when experts are permuted.
+It is not fooled by wrong domain sets: experts that each serve two domains where the truth has
+one make the domains overlap, so L > T.
 
-Secondary, after matching: experts and mechanisms are described by their domain profiles
-(column-normalized P(e|d), and M's column spread uniformly over its domains), matched one to one by
-the Hungarian algorithm on the L1 distance between profiles; each side of a matched pair is labeled
-by its set of domains (for an expert: the domains whose profile entry is at least half its largest),
-and ``ari`` / ``nmi`` compare the two labelings (1 = the matched experts serve exactly the
-mechanisms' domains; about 0 when the routing ignores the domain).  With few mechanisms these are
-coarse; the headline is ``score``.
+Identity scores, after matching (they ask: does each mechanism have an expert that serves exactly
+its domains?).  A mechanism's domain set is the set of domains that use it; a live expert's domain
+set is the domains whose entry of its column-normalized profile P(e|d) / sum_d' P(e|d') is at least
+``LABEL_FRACTION`` of the largest.  Mechanisms and live experts are matched one to one by the
+Hungarian algorithm maximizing the Jaccard index of their domain sets (ties broken by the L1
+distance of their profiles).  Over the K' compared mechanisms (unmatched ones count 0):
+
+- ``set_jaccard`` = mean over mechanisms of J(domains of m, domains of its expert), in [0, 1];
+- ``exact_match`` = the fraction of mechanisms whose expert serves exactly their domains.
+
+(The earlier ARI / NMI of the matched labels compared partitions only, so they gave 1 to experts
+that all serve the wrong domain sets; they are gone.)
+
+Ceilings at the model's (E, k, D): what the best routing of that shape can reach, reported with
+each score and the fraction of it reached (``*_ceiling``, ``*_fraction``):
+
+- ``score``, when the planted domain sets do not overlap (T = 0 off the diagonal, the synthetic
+  default): a hard row selects k distinct experts, so P(e|d) <= 1/k; the domains' pairwise
+  overlaps sum_e min(P(e|d), P(e|d')) then total at least O* = E g(D/E), with
+  g(c) = q (q - 1) / (2k) + q (c - q/k), q = floor(c k) (the least overlap a column holding c of the
+  domains' mass can carry), and since L = o / (2 - o) is convex,
+  score <= 1 - f(O* / P) with f(o) = o / (2 - o) and P = D (D - 1) / 2 pairs.  This is 1 when
+  E >= k D; e.g. E = 8, D = 4, k = 4 gives 0.8.  Soft routing: the same with k = 1.  An upper
+  bound (None when the planted sets overlap, where no closed form is known).
+- ``set_jaccard`` and ``exact_match``: min(E, K') / K' (each expert matches at most one
+  mechanism); an upper bound, reached when E >= K' and k <= E / 2 (every mechanism can get an
+  expert of its own; a construction is in tests/test_known_answers_truth.py).
 """
 
 from __future__ import annotations
@@ -42,10 +64,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from scipy.optimize import linear_sum_assignment
-from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-from analysis.measures import activation
+from analysis.measures import activation, json_safe
 from analysis.stats import RoutingStats
 from analysis.validation import check_routing_arrays
 
@@ -57,32 +79,45 @@ DEAD_FRACTION = 0.01  # experts with mean P(e|d) < 1% of 1/E are left out of the
 class TruthRecovery:
     """Result of ``truth_recovery`` (see the module docstring for the definitions).
 
-    - ``score``: the recovery score in [0, 1] (NaN when undefined).
-    - ``ari``, ``nmi``: adjusted Rand index and normalized mutual information of the matched
-      experts' domain labels vs the mechanisms' (ARI can be slightly negative).
-    - ``matching``: one dict per matched pair: ``mechanism`` (name), ``expert`` (index), ``cost``
-      (L1 distance of the profiles, in [0, 2]), ``mechanism_domains``, ``expert_domains``.
+    - ``score``: the recovery score in [0, 1] (NaN when undefined); ``score_ceiling``: the most
+      any routing with the model's (E, k, D) can reach (NaN when unknown); ``score_fraction``:
+      score / ceiling.
+    - ``set_jaccard``, ``exact_match``: identity scores in [0, 1]; ``set_jaccard_ceiling``,
+      ``exact_match_ceiling`` (the same value), ``set_jaccard_fraction``,
+      ``exact_match_fraction``.
+    - ``matching``: one dict per matched pair: ``mechanism`` (name), ``expert`` (index),
+      ``jaccard`` of their domain sets, ``cost`` (L1 distance of the profiles, in [0, 2]),
+      ``mechanism_domains``, ``expert_domains``.
     - ``details``: ``true_similarity`` and ``learned_similarity`` ([D, D] lists),
       ``similarity_error``, ``blind_error``, ``kind``, ``include_shared``, ``mechanisms`` compared,
-      ``live_experts``, ``domain_names``.
+      ``live_experts``, ``domain_names``, ``experts_per_row`` (the k used for the ceilings),
+      ``ceiling_note``.
     """
 
     score: float
-    ari: float
-    nmi: float
+    score_ceiling: float
+    score_fraction: float
+    set_jaccard: float
+    exact_match: float
+    set_jaccard_ceiling: float
+    exact_match_ceiling: float
+    set_jaccard_fraction: float
+    exact_match_fraction: float
     matching: list[dict[str, Any]]
     details: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        for key in ("score", "ari", "nmi"):
-            out[key] = None if math.isnan(out[key]) else float(out[key])
-        return out
+        return json_safe(asdict(self))
 
 
-def _activation(source: Any, kind: str) -> np.ndarray:
+def _activation(source: Any, kind: str, k: float | None) -> tuple[np.ndarray, float]:
+    """P(e|d) [D, E] and the experts per row k that caps each P(e|d) at 1/k (soft: 1)."""
+    k_used = 1.0
     if isinstance(source, RoutingStats):
         act = activation(source, kind)
+        if kind == "hard":
+            seen = source.count > 0
+            k_used = float(np.min(source.select_count[seen].sum(axis=1) / source.count[seen]))
     else:
         joint = check_routing_arrays(joint=source).joint
         total = joint.sum(axis=1, keepdims=True)
@@ -90,7 +125,13 @@ def _activation(source: Any, kind: str) -> np.ndarray:
     missing = np.flatnonzero(np.isnan(act).any(axis=1))
     if missing.size:
         raise ValueError(f"routing has no mass for domains {missing.tolist()} (no rows?)")
-    return act
+    if k is not None:
+        if isinstance(source, RoutingStats):
+            raise ValueError("k goes with a bare P(e|d) array; a RoutingStats knows its own k")
+        if isinstance(k, bool) or not isinstance(k, (int, float)) or not 1 <= k <= act.shape[1]:
+            raise ValueError(f"k must be a number in [1, E={act.shape[1]}], got {k!r}")
+        k_used = float(k)
+    return act, max(k_used, 1.0)
 
 
 def _truth(truth: Any, num_domains: int, include_shared: bool) -> tuple[np.ndarray, list[str]]:
@@ -143,6 +184,33 @@ def _labels(profiles: np.ndarray) -> list[tuple[int, ...]]:
     return out
 
 
+def overlap_score_ceiling(num_domains: int, num_experts: int, k: float = 1.0) -> float:
+    """Upper bound on the recovery ``score`` for planted domain sets that do not overlap, when
+    every P(e|d) <= 1/k (hard routing with k distinct experts per row; soft: k = 1).  See the
+    module docstring; 1 when E >= k D."""
+    d, e = int(num_domains), int(num_experts)
+    if d < 2:
+        raise ValueError(f"the overlap score needs at least 2 domains, got {d}")
+    cap = 1.0 / k
+    c = d / e  # the domains' total mass per expert, spread evenly (the least overlap)
+    q = math.floor(c / cap + 1e-9)
+    rest = max(c - q * cap, 0.0)
+    least_overlap = e * (q * (q - 1) / 2 * cap + q * rest)  # O*, summed over domain pairs
+    mean_o = least_overlap / (d * (d - 1) / 2)
+    return float(max(0.0, 1.0 - mean_o / (2.0 - mean_o)))
+
+
+def _set_jaccard(a: tuple[int, ...], b: tuple[int, ...]) -> float:
+    sa, sb = set(a), set(b)
+    return len(sa & sb) / len(sa | sb) if sa | sb else 1.0
+
+
+def _ratio(value: float, ceiling: float) -> float:
+    if math.isnan(value) or math.isnan(ceiling) or ceiling <= 1e-12:
+        return math.nan
+    return float(value / ceiling)
+
+
 def truth_recovery(
     source: Any,
     truth: Any,
@@ -150,6 +218,7 @@ def truth_recovery(
     kind: str = "hard",
     include_shared: bool = False,
     domain_names: list[str] | None = None,
+    k: float | None = None,
 ) -> TruthRecovery:
     """Score how well learned routing recovers the planted domain -> mechanism structure.
 
@@ -157,11 +226,13 @@ def truth_recovery(
     "soft": the gate probabilities) or a [D, E] non-negative array of P(e|d) or counts.
     ``truth``: the synthetic data's truth dict (``meta["data"]["truth"]``: ``domain_mechanism``
     [D, K] 0/1, ``shared_mechanism``, ``mechanism_names``) or a bare [D, K] 0/1 array (then no
-    mechanism is treated as shared).  See the module docstring for the definitions.
+    mechanism is treated as shared).  ``k``: experts selected per row, for the ceilings of a bare
+    array (default 1; a ``RoutingStats`` reads its own from the selections).  See the module
+    docstring for the definitions.
     """
     if kind not in ("soft", "hard"):
         raise ValueError(f"kind must be 'soft' or 'hard', got {kind!r}")
-    act = _activation(source, kind)
+    act, k_used = _activation(source, kind, k)
     d, e = act.shape
     if d < 2:
         raise ValueError(f"truth_recovery needs at least 2 domains, got {d}")
@@ -176,24 +247,22 @@ def truth_recovery(
     error = float(np.mean(np.abs(t_sim[iu] - l_sim[iu])))
     blind = float(np.mean(1.0 - t_sim[iu]))
     score = float(np.clip(1.0 - error / blind, 0.0, 1.0)) if blind > 1e-12 else math.nan
+    disjoint = bool(np.all(t_sim[iu] == 0))
+    score_ceiling = overlap_score_ceiling(d, e, k_used) if disjoint else math.nan
 
     usage = act.mean(axis=0)  # [E]
     live = np.flatnonzero(usage >= DEAD_FRACTION / e)
     exp_prof = act[:, live] / act[:, live].sum(axis=0, keepdims=True)  # [D, E_live]
     mech_prof = member / member.sum(axis=0, keepdims=True)  # [D, K']
-    cost = np.abs(mech_prof[:, :, None] - exp_prof[:, None, :]).sum(axis=0)  # [K', E_live]
-    mech_idx, exp_idx = linear_sum_assignment(cost)
+    l1 = np.abs(mech_prof[:, :, None] - exp_prof[:, None, :]).sum(axis=0)  # [K', E_live]
     mech_lab = _labels(mech_prof)
     exp_lab = _labels(exp_prof)
-    codes: dict[tuple[int, ...], int] = {}
-    true_codes = [codes.setdefault(mech_lab[i], len(codes)) for i in mech_idx]
-    learned_codes = [codes.setdefault(exp_lab[j], len(codes)) for j in exp_idx]
-    ari = float(adjusted_rand_score(true_codes, learned_codes)) if len(mech_idx) else math.nan
-    nmi = (
-        float(normalized_mutual_info_score(true_codes, learned_codes))
-        if len(mech_idx)
-        else math.nan
-    )
+    jac = np.array([[_set_jaccard(a, b) for b in exp_lab] for a in mech_lab]).reshape(l1.shape)
+    mech_idx, exp_idx = linear_sum_assignment(-jac + 1e-6 * l1)  # most Jaccard, then closest
+    n_mech = member.shape[1]
+    set_jaccard = float(jac[mech_idx, exp_idx].sum() / n_mech)
+    exact = float(np.sum(jac[mech_idx, exp_idx] == 1.0) / n_mech)
+    id_ceiling = min(e, n_mech) / n_mech
 
     def dom(ix: tuple[int, ...]) -> list[Any]:
         return [names[i] for i in ix] if names is not None else list(ix)
@@ -202,7 +271,8 @@ def truth_recovery(
         {
             "mechanism": mech_names[i],
             "expert": int(live[j]),
-            "cost": float(cost[i, j]),
+            "jaccard": float(jac[i, j]),
+            "cost": float(l1[i, j]),
             "mechanism_domains": dom(mech_lab[i]),
             "expert_domains": dom(exp_lab[j]),
         }
@@ -218,5 +288,46 @@ def truth_recovery(
         "mechanisms": mech_names,
         "live_experts": live.tolist(),
         "domain_names": names,
+        "experts_per_row": k_used,
+        "ceiling_note": (
+            "score ceiling: an upper bound for non-overlapping planted domain sets"
+            if disjoint
+            else "score ceiling unknown: the planted domain sets overlap"
+        ),
     }
-    return TruthRecovery(score=score, ari=ari, nmi=nmi, matching=matching, details=details)
+    return TruthRecovery(
+        score=score,
+        score_ceiling=score_ceiling,
+        score_fraction=_ratio(score, score_ceiling),
+        set_jaccard=set_jaccard,
+        exact_match=exact,
+        set_jaccard_ceiling=id_ceiling,
+        exact_match_ceiling=id_ceiling,
+        set_jaccard_fraction=_ratio(set_jaccard, id_ceiling),
+        exact_match_fraction=_ratio(exact, id_ceiling),
+        matching=matching,
+        details=details,
+    )
+
+
+RECOVERY_ROWS = ("score", "set_jaccard", "exact_match")
+
+
+def recovery_table(recovery: dict[str, Any]) -> pd.DataFrame:
+    """A ``TruthRecovery.to_dict()`` as a table: index score / set_jaccard / exact_match;
+    columns ``value``, ``ceiling`` (at the model's E, k, D) and ``fraction`` (of the ceiling);
+    NaN where undefined."""
+    if not isinstance(recovery, dict) or any(k not in recovery for k in RECOVERY_ROWS):
+        raise ValueError("recovery must be a TruthRecovery.to_dict() dict")
+
+    def num(x: Any) -> float:
+        return math.nan if x is None else float(x)
+
+    return pd.DataFrame(
+        {
+            "value": [num(recovery[k]) for k in RECOVERY_ROWS],
+            "ceiling": [num(recovery[f"{k}_ceiling"]) for k in RECOVERY_ROWS],
+            "fraction": [num(recovery[f"{k}_fraction"]) for k in RECOVERY_ROWS],
+        },
+        index=pd.Index(list(RECOVERY_ROWS), name="measure"),
+    )

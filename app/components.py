@@ -8,6 +8,7 @@ from typing import Any
 import derived
 import loaders
 import pandas as pd
+import record_loaders
 import streamlit as st
 
 PENDING = "_nav_pending"  # a checkpoint to select on the next run (set by Train / Ablations)
@@ -23,6 +24,7 @@ def checkpoint_sidebar() -> None:
             placeholder="/path/to/runs",
             help="Any folder holding cesaa run folders (searched recursively).",
         )
+        record_upload()
         entries = loaders.list_runs(loaders.roots(st.session_state.get("nav_folder")))
         paths = [e["path"] for e in entries]
         pending = st.session_state.pop(PENDING, None)
@@ -34,10 +36,86 @@ def checkpoint_sidebar() -> None:
             st.caption("No checkpoints found.")
             return
         labels = {e["path"]: e["label"] + ("  ⚠ broken" if "error" in e else "") for e in entries}
-        st.selectbox("Checkpoint", paths, key="nav_ckpt", format_func=labels.get)
+        st.selectbox(
+            "Checkpoint or record",
+            paths,
+            key="nav_ckpt",
+            format_func=labels.get,
+            help="Run folders (a model) and routing records (what one forward pass of any gated "
+            "model produced: `cesaa record`, docs/record.md).",
+        )
+        entry = next((e for e in entries if e["path"] == st.session_state.get("nav_ckpt")), None)
+        entry = entry or entries[0]
+        if entry.get("meta") is not None and not record_loaders.is_record(entry["path"]):
+            data_source_field(entry["path"])
         if st.button("Refresh list", key="nav_refresh"):
             loaders.list_runs.clear()
             st.rerun()
+
+
+def data_source_field(path: str) -> None:
+    """The selected checkpoint's data source: empty = its own data (found where it was trained or
+    relative to its run folder); a source here replaces it (e.g. the data moved)."""
+    sources = st.session_state.setdefault(loaders.DATA_SOURCES, {})
+    if st.session_state.get("_nav_data_for") != path:  # show this checkpoint's own entry
+        st.session_state["nav_data"] = sources.get(path, "")
+        st.session_state["_nav_data_for"] = path
+
+    def save() -> None:
+        sources[path] = st.session_state["nav_data"].strip()
+
+    st.text_input(
+        "Data source",
+        key="nav_data",
+        on_change=save,
+        placeholder="the checkpoint's own data",
+        help="Leave empty to use the data the checkpoint was trained on.  If it moved, give its "
+        "new location, e.g. table:/new/place/clicks.toml or stream:/data/big.yaml.",
+    )
+    note, _ = attempt(loaders.data_note, path)
+    if note:
+        st.caption(note)
+
+
+def record_upload() -> None:
+    """Sidebar: open a routing record uploaded as a zip of its folder (same size limit and error
+    cards as data uploads); the record is then selected."""
+    import jobs
+
+    with st.expander("Open a record (zip)"):
+        up = st.file_uploader(
+            "Record folder as .zip",
+            ["zip"],
+            key="nav_record_zip",
+            help="Zip of a folder holding record.json, rows.parquet and sample.parquet.",
+        )
+        if up is None:
+            return
+        content = up.getvalue()
+        done = st.session_state.get("nav_record_done")
+        if done and done[0] == (up.name, len(content)):
+            st.caption(f"Opened {up.name}.")
+            return
+        try:
+            path = record_loaders.save_record_zip(
+                up.name, content, jobs.max_upload_mb(), loaders.runs_root()
+            )
+        except loaders.LoadError as e:
+            error_card(
+                "Cannot open the uploaded record", str(e), "Fix the record and upload again."
+            )
+            return
+        st.session_state["nav_record_done"] = ((up.name, len(content)), path)
+        st.session_state[PENDING] = path
+        loaders.list_runs.clear()
+        st.rerun()
+
+
+def checkpoint_only(path: str, what: str) -> None:
+    """Stop the page with one line when ``path`` is a routing record: ``what`` needs the model."""
+    if record_loaders.is_record(path):
+        st.info(record_loaders.needs_checkpoint(what), icon=":material/info:")
+        st.stop()
 
 
 def entries() -> list[dict]:
@@ -112,7 +190,8 @@ def aligned_heatmaps(
         chart(fig, key=keys[0])
     with right:
         aligned = res["activation_b_aligned"]  # B's columns in A's order
-        fig = activation_heatmap(aligned, names, [f"expert {j}" for j in perm], titles[1])
+        names_b = loaders.expert_names(path_b)  # PLE's say which domain's expert each is
+        fig = activation_heatmap(aligned, names, [names_b[int(j)] for j in perm], titles[1])
         chart(fig, key=keys[1])
     return res
 
@@ -156,6 +235,8 @@ def routing_controls(path: str, prefix: str) -> tuple:
     """k slider, shared-expert toggle and knock-out multiselect; returns the routing tuple
     ``(top_k, use_shared, knocked_out)`` (``loaders.AS_TRAINED`` when nothing changed).  The
     controls reset when another checkpoint is selected."""
+    from analysis.capabilities import experts_left
+
     caps = loaders.capabilities(path)
     e, trained_k = caps["num_experts"], caps["top_k"]
     if not caps["has_gate"]:
@@ -172,12 +253,17 @@ def routing_controls(path: str, prefix: str) -> tuple:
             "Knock out experts",
             list(range(e)),
             key=keys["knock"],
-            format_func=lambda i: f"expert {i}",
+            format_func=lambda i: loaders.expert_names(path)[i],
             max_selections=e - 1,
             help="Knocked-out experts are never selected; their gate mass goes to the others.",
         )
-    left = e - len(knocked)
-    default_k = trained_k if trained_k is not None else e
+    left = experts_left(caps, knocked)  # the fewest experts any row's gate has left
+    if left < 1:
+        st.error(
+            "These knock-outs leave a domain's gate with no expert: showing the model as trained."
+        )
+        return loaders.AS_TRAINED
+    default_k = trained_k if trained_k is not None else caps["row_experts"]
     if keys["k"] not in st.session_state or st.session_state[keys["k"]] > left:
         st.session_state[keys["k"]] = min(default_k, left)
     with c1:
@@ -204,6 +290,6 @@ def routing_controls(path: str, prefix: str) -> tuple:
         )
     if trained_k is not None:
         top_k = None if k == trained_k else k
-    else:
+    else:  # a dense gate: k = every expert left in each row's gate is the gate as trained
         top_k = None if k >= left else k
     return (top_k, bool(shared) or caps["num_shared"] == 0, tuple(sorted(knocked)))

@@ -8,6 +8,7 @@ number comes from ``analysis`` or ``cesaa``; a problem the user can fix is a ``L
 
 from __future__ import annotations
 
+import record_loaders
 import streamlit as st
 from loaders import (
     AS_TRAINED,
@@ -47,7 +48,12 @@ def _collect(path: str, tok: str, routing: tuple, sample_size: int):
 
 
 def collection(path: str, routing: tuple = AS_TRAINED, sample_size: int = 0):
-    """``analysis.collect`` of the test split under ``routing`` (optionally with a row sample)."""
+    """``analysis.collect`` of the test split under ``routing`` (optionally with a row sample);
+    for a routing record, the record's collection (its stored sample; ``routing`` as trained)."""
+    if record_loaders.is_record(path):
+        if tuple(routing) != AS_TRAINED:
+            raise LoadError(record_loaders.needs_checkpoint("Re-routing"))
+        return record_loaders.collection(path, sample_size)
     return _collect(path, token(path), tuple(routing), int(sample_size))
 
 
@@ -65,6 +71,8 @@ def _metrics(path: str, tok: str, routing: tuple) -> dict:
 
 def metrics(path: str, routing: tuple = AS_TRAINED) -> dict:
     """Overall and per-domain AUC / GAUC / logloss on the test split (flat keys)."""
+    if record_loaders.is_record(path) and tuple(routing) == AS_TRAINED:
+        return record_loaders.metrics(path)
     return _metrics(path, token(path), tuple(routing))
 
 
@@ -168,7 +176,9 @@ def _alarms(path: str, tok: str) -> list[dict]:
 
     col = collection(path)
     caps = capabilities(path)
-    alpha = float(checkpoint(path).model_config.alpha) if caps["has_topk"] else 0.0
+    alpha = 0.0
+    if caps["has_topk"] and not record_loaders.is_record(path):
+        alpha = float(checkpoint(path).model_config.alpha)
     found = health_alarms(
         col.stats,
         metrics(path),
@@ -185,7 +195,9 @@ def alarms(path: str) -> list[dict]:
 
 
 def truth(path: str) -> dict | None:
-    """The planted truth of the synthetic data (None for other data)."""
+    """The planted truth of the synthetic data (None for other data and for records)."""
+    if record_loaders.is_record(path):
+        return None
     return checkpoint(path).meta["data"].get("truth") or data(path).truth
 
 

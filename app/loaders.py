@@ -22,6 +22,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import record_loaders
 import streamlit as st
 import torch
 
@@ -36,6 +37,12 @@ SPLIT = "test"
 AS_TRAINED: tuple = (None, True, ())
 LOAD_ERRORS = (ValueError, OSError, KeyError, TypeError, RuntimeError, IndexError)
 MAKE_COMMAND = ".venv/bin/python scripts/make_checkpoints.py"
+DATA_SOURCES = "nav_data_sources"  # session state: {checkpoint path: data source from the sidebar}
+STREAM_SAMPLE_ROWS = 100_000  # rows of a stream checkpoint's split that the pages evaluate
+DATA_HINT = (
+    "\n\nIf the data moved, enter its new location (e.g. `table:/new/place/clicks.toml`) in the "
+    "sidebar's *Data source* field."
+)
 
 
 class LoadError(ValueError):
@@ -59,7 +66,10 @@ def roots(extra: str | None = None) -> tuple[str, ...]:
 
 
 def token(path: str | Path) -> str:
-    """Changes whenever the checkpoint in ``path`` is rewritten (cache key part)."""
+    """Changes whenever the checkpoint (or record) in ``path`` is rewritten or its data source is
+    changed in the sidebar (cache key part)."""
+    if record_loaders.is_record(path):
+        return record_loaders.record_token(path)
     parts = []
     for name in ("meta.json", "model.safetensors"):
         try:
@@ -67,7 +77,8 @@ def token(path: str | Path) -> str:
             parts.append(f"{s.st_mtime_ns}-{s.st_size}")
         except OSError:
             parts.append("missing")
-    return "/".join(parts)
+    override = data_override(str(path))
+    return "/".join(parts) + (f"|data={override}" if override else "")
 
 
 def label(path: str | Path) -> str:
@@ -99,6 +110,10 @@ def list_runs(search: tuple[str, ...]) -> list[dict]:
             if path not in seen:
                 seen.add(path)
                 out.append({**item, "path": path, "label": label(path)})
+    for item in record_loaders.list_records(search):  # routing records beside the checkpoints
+        if item["path"] not in seen:
+            seen.add(item["path"])
+            out.append({**item, "label": label(item["path"]) + " (record)"})
     first = str((shipped_root() / DEFAULT_CHECKPOINT).resolve())
     return sorted(out, key=lambda e: e["path"] != first)
 
@@ -114,7 +129,10 @@ def _checkpoint(path: str, tok: str) -> tuple[Any, str | None]:
 
 
 def checkpoint(path: str):
-    """The loaded ``cesaa.checkpoint.Checkpoint`` (cached); ``LoadError`` when it cannot load."""
+    """The loaded ``cesaa.checkpoint.Checkpoint`` (cached); ``LoadError`` when it cannot load, or
+    when ``path`` is a routing record (the view needs the live model)."""
+    if record_loaders.is_record(path):
+        raise LoadError(record_loaders.needs_checkpoint("This view"))
     ckpt, err = _checkpoint(path, token(path))
     if err is not None:
         raise LoadError(f"Cannot load {label(path)}: {err}")
@@ -122,39 +140,85 @@ def checkpoint(path: str):
 
 
 @st.cache_resource(show_spinner="Loading data…", max_entries=8)
-def _data(source: str, split: str, seed: int, fingerprint: str, _encoders: dict):
-    from cesaa.data import load_data
+def _data(source: str, data_file: str, fingerprint: str, _run: str, _meta: dict):
+    from cesaa.data.locate import checkpoint_split, open_source, verify_fingerprint
+    from cesaa.data.table import MultiDomainData
 
     try:
-        return load_data(source, split=split, seed=seed, encoders=_encoders)
+        d = open_source(source, data=data_file or None, **checkpoint_split(_meta))
+        if fingerprint:
+            verify_fingerprint(d, _meta, _run, data_file or source)
+        if not isinstance(d, MultiDomainData):  # a Parquet stream: a bounded, seeded sample
+            d = MultiDomainData(
+                train=None,
+                val=None,
+                test=getattr(d, SPLIT).sample_table(STREAM_SAMPLE_ROWS, seed=0),
+                spec=d.spec,
+                encoders=d.encoders,
+                description=d.description,
+                fingerprint=d.fingerprint,
+                truth=d.truth,
+            )
+        return d
     except LOAD_ERRORS as e:  # not cached: the data may be fixed (a folder mounted) and retried
-        raise LoadError(f"Cannot load the data {source}: {e}") from None
+        raise LoadError(f"Cannot load the data {source}: {e}{DATA_HINT}") from None
+
+
+def data_override(path: str) -> str | None:
+    """The data source typed in the sidebar for checkpoint ``path`` (None: its own data)."""
+    return (st.session_state.get(DATA_SOURCES) or {}).get(str(path)) or None
 
 
 def data(path: str):
-    """The checkpoint's own data (``meta.data.description.source``), encoded with its encoders and
-    split as at training; shared by every checkpoint trained on the same data."""
+    """The checkpoint's own data (found where it was trained or relative to its run folder, see
+    ``cesaa.data.locate``) or the sidebar's data source, encoded with the checkpoint's encoders and
+    split as at training; shared by every checkpoint trained on the same data.  A ``stream:``
+    checkpoint gives a seeded sample of its test split (see ``data_note``)."""
+    from cesaa.data.locate import DataLocationError, locate
+
     ckpt = checkpoint(path)
-    desc = ckpt.meta["data"].get("description", {})
-    source = desc.get("source")
-    if not source:
-        raise LoadError(f"{label(path)}: meta.json names no data source to evaluate on")
-    fp = str(ckpt.meta["data"].get("fingerprint"))
-    return _data(source, desc.get("split", "random"), int(desc.get("seed", 0)), fp, ckpt.encoders)
+    override = data_override(path)
+    try:
+        source, data_file = (override, None) if override else locate(ckpt.meta, path)
+    except DataLocationError as e:
+        raise LoadError(f"{e}{DATA_HINT}") from None
+    fp = "" if override else str(ckpt.meta["data"].get("fingerprint") or "")
+    return _data(source, str(data_file or ""), fp, str(path), ckpt.meta)
+
+
+def data_note(path: str) -> str | None:
+    """What the dashboard evaluates when it is not the whole split (stream checkpoints)."""
+    meta = checkpoint(path).meta
+    source = data_override(path) or meta["data"].get("description", {}).get("source", "")
+    if not str(source).startswith("stream:"):
+        return None
+    return (
+        f"Parquet stream: pages evaluate a seeded sample of at most {STREAM_SAMPLE_ROWS:,} rows "
+        f"of the {SPLIT} split (seed 0); `cesaa report` streams every row."
+    )
 
 
 def capabilities(path: str) -> dict:
     from analysis.capabilities import routing_capabilities
 
+    if record_loaders.is_record(path):
+        return record_loaders.capabilities(path)
     return routing_capabilities(checkpoint(path).model)
 
 
 def domain_names(path: str) -> list[str]:
+    if record_loaders.is_record(path):
+        return list(record_loaders.record(path).domains)
     return list(checkpoint(path).domain_names)
 
 
 def expert_names(path: str) -> list[str]:
-    return [f"expert {i}" for i in range(capabilities(path)["num_experts"])]
+    """One name per expert index; PLE's say which domain's (``analysis.capabilities``)."""
+    if record_loaders.is_record(path):
+        return [e.name for e in record_loaders.record(path).primary.experts]
+    from analysis.capabilities import expert_names as names
+
+    return names(capabilities(path), domain_names(path))
 
 
 def override(routing: tuple):
@@ -167,6 +231,8 @@ def override(routing: tuple):
 def history(path: str) -> list[dict]:
     from cesaa.train import read_history
 
+    if record_loaders.is_record(path):
+        return []  # a record holds one evaluation, no training history
     try:
         return read_history(path)
     except (ValueError, OSError) as e:
@@ -177,7 +243,13 @@ def history(path: str) -> list[dict]:
 
 
 def _config_without_alpha(meta: dict) -> dict:
-    cfg = dict(meta["model"]["config"])
+    """The model config with every default filled in (checkpoints written before a config field
+    existed compare equal to new ones at its default), alpha removed."""
+    from dataclasses import asdict
+
+    from cesaa.config import ModelConfig, config_from_dict
+
+    cfg = asdict(config_from_dict(ModelConfig, dict(meta["model"]["config"])))
     cfg.pop("alpha", None)
     return cfg
 

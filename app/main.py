@@ -35,6 +35,7 @@ PAGES = [
     st.Page("views/compare.py", title="Compare", icon=":material/compare:"),
     st.Page("views/train.py", title="Train", icon=":material/model_training:"),
     st.Page("views/report.py", title="Report", icon=":material/description:"),
+    st.Page("views/leaderboard.py", title="Leaderboard", icon=":material/leaderboard:"),
 ]
 
 page = st.navigation(PAGES)

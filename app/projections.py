@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import jobs
+import record_loaders
 import streamlit as st
 from derived import collection
 from loaders import (
@@ -20,6 +21,7 @@ from loaders import (
     LoadError,
     checkpoint,
     data,
+    data_override,
     label,
     runs_root,
     shipped_root,
@@ -49,6 +51,18 @@ def _projection_key(path: str, method: str, n: int, mode: str) -> dict:
     from analysis import embeddings as emb
 
     params = dict(emb.UMAP_DEFAULTS) if method == "umap" else {}
+    if record_loaders.is_record(path):  # a record is identified by the hash of its rows
+        sha = record_loaders.record(path).meta.data.get("rows_sha256")
+        return emb.projection_key(
+            {"weights_sha256": sha},
+            method=method,
+            mode=mode,
+            split=SPLIT,
+            sample_size=n,
+            seed=0,
+            params=params,
+            data_fingerprint=sha,
+        )
     return emb.projection_key(
         checkpoint(path).meta,
         method=method,
@@ -119,7 +133,13 @@ def _report(path: str, tok: str, sample_size: int, embedding: str):
         hit = lookup_projection(read, _projection_key(path, "umap", len(points), "routed"))
         cache_dir = read if hit is not None else write
     try:
-        return build_report(path, sample_size=sample_size, embedding=embedding, cache_dir=cache_dir)
+        return build_report(
+            path,
+            data_override(path),  # the sidebar's data source, if the data moved
+            sample_size=sample_size,
+            embedding=embedding,
+            cache_dir=cache_dir,
+        )
     except LOAD_ERRORS as e:
         raise LoadError(f"Cannot build the report of {label(path)}: {e}") from None
 

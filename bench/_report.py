@@ -188,3 +188,34 @@ def fmt(x: float, digits: int = 4) -> str:
 def log(msg: str) -> None:
     """Progress to stderr (stdout carries the tables)."""
     print(msg, file=sys.stderr, flush=True)
+
+
+# ---- one section in the making ---------------------------------------------------------------------
+
+QUICK_NOTE = "**Quick mode: a smoke run, these numbers mean nothing.**"
+
+
+class SectionRun:
+    """What every benchmark section starts and ends with, in one place.
+
+    Created before the work (the machine line then carries the load average at the start, and the
+    wall clock starts); ``body(notes, *parts)`` returns the section: the header with title, exact
+    command, machine, date and wall time, the notes (plus the quick-mode warning), then ``parts``.
+    """
+
+    def __init__(
+        self, title: str, module: str, argv: Sequence[str], quick: bool, threads: int | None = None
+    ) -> None:
+        import time
+
+        self.title, self.module, self.argv, self.quick = title, module, list(argv), quick
+        self.machine = machine(threads)
+        self._clock = time.perf_counter
+        self.t0 = self._clock()
+
+    def body(self, notes: str, *parts: str) -> str:
+        if self.quick:
+            notes = f"{notes}\n\n{QUICK_NOTE}" if notes else QUICK_NOTE
+        elapsed = self._clock() - self.t0
+        head = header(self.title, command(self.module, self.argv), self.machine, elapsed, notes)
+        return "\n\n".join([head, *(p for p in parts if p)])

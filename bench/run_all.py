@@ -6,7 +6,7 @@ sections of ``docs/benchmarks.md``.
     python -m bench.run_all --only speed,throughput
     python -m bench.run_all --skip tune     # e.g. once the defaults are settled
 
-Timing benchmarks (speed, throughput, streaming, umap_time) run first, while nothing else of the
+Timing benchmarks (speed, throughput, roofline, streaming, umap_time) run first, while nothing else of the
 suite is running; then the training benchmarks, two runs in parallel with one thread each.  A log
 per benchmark goes to ``--logs`` (default /tmp/bench-logs).  Estimated full-mode minutes on 2 quiet
 cores are in ``ESTIMATE_MIN``.
@@ -26,22 +26,28 @@ from bench import _report
 ORDER = (
     "speed",
     "throughput",
+    "roofline",
     "streaming",
+    "record_open",
     "umap_time",
     "accuracy",
     "tune",
     "retrieval",
     "planted",
+    "plateau",
 )
 ESTIMATE_MIN = {
     "speed": 2,
-    "throughput": 2,
+    "throughput": 4,
+    "roofline": 3,
     "streaming": 1,
+    "record_open": 5,
     "umap_time": 4,
     "accuracy": 10,
     "tune": 8,
     "retrieval": 3,
     "planted": 5,
+    "plateau": 20,
 }
 
 
@@ -74,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             cmd.append("--quick")
         if args.docs:
             cmd += ["--docs", args.docs]
-        if args.jobs != 2 and name in ("accuracy", "tune", "retrieval", "planted"):
+        if args.jobs != 2 and name in ("accuracy", "tune", "retrieval", "planted", "plateau"):
             cmd += ["--jobs", str(args.jobs)]
         log = logs / f"{name}{'-quick' if args.quick else ''}.log"
         _report.log(f"$ {' '.join(cmd[1:])}  (log: {log})")

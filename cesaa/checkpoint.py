@@ -3,7 +3,9 @@
 A run folder holds::
 
     meta.json            schema version, package version, model + train config, data description,
-                         fingerprint, encoders, domain names, metrics, sha256 of the weights
+                         fingerprint, encoders, domain names, metrics, sha256 of the weights, and
+                         data.location: each data file resolved (absolute, relative to the run
+                         folder; see cesaa.data.locate)
     model.safetensors    best weights (what ``load_checkpoint`` returns)
     metrics.jsonl        one JSON line per completed epoch
     last.safetensors     weights after the last completed epoch   } for ``--resume``
@@ -204,6 +206,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
         model = build_model(model_cfg, spec)
     except ValueError as e:
         raise CheckpointError(f"{run / META}: {e}") from None
+    state = upgrade_state_dict(model, state)  # older layouts -> the current one
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -220,6 +223,22 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
     model.load_state_dict(state, strict=True)
     model.to(device).eval()
     return Checkpoint(run, model, model_cfg, train_cfg, spec, meta)
+
+
+def upgrade_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> dict:
+    """Bring weights saved by older code to the model's current layout (a copy; in place below).
+
+    - per-column categorical embeddings (``<m>.embeddings.<c>.weight``) -> one fused table
+      (``<m>.weight``), see :func:`cesaa.features.fuse_embedding_state`.
+    """
+    from cesaa.features import FeatureEmbedding, fuse_embedding_state
+
+    state = dict(state)
+    for name, module in model.named_modules():
+        if isinstance(module, FeatureEmbedding):
+            prefix = f"{name}." if name else ""
+            fuse_embedding_state(state, prefix, len(module.spec.cat_cardinalities))
+    return state
 
 
 def list_checkpoints(root: str | Path) -> list[dict]:

@@ -35,7 +35,7 @@ import torch.distributed as dist
 from torch import nn
 
 if TYPE_CHECKING:
-    from analysis.stats import RoutingStats
+    from cesaa.routing.stats import RoutingStats
 
 ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 TIMEOUT = datetime.timedelta(minutes=30)
@@ -172,7 +172,7 @@ def merge_routing_stats(stats: RoutingStats | None, ctx: DistContext) -> Routing
         return stats
     from dataclasses import fields
 
-    from analysis.stats import RoutingStats
+    from cesaa.routing.stats import RoutingStats
 
     merged = {}
     for f in fields(stats):

@@ -1,60 +1,238 @@
-"""Expert MLPs with stacked weights, and sparse dispatch of rows to the experts that selected them.
+"""Stacked MLPs (experts, towers, gates) and sparse dispatch of rows to the experts that selected them.
 
-Shapes: B = batch, Din = input width, n = experts, k = experts selected per row, H = expert width.
+Shapes: B = batch, G = stacked groups (experts or per-domain towers), I = input width, O = output
+width, n = experts, k = experts selected per row, H = expert width, P = B*k (row, expert) pairs.
 
-Each expert is  Linear-ReLU per hidden width, then Linear-ReLU to H.  The ReLU on the output layer
-follows the MMoE/PLE expert implementations (e.g. torch-rechub's experts are MLPs without an output
-layer): an expert emits a non-negative representation, and the tower that reads it ends linearly.
+Every group is an MLP  Linear-ReLU-(Dropout) per hidden width, then a Linear to O, followed by a ReLU
+when ``out_relu``.  Experts end with that ReLU (as in the MMoE/PLE expert implementations, e.g.
+torch-rechub's experts are MLPs without an output layer): an expert emits a non-negative
+representation, and the tower that reads it ends linearly.  Towers and gates end linear.
+
+Sparse dispatch sorts the P pairs by expert and runs each layer of all selected experts as one
+grouped GEMM over the sorted rows (``torch._grouped_mm``, offsets on the device: no host sync).
+Where the installed torch cannot run it (its kernels take float32/bf16 with 16-byte aligned
+strides; other dtypes or devices fall back), the fallback runs one ``addmm`` per selected expert on
+its contiguous slice, with per-expert weights from one ``unbind`` per layer.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+_GROUPED_MM_OK: dict[tuple[str, torch.dtype], bool] = {}
 
-class StackedExperts(nn.Module):
-    """``n`` expert MLPs; layer l's weights are one tensor [n, d_l, d_{l+1}], biases [n, d_{l+1}].
 
-    - ``forward_all``: every expert on every row, one batched matmul per layer.
-    - ``forward_sparse``: each row only through its k selected experts, gate-weighted and summed;
-      unselected experts are never computed.
-    - ``forward_dense_masked``: every expert on every row, then the gate-weighted sum (test oracle).
+def _pad_to(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def grouped_mm_available(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether ``torch._grouped_mm`` runs here, forward and backward, and agrees with a loop of mm.
+
+    Probed once per (device type, dtype) on a tiny problem with an empty group; cached.
+    """
+    key = (device.type, dtype)
+    if key not in _GROUPED_MM_OK:
+        ok = False
+        if hasattr(torch, "_grouped_mm"):
+            try:
+                g = torch.Generator().manual_seed(0)
+                a = torch.randn(6, 8, generator=g).to(device, dtype).requires_grad_(True)
+                w = torch.randn(3, 8, 4, generator=g).to(device, dtype).requires_grad_(True)
+                offs = torch.tensor([2, 2, 6], device=device, dtype=torch.int32)
+                y = torch._grouped_mm(a, w, offs=offs)  # [6, 4]
+                ref = torch.cat([a[:2] @ w[0], a[2:] @ w[2]])
+                y.backward(torch.ones_like(y))
+                ok = bool(torch.allclose(y, ref, atol=1e-2, rtol=1e-2)) and a.grad is not None
+            except (RuntimeError, NotImplementedError, TypeError, ValueError):
+                ok = False
+        _GROUPED_MM_OK[key] = ok
+    return _GROUPED_MM_OK[key]
+
+
+def grouped_mlp(
+    x: torch.Tensor,
+    rows: torch.Tensor,
+    sorted_group: torch.Tensor,
+    weights: Sequence[torch.Tensor],
+    biases: Sequence[torch.Tensor],
+    act: Callable[[torch.Tensor, int], torch.Tensor],
+    bias_in_gemm: bool = True,
+) -> torch.Tensor:
+    """Row ``x[rows[r]]`` through group ``sorted_group[r]``'s MLP (``sorted_group`` ascending):
+    x [B, I], rows [R], sorted_group [R] -> [R, O].
+
+    weights[l]: [G, d_l, d_{l+1}], biases[l]: [G, d_{l+1}]; ``act(h, l)`` follows layer l.  One
+    grouped GEMM per layer (group ends found on the device: no host sync) where the installed
+    torch runs it for this device and dtype; otherwise one ``addmm`` chain per non-empty group.
+    ``bias_in_gemm`` (allowed when every hidden ``act`` maps 1 to 1, e.g. ReLU without dropout)
+    folds each bias into its GEMM through a constant-1 input column instead of gathering it per row.
+    """
+    if grouped_mm_available(x.device, x.dtype):
+        return _grouped_gemm_mlp(x, rows, sorted_group, weights, biases, act, bias_in_gemm)
+    # fallback: reads the group sizes back to the host to split the rows
+    groups = weights[0].shape[0]
+    counts = torch.bincount(sorted_group, minlength=groups).tolist()
+    w_parts = [w.unbind(0) for w in weights]  # one autograd node per layer, not per group
+    b_parts = [b.unbind(0) for b in biases]
+    outputs = []
+    for g, part in enumerate(x.index_select(0, rows).split(counts)):
+        if part.shape[0] == 0:
+            continue  # an unselected group costs nothing
+        for i, (w, b) in enumerate(zip(w_parts, b_parts, strict=True)):
+            part = act(torch.addmm(b[g], part, w[g]), i)  # [count_g, O_i]
+        outputs.append(part)
+    if not outputs:
+        return x.new_zeros(0, weights[-1].shape[2])
+    return torch.cat(outputs)  # [R, O]
+
+
+def _grouped_gemm_mlp(
+    x: torch.Tensor,
+    rows: torch.Tensor,
+    sorted_group: torch.Tensor,
+    weights: Sequence[torch.Tensor],
+    biases: Sequence[torch.Tensor],
+    act: Callable[[torch.Tensor, int], torch.Tensor],
+    bias_in_gemm: bool,
+) -> torch.Tensor:
+    """``grouped_mlp`` with ``torch._grouped_mm``.
+
+    Widths are zero-padded to 16 bytes (the kernel's stride rule).  With ``bias_in_gemm`` each
+    layer's input carries a column of ones right after its d_in features and the weight a bias row
+    there; a hidden layer's weight gets an extra output column (weights 0, bias 1) that becomes the
+    next layer's ones column.  Otherwise the bias is gathered per row.  Padding stays 0; the output
+    is cut to O.
+    """
+    groups = weights[0].shape[0]
+    out_dim = weights[-1].shape[2]
+    last = len(weights) - 1
+    align = max(1, 16 // x.element_size())
+    ids = torch.arange(groups, device=x.device)  # [G]
+    # end of each group's slice; searchsorted, not bincount (which syncs on CUDA)
+    offs = torch.searchsorted(sorted_group, ids, right=True).to(torch.int32)  # [G]
+    extra = 1 if bias_in_gemm else 0
+    d_in = x.shape[1]
+    p_in = _pad_to(d_in + extra, align)
+    if p_in != d_in:
+        cols = [x]
+        if bias_in_gemm:
+            cols.append(x.new_ones(x.shape[0], 1))
+        if p_in > d_in + extra:
+            cols.append(x.new_zeros(x.shape[0], p_in - d_in - extra))
+        x = torch.cat(cols, dim=1)  # [B, I'] = [x, 1, 0...]
+    h = x.index_select(0, rows)  # [R, I'] rows grouped by group
+    for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
+        d_i, d_o = w.shape[1], w.shape[2]
+        ones_out = extra if i < last else 0
+        p_out = _pad_to(d_o + ones_out, align)
+        if bias_in_gemm:
+            bias_row = b.unsqueeze(1)  # [G, 1, O]
+            if ones_out:  # the next layer's ones column: weight 0, bias 1
+                w = torch.cat([w, w.new_zeros(groups, d_i, 1)], dim=2)
+                bias_row = torch.cat([bias_row, b.new_ones(groups, 1, 1)], dim=2)
+            w = torch.cat([w, bias_row], dim=1)  # [G, I + 1, O (+1)]
+            w = F.pad(w, (0, p_out - w.shape[2], 0, p_in - w.shape[1]))  # [G, I', O']
+            h = act(torch._grouped_mm(h, w, offs=offs), i)  # [R, O']
+        else:
+            if (d_i, d_o) != (p_in, p_out):
+                w = F.pad(w, (0, p_out - d_o, 0, p_in - d_i))  # [G, I', O'] zeros
+                b = F.pad(b, (0, p_out - d_o))  # [G, O']
+            out = torch._grouped_mm(h, w, offs=offs)  # [R, O']
+            h = act(out.add_(b.index_select(0, sorted_group)), i)  # [R, O']
+        p_in = p_out
+    return h[:, :out_dim] if h.shape[1] != out_dim else h  # [R, O]
+
+
+class StackedMLP(nn.Module):
+    """G independent MLPs; layer l's weights are one tensor [G, d_l, d_{l+1}], biases [G, d_{l+1}].
+
+    - ``forward``: every group on every row (input [B, I]) or group g on ``x[:, g]`` (input
+      [B, G, I]); one batched matmul per layer.  Output [B, G, O].
+    - ``forward_sparse``: each row only through its k selected groups, gate-weighted and summed;
+      unselected groups are never computed.  Output [B, O].
+    - ``forward_dense_masked``: every group on every row, then the gate-weighted sum (test oracle).
+
+    Initialized like ``nn.Linear``, independently per group (layer by layer: weight, then bias).
+    With ``hidden=()`` this is G stacked linear layers (per-domain gates).
     """
 
     def __init__(
-        self, num_experts: int, in_dim: int, hidden: tuple[int, ...], out_dim: int
+        self,
+        groups: int,
+        in_dim: int,
+        hidden: tuple[int, ...],
+        out_dim: int,
+        dropout: float = 0.0,
+        out_relu: bool = False,
     ) -> None:
         super().__init__()
-        if num_experts < 1:
-            raise ValueError(f"num_experts={num_experts} must be >= 1")
-        self.num_experts = num_experts
+        if groups < 1:
+            raise ValueError(f"num_experts={groups} must be >= 1 (stacked groups)")
+        sizes = (in_dim, *hidden, out_dim)
+        self.groups = groups
         self.out_dim = out_dim
-        dims = (in_dim, *hidden, out_dim)
-        self.weights = nn.ParameterList()
-        self.biases = nn.ParameterList()
-        for d_in, d_out in zip(dims[:-1], dims[1:], strict=True):
-            bound = 1.0 / math.sqrt(d_in)  # nn.Linear's default init, per expert
-            w = torch.empty(num_experts, d_in, d_out).uniform_(-bound, bound)
-            b = torch.empty(num_experts, d_out).uniform_(-bound, bound)
-            self.weights.append(nn.Parameter(w))
-            self.biases.append(nn.Parameter(b))
+        self.weights = nn.ParameterList(
+            nn.Parameter(torch.empty(groups, i, o))
+            for i, o in zip(sizes[:-1], sizes[1:], strict=True)
+        )
+        self.biases = nn.ParameterList(nn.Parameter(torch.empty(groups, o)) for o in sizes[1:])
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.out_relu = out_relu
+        self.reset_parameters()
+
+    @property
+    def num_experts(self) -> int:
+        return self.groups
+
+    def reset_parameters(self) -> None:
+        for w, b in zip(self.weights, self.biases, strict=True):
+            bound = 1.0 / math.sqrt(w.shape[1])  # nn.Linear's default: U(-1/sqrt(fan_in), +)
+            nn.init.uniform_(w, -bound, bound)
+            nn.init.uniform_(b, -bound, bound)
+
+    def _act(self, h: torch.Tensor, layer: int) -> torch.Tensor:
+        if layer < len(self.weights) - 1:
+            return self.dropout(torch.relu(h))
+        return torch.relu(h) if self.out_relu else h
+
+    def _bias_in_gemm(self) -> bool:
+        """The ones-column bias trick needs hidden activations that keep 1 (no active dropout)."""
+        return not (self.training and isinstance(self.dropout, nn.Dropout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [B, I] (shared by every group) or [B, G, I] -> [B, G, O]."""
+        g = self.groups
+        layers = list(zip(self.weights, self.biases, strict=True))
+        if x.dim() == 2:  # a shared input: layer 0 of every group is one [B, I] x [I, G*O] GEMM
+            w, b = layers[0]
+            o = w.shape[2]
+            flat_w = w.permute(1, 0, 2).reshape(w.shape[1], g * o)  # [I, G*O]
+            h = torch.addmm(b.reshape(1, g * o), x, flat_w).view(-1, g, o)  # [B, G, O_0]
+            # [G, B, O] contiguous before the activation: dropout draws its mask in this layout
+            h = self._act(h.transpose(0, 1).contiguous(), 0)  # [G, B, O_0]
+            start = 1
+        else:
+            h, start = x.transpose(0, 1), 0  # [G, B, I]
+        for i in range(start, len(layers)):
+            w, b = layers[i]
+            h = self._act(torch.baddbmm(b.unsqueeze(1), h, w), i)  # [G, B, O_i]
+        return h.transpose(0, 1)  # [B, G, O]
 
     def forward_all(self, x: torch.Tensor) -> torch.Tensor:
-        """Dense: every expert on every row.  x: [B, Din] -> [B, n, H]."""
-        h = x.unsqueeze(0).expand(self.num_experts, -1, -1)  # [n, B, Din]
-        for w, b in zip(self.weights, self.biases, strict=True):
-            h = F.relu(torch.baddbmm(b.unsqueeze(1), h, w))  # [n, B, d_out]
-        return h.transpose(0, 1)  # [B, n, H]
+        """Every group on every row: x [B, I] -> [B, G, O] (alias of ``forward``)."""
+        return self(x)
 
     def forward_expert(self, x: torch.Tensor, e: int) -> torch.Tensor:
-        """Expert ``e`` alone on the rows ``x``: [R, Din] -> [R, H]."""
+        """Group ``e`` alone on the rows ``x``: [R, I] -> [R, O]."""
         h = x
-        for w, b in zip(self.weights, self.biases, strict=True):
-            h = F.relu(torch.addmm(b[e], h, w[e]))  # [R, d_out]
+        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            h = self._act(torch.addmm(b[e], h, w[e]), i)  # [R, O_i]
         return h
 
     def forward_sparse(
@@ -62,37 +240,41 @@ class StackedExperts(nn.Module):
     ) -> torch.Tensor:
         """sum_{e in topk(x)} gates[x, e] * expert_e(x), computing only the selected pairs.
 
-        x: [B, Din]; topk_idx: [B, k] long; gates: [B, n] (only the entries at ``topk_idx`` are
-        read, so only they receive gradient).  Returns [B, H].
+        x: [B, I]; topk_idx: [B, k] long; gates: [B, n] (only the entries at ``topk_idx`` are
+        read, so only they receive gradient).  Returns [B, O].
 
-        The B*k (row, expert) pairs are sorted by expert and their rows gathered once; each selected
-        expert then runs on one contiguous slice, and one ``index_add`` scatters the gate-weighted
-        outputs back.  Gather and scatter therefore cost O(B*k*(Din + H)) in both passes, not
-        O(n*B*(Din + H)) as with one gather and one scatter-add per expert (whose backward
-        zero-fills a full [B, Din] gradient per expert).
+        The P = B*k (row, expert) pairs are sorted by expert and their rows gathered once; every
+        layer of every selected expert then runs as one grouped GEMM over the sorted rows, and one
+        ``index_add`` scatters the gate-weighted outputs back: gather and scatter cost O(P*(I + O))
+        in both passes, and nothing is read back to the host.
         """
         b, k = topk_idx.shape
-        flat_expert = topk_idx.reshape(-1)  # [B*k], pair p = (row p // k, slot p % k)
-        order = torch.argsort(flat_expert, stable=True)  # pairs grouped by expert id
-        rows = torch.div(order, k, rounding_mode="floor")  # [B*k] row of each sorted pair
-        counts = torch.bincount(flat_expert, minlength=self.num_experts).tolist()  # host sync
-        grouped = x.index_select(0, rows)  # [B*k, Din], expert 0's rows first, then 1's, ...
-        outputs = [
-            self.forward_expert(part, e)  # [count_e, H]; an unselected expert costs nothing
-            for e, part in enumerate(grouped.split(counts))
-            if part.shape[0] > 0
-        ]
+        flat_expert = topk_idx.reshape(-1)  # [P], pair p = (row p // k, slot p % k)
+        sorted_expert, order = torch.sort(flat_expert, stable=True)  # pairs grouped by expert
+        rows = torch.div(order, k, rounding_mode="floor")  # [P] row of each sorted pair
         dtype = torch.promote_types(x.dtype, gates.dtype)
-        if not outputs:  # an empty batch
+        if b == 0:
             return x.new_zeros(b, self.out_dim, dtype=dtype)
-        y = torch.cat(outputs)  # [B*k, H] in sorted-pair order
-        g = gates.gather(1, topk_idx).reshape(-1).index_select(0, order)  # [B*k] sorted
-        weighted = y.to(dtype) * g.to(dtype).unsqueeze(1)  # [B*k, H]
-        return x.new_zeros(b, self.out_dim, dtype=dtype).index_add(0, rows, weighted)  # [B, H]
+        # every layer of every selected expert on the rows sorted by expert (0's first, ...)
+        y = grouped_mlp(
+            x, rows, sorted_expert, self.weights, self.biases, self._act, self._bias_in_gemm()
+        )  # [P, O]
+        g = gates.gather(1, topk_idx).reshape(-1).index_select(0, order)  # [P] sorted
+        weighted = y.to(dtype) * g.to(dtype).unsqueeze(1)  # [P, O]
+        return x.new_zeros(b, self.out_dim, dtype=dtype).index_add(0, rows, weighted)  # [B, O]
 
     def forward_dense_masked(self, x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
         """The oracle: sum_e gates[:, e] * expert_e(x), every expert computed.
 
-        x: [B, Din], gates: [B, n].  Returns [B, H].
+        x: [B, I], gates: [B, n].  Returns [B, O].
         """
-        return torch.einsum("bn,bnh->bh", gates, self.forward_all(x))  # [B, H]
+        return torch.einsum("bn,bnh->bh", gates, self(x))  # [B, O]
+
+
+class StackedExperts(StackedMLP):
+    """``n`` expert MLPs (``StackedMLP`` with a ReLU on the output layer, no dropout)."""
+
+    def __init__(
+        self, num_experts: int, in_dim: int, hidden: tuple[int, ...], out_dim: int
+    ) -> None:
+        super().__init__(num_experts, in_dim, hidden, out_dim, out_relu=True)

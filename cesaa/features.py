@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -67,24 +68,78 @@ class FeatureSpec:
 
 
 class FeatureEmbedding(nn.Module):
-    """x = concat(embedding of each categorical column, numeric columns).  Output: [B, out_dim]."""
+    """x = concat(embedding of each categorical column, numeric columns).  Output: [B, out_dim].
+
+    All C columns share one table ``weight`` [sum_c cardinality_c, De]: column c owns the rows
+    ``offsets[c] : offsets[c] + cardinality_c``, so one lookup ``weight[cat + offsets]`` embeds every
+    column at once (one gather forward, one scatter backward, one parameter for the optimizer).
+    Initialized exactly as C separate ``nn.Embedding`` re-drawn N(0, 0.05^2), consuming the random
+    stream in the same order.  State dicts of the per-column layout (``embeddings.<c>.weight``, from
+    checkpoints written before the fusion) are upgraded on load by :func:`fuse_embedding_state`.
+    """
 
     def __init__(self, spec: FeatureSpec, embed_dim: int) -> None:
         super().__init__()
         self.spec = spec
-        self.embeddings = nn.ModuleList(
-            nn.Embedding(card, embed_dim) for card in spec.cat_cardinalities
-        )
-        for emb in self.embeddings:
-            nn.init.normal_(emb.weight, std=0.05)
-        self.out_dim = embed_dim * len(spec.cat_cardinalities) + spec.num_numeric
+        cards = spec.cat_cardinalities
+        self.weight = nn.Parameter(torch.empty(sum(cards), embed_dim))  # [sum cards, De]
+        starts = [sum(cards[:c]) for c in range(len(cards))]
+        self.register_buffer("offsets", torch.tensor(starts, dtype=torch.long), persistent=False)
+        self.register_buffer("cards", torch.tensor(cards, dtype=torch.long), persistent=False)
+        blocks = self.weight.data.split(list(cards))  # one [card_c, De] view per column
+        with torch.no_grad():
+            for block in blocks:  # nn.Embedding's own N(0, 1) draw, as the per-column modules did
+                block.normal_()
+            for block in blocks:
+                block.normal_(std=0.05)
+        self.out_dim = embed_dim * len(cards) + spec.num_numeric
 
     def forward(self, cat: torch.Tensor, num: torch.Tensor) -> torch.Tensor:
         # cat: [B, C] long, num: [B, M] float
-        parts = [emb(cat[:, i]) for i, emb in enumerate(self.embeddings)]  # C x [B, De]
+        self._check_range(cat)
+        b, c = cat.shape
+        emb = F.embedding(cat + self.offsets, self.weight).reshape(b, c * self.weight.shape[1])
         if num.shape[1] > 0:
-            parts.append(num)
-        return torch.cat(parts, dim=1)  # [B, C*De + M]
+            return torch.cat([emb, num], dim=1)  # [B, C*De + M]
+        return emb  # [B, C*De]
+
+    def _check_range(self, cat: torch.Tensor) -> None:
+        """An index outside its column's vocabulary would read another column's row: refuse it.
+
+        A device assertion (no host sync on an accelerator, where it fails asynchronously); on
+        CPU it fails at once and the error names the column, the row and the value.
+        """
+        ok = (cat >= 0) & (cat < self.cards)  # [B, C]
+        try:
+            torch._assert_async(ok.all(), "categorical index outside its column's vocabulary")
+        except RuntimeError:
+            row, col = (~ok).nonzero()[0].tolist()
+            raise IndexError(
+                f"categorical column {self.spec.cat_names[col]!r} has index "
+                f"{int(cat[row, col])} at row {row}, outside "
+                f"[0, {self.spec.cat_cardinalities[col]})"
+            ) from None
+
+    def column_weight(self, c: int) -> torch.Tensor:
+        """Column c's embedding rows: [cardinality_c, De] (a view of ``weight``)."""
+        return self.weight.split(list(self.spec.cat_cardinalities))[c]
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        fuse_embedding_state(state_dict, prefix, len(self.spec.cat_cardinalities))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def fuse_embedding_state(state: dict, prefix: str, columns: int) -> dict:
+    """Upgrade a ``FeatureEmbedding`` state dict from per-column tables to the fused one, in place.
+
+    ``{prefix}embeddings.<c>.weight`` [card_c, De] for c < ``columns`` become
+    ``{prefix}weight`` [sum card_c, De] (row-wise concatenation, column 0 first).  A state dict
+    already fused, or without these keys, is left unchanged.  Returns ``state``.
+    """
+    keys = [f"{prefix}embeddings.{c}.weight" for c in range(columns)]
+    if columns and all(k in state for k in keys) and f"{prefix}weight" not in state:
+        state[f"{prefix}weight"] = torch.cat([state.pop(k) for k in keys])
+    return state
 
 
 def mlp(

@@ -10,8 +10,10 @@ Shapes: B = batch, Din = gate input width, D = domains, E = experts, k = experts
                      analysis).  Knocked-out experts get exactly 0; the rest renormalize.
     gates    [B, E]  softmax over the top-k of H = logits + noise, other entries exactly 0:
                      k non-zeros per row, rows sum to 1.  These weights mix the experts.
-                     k = 1: the one weight is softmax(H)[e] <= 1 (Switch Transformer, Fedus et al.
-                     2021), since a softmax over a single value is constantly 1 (no gradient).
+                     k = 1 at the trained k = 1: the one weight is softmax(H)[e] <= 1 (Switch
+                     Transformer, Fedus et al. 2021), since a softmax over a single value is
+                     constantly 1 (no gradient).  k = 1 as an inference override of a model
+                     trained with another k: weight exactly 1 (renormalized like every k).
     topk_idx [B, k]  the selected experts, ordered by decreasing H (ties: torch.topk's order)
     load     [E]     expected number of rows routed to each expert.  Noisy training: Shazeer's
                      smooth estimate sum_x P(e in top-k under a fresh noise draw); otherwise the
@@ -20,6 +22,7 @@ Shapes: B = batch, Din = gate input width, D = domains, E = experts, k = experts
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -69,16 +72,25 @@ def noisy_top_k_gating(
     training: bool,
     knocked_out: Sequence[int] | None = None,
     generator: torch.Generator | None = None,
+    trained_k: int | None = None,
+    smooth_load: bool = True,
 ) -> GateOutput:
     """Select k experts per row.
 
     clean_logits: [B, E] u W_g.  noise_logits: [B, E] u W_noise, or None for no noise; noise is
     added only when ``training`` (so evaluation is deterministic):
         H = clean + N(0, 1) * (softplus(noise_logits) + 1e-2)
-    gates = softmax(KeepTopK(H, k)) for k >= 2; for k = 1 the router probability softmax(H)[e] of the
-    selected expert (Switch Transformer).  Knocked-out experts are masked to -inf before the top-k and
-    the softmax, so they are never selected and get probability 0.  Softmaxes run in (at least)
-    float32.  ``generator`` seeds the noise draw.
+    gates = softmax(KeepTopK(H, k)), i.e. the router probabilities of the k selected experts
+    renormalized to sum to 1.  One exception: k = 1 when the gate was trained with k = 1
+    (``trained_k`` None or 1) weights the selected expert by its router probability softmax(H)[e]
+    (Switch Transformer), which a k = 1 model needs to train its gate.  An inference override to
+    k = 1 of a model trained with another k (``trained_k`` != 1) therefore gives the top expert
+    weight exactly 1: changing k changes only which experts mix, never the scale of the mixture.
+    Knocked-out experts are masked to -inf before the top-k and the softmax, so they are never
+    selected and get probability 0.  Softmaxes run in (at least) float32.  ``generator`` seeds the
+    noise draw.
+    ``smooth_load=False`` skips Shazeer's smooth load estimate (only the balance loss reads it)
+    and returns the selection counts as ``load``.
     """
     b, e = clean_logits.shape
     ko = check_routing(k, e, knocked_out or ())
@@ -105,10 +117,10 @@ def noisy_top_k_gating(
     probs = F.softmax(selectable, dim=-1)  # [B, E]
 
     # the smooth load needs the (k+1)-th largest H as the threshold of the selected experts
-    smooth = noise_std is not None and k < e - len(ko)
+    smooth = smooth_load and noise_std is not None and k < e - len(ko)
     top_vals, top_idx = h.topk(k + 1 if smooth else k, dim=-1)  # [B, k(+1)], descending
     topk_idx = top_idx[:, :k]  # [B, k]
-    if k == 1:
+    if k == 1 and trained_k in (None, 1):
         # a softmax over one value is constantly 1, which would leave the gate without any gradient
         # from the task loss: weight the one expert by its router probability (Switch Transformer)
         topk_gates = F.softmax(h, dim=-1).gather(1, topk_idx)  # [B, 1], in (0, 1]
@@ -122,7 +134,10 @@ def noisy_top_k_gating(
             p_in = p_in.masked_fill(blocked, 0.0)
         load = p_in.sum(dim=0)  # [E]
     else:
-        load = torch.bincount(topk_idx.reshape(-1), minlength=e).to(dtype)  # [E]
+        flat = topk_idx.reshape(-1)  # [B*k]; a scatter-add, not bincount (which syncs on CUDA)
+        load = torch.zeros(e, dtype=dtype, device=h.device).index_add_(
+            0, flat, torch.ones(flat.shape, dtype=dtype, device=h.device)
+        )  # [E]
     return GateOutput(logits=clean, probs=probs, gates=gates, topk_idx=topk_idx, load=load)
 
 
@@ -141,13 +156,15 @@ def _prob_in_top_k(
     """
     threshold_if_in = top_vals[:, k : k + 1]  # [B, 1]
     threshold_if_out = top_vals[:, k - 1 : k]  # [B, 1]
-    normal = torch.distributions.Normal(
-        torch.zeros((), device=clean.device, dtype=clean.dtype),
-        torch.ones((), device=clean.device, dtype=clean.dtype),
-    )
-    prob_if_in = normal.cdf((clean - threshold_if_in) / noise_std)  # [B, E]
-    prob_if_out = normal.cdf((clean - threshold_if_out) / noise_std)  # [B, E]
+    prob_if_in = _normal_cdf((clean - threshold_if_in) / noise_std)  # [B, E]
+    prob_if_out = _normal_cdf((clean - threshold_if_out) / noise_std)  # [B, E]
     return torch.where(noisy > threshold_if_in, prob_if_in, prob_if_out)
+
+
+def _normal_cdf(z: torch.Tensor) -> torch.Tensor:
+    """Standard normal CDF (as ``torch.distributions.Normal(0, 1).cdf``, whose argument validation
+    reads a tensor back to the host)."""
+    return 0.5 * (1 + torch.erf(z / math.sqrt(2)))
 
 
 class NoisyTopKGate(nn.Module):
@@ -184,7 +201,11 @@ class NoisyTopKGate(nn.Module):
 
     def _project(self, w: torch.Tensor, u: torch.Tensor, domain: torch.Tensor) -> torch.Tensor:
         if self.gate_input == "per_domain":
-            return torch.einsum("bi,bie->be", u, w[domain])  # [B, Din] x [B, Din, E] -> [B, E]
+            # every domain's logits, then each row's own: [B, D, E] instead of gathering a
+            # [B, Din, E] copy of the weights
+            every = torch.einsum("bi,die->bde", u, w)  # [B, D, E]
+            index = domain.view(-1, 1, 1).expand(-1, 1, w.shape[2])  # [B, 1, E]
+            return every.gather(1, index).squeeze(1)  # [B, E]
         return u @ w  # [B, E]
 
     def forward(
@@ -195,11 +216,22 @@ class NoisyTopKGate(nn.Module):
         k: int,
         knocked_out: Sequence[int] | None = None,
         generator: torch.Generator | None = None,
+        trained_k: int | None = None,
+        smooth_load: bool = True,
     ) -> GateOutput:
-        # x: [B, Din], domain_emb: [B, De], domain: [B] long
+        # x: [B, Din], domain_emb: [B, De], domain: [B] long; trained_k: see noisy_top_k_gating
         u = torch.cat([x, domain_emb], dim=1) if self.gate_input == "concat" else x  # [B, Din(+De)]
         clean = self._project(self.w_gate, u, domain)  # [B, E]
         noise = None
         if self.training and self.w_noise is not None:
             noise = self._project(self.w_noise, u, domain)  # [B, E]
-        return noisy_top_k_gating(clean, noise, k, self.training, knocked_out, generator)
+        return noisy_top_k_gating(
+            clean,
+            noise,
+            k,
+            self.training,
+            knocked_out,
+            generator,
+            trained_k=trained_k,
+            smooth_load=smooth_load,
+        )

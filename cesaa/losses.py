@@ -35,14 +35,13 @@ def mutual_information(joint: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     """
     m = joint if joint.dtype == torch.float64 else joint.float()  # float32 at least
     total = m.sum()
-    if total <= 0:
-        return m.new_zeros(())
-    m = m / total
+    positive = total > 0  # a tensor, not a Python bool: no host sync
+    m = m / torch.where(positive, total, torch.ones_like(total))  # an all-zero joint stays 0
     pd = m.sum(dim=1, keepdim=True)  # [D, 1]
     pe = m.sum(dim=0, keepdim=True)  # [1, E]
     ratio = m / (pd * pe).clamp_min(eps)
     terms = torch.where(m > 0, m * torch.log(ratio.clamp_min(eps)), torch.zeros_like(m))
-    return terms.sum().clamp_min(0.0)
+    return torch.where(positive, terms.sum().clamp_min(0.0), torch.zeros_like(total))
 
 
 def mi_loss(
@@ -65,11 +64,12 @@ def mi_loss(
 
 
 def cv_squared(x: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
-    """Squared coefficient of variation  var(x) / mean(x)^2  (0 for a single element)."""
+    """Squared coefficient of variation  var(x) / mean(x)^2 with the population variance
+    (ddof=0, as ``analysis.load.load_balance``'s CV; 0 for a single element)."""
     x = x.float()
     if x.numel() <= 1:
         return x.new_zeros(())
-    return x.var() / (x.mean() ** 2 + eps)
+    return x.var(correction=0) / (x.mean() ** 2 + eps)
 
 
 def balance_loss(gates: torch.Tensor, load: torch.Tensor) -> torch.Tensor:

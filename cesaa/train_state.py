@@ -4,22 +4,43 @@
 - ``optimizer.safetensors``: the optimizer's tensors by name, its other state as JSON metadata;
 - ``metrics.jsonl``: one JSON line per completed epoch;
 - ``train_state.json``: the epoch counter and early-stopping state, written last (the commit point).
+
+``resume_point`` reads them back for ``train(..., resume=True)``.  A resumed run must use the same
+data (fingerprint) and the same model and train config, except for ``RESUME_CHANGES``: more epochs
+or another early-stopping setting (patience, min_steps) continue the run (also a finished or
+early-stopped one).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from cesaa.checkpoint import CheckpointError, read_tensors, write_json, write_tensors, write_text
+from cesaa.checkpoint import (
+    META,
+    WEIGHTS,
+    CheckpointError,
+    read_meta,
+    read_tensors,
+    write_json,
+    write_tensors,
+    write_text,
+)
+from cesaa.config import ModelConfig, TrainConfig, config_from_dict
 
 LAST = "last.safetensors"
 OPTIMIZER = "optimizer.safetensors"
 STATE = "train_state.json"
 METRICS = "metrics.jsonl"
+RESUME_CHANGES = ("epochs", "patience", "min_steps")  # TrainConfig fields a resume may change
+# metric names of older metrics.jsonl files -> today's (read_history renames them)
+RENAMED_METRICS = {"train/mi": "train/batch_mi"}
 
 
 def save_optimizer(opt: torch.optim.Optimizer, path: Path, epoch: int) -> None:
@@ -101,5 +122,86 @@ def read_history(run: str | Path, last_epoch: int | None = None) -> list[dict]:
     path = Path(run) / METRICS
     if not path.is_file():
         return []
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    rows = [
+        {RENAMED_METRICS.get(k, k): v for k, v in json.loads(line).items()}
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line
+    ]
     return rows if last_epoch is None else [r for r in rows if r["epoch"] <= last_epoch + 1]
+
+
+@dataclass
+class ResumePoint:
+    """Where a run continues: the next epoch, early-stopping state, history and best weights."""
+
+    start_epoch: int = 0
+    best_score: float = -math.inf
+    best_epoch: int = -1  # 0-based; -1 = no epoch improved yet
+    bad_epochs: int = 0
+    history: list[dict] = field(default_factory=list)
+    best_state: dict[str, torch.Tensor] | None = None
+    meta: dict | None = None
+
+
+def check_resume_configs(
+    where: Path, old_meta: dict, model_cfg: ModelConfig, train_cfg: TrainConfig
+) -> None:
+    """The model config must equal the run's; the train config may differ in ``RESUME_CHANGES``."""
+    old_model = config_from_dict(ModelConfig, old_meta["model"]["config"])
+    if old_model != model_cfg:
+        diff = _diff(dataclasses.asdict(old_model), dataclasses.asdict(model_cfg), "model")
+        raise CheckpointError(f"{where}: a resumed run keeps its model config; differs in {diff}")
+    old_train = config_from_dict(TrainConfig, old_meta["train"])
+    keep = {k: v for k, v in dataclasses.asdict(old_train).items() if k not in RESUME_CHANGES}
+    new = {k: v for k, v in dataclasses.asdict(train_cfg).items() if k not in RESUME_CHANGES}
+    if keep != new:
+        raise CheckpointError(
+            f"{where}: a resumed run may change only "
+            f"{', '.join('train.' + k for k in RESUME_CHANGES)}; differs in {_diff(keep, new, 'train')}"
+        )
+
+
+def _diff(old: dict, new: dict, section: str) -> str:
+    return ", ".join(
+        f"{section}.{k} ({old.get(k)!r} -> {new.get(k)!r})"
+        for k in sorted(set(old) | set(new))
+        if old.get(k) != new.get(k)
+    )
+
+
+def resume_point(
+    run: Path,
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    device: torch.device,
+    fingerprint: str,
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    clean: bool = True,
+) -> ResumePoint:
+    """Load the last completed epoch of ``run`` into ``model`` and ``opt``; checks that the data
+    and configs allow it.  ``clean``: delete temporaries of a write cut short by a crash."""
+    state = read_state(run)
+    old = read_meta(run)
+    if clean:  # temporaries of a write cut short by a crash (kill -9); targets are intact
+        for tmp in run.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+    if old["data"].get("fingerprint") != fingerprint:
+        raise CheckpointError(
+            f"{run / META}: data fingerprint {old['data'].get('fingerprint')} differs from the "
+            f"data given now ({fingerprint}); resume with the same data"
+        )
+    check_resume_configs(run / META, old, model_cfg, train_cfg)
+    model.load_state_dict(read_tensors(run / LAST))
+    load_optimizer(opt, run / OPTIMIZER, device)
+    best_state = read_tensors(run / WEIGHTS) if (run / WEIGHTS).is_file() else None
+    meta = {**old, "train": dataclasses.asdict(train_cfg), "status": "running"}
+    return ResumePoint(
+        start_epoch=state["epoch"] + 1,
+        best_score=state["best_score"],
+        best_epoch=state["best_epoch"],
+        bad_epochs=state["bad_epochs"],
+        history=read_history(run, last_epoch=state["epoch"]),
+        best_state=best_state,
+        meta=meta,
+    )

@@ -38,7 +38,14 @@ DATA = "synthetic:rows=60000,domains=4,seed=0"
 SMALL = {"embed_dim": 8, "expert_hidden": (32,), "expert_dim": 16, "tower_hidden": (16,)}
 # routing snapshots on: the "Routing over training" page reads them (aggregate + row-level)
 TRAIN = TrainConfig(
-    epochs=12, batch_size=512, lr=3e-3, patience=3, seed=0, device="cpu", routing_snapshots=True
+    epochs=12,
+    batch_size=512,
+    lr=3e-3,
+    weight_decay=0.0,
+    patience=3,
+    seed=0,
+    device="cpu",
+    routing_snapshots=True,
 )
 # checkpoints on other data than DATA: name -> data source (many domains for the D = 40 views)
 DATA_FOR = {"cesaa-d40": "synthetic:rows=120000,domains=40,seed=0"}

@@ -38,17 +38,35 @@ def test_healthy_model_raises_no_alarm():
     assert health_alarms(None, METRICS, NAMES, alpha=0.0, predictions_std_per_domain=STD) == []
 
 
-def test_gate_collapse():
-    act = HEALTHY.copy()
-    act[1] = [0.01, 0.01, 0.93, 0.03, 0.01, 0.01]
-    alarms = health_alarms(stats_of(act), METRICS, NAMES, alpha=0.01)
-    assert codes(alarms) == ["gate_collapse"]
-    a = alarms[0]
-    assert (a.level, a.domain, a.expert) == ("warning", "music", 2)
-    assert a.value == pytest.approx(0.93) and a.threshold == 0.9
-    assert "93%" in a.message and "beta" in a.message
-    loose = AlarmThresholds(collapse_share=0.95)
-    assert health_alarms(stats_of(act), METRICS, NAMES, alpha=0.01, thresholds=loose) == []
+def test_decisive_per_domain_routing_is_not_gate_collapse():
+    # regression (issue 9, item 6): each domain sends 93% of its gate mass to its own expert 2d
+    # (and picks 2d + 1 second), what the MI loss asks for; the old check (one expert > 90% of a
+    # domain's gate mass) fired on it
+    act = np.full((3, 6), 0.01)
+    act[[0, 1, 2], [0, 2, 4]] = 0.93
+    act[[0, 1, 2], [1, 3, 5]] = 0.03
+    assert health_alarms(stats_of(act), METRICS, NAMES, alpha=0.01) == []
+
+
+def test_gate_collapse_when_every_domain_uses_the_same_expert():
+    act = np.tile([0.01, 0.01, 0.93, 0.03, 0.01, 0.01], (3, 1))  # all domains on expert 2
+    alarms = health_alarms(stats_of(act), METRICS, NAMES, alpha=0.0)
+    collapse = [a for a in alarms if a.code == "gate_collapse"]
+    assert len(collapse) == 1
+    a = collapse[0]
+    # every row of every domain selects expert 2 among its top 2: q(2 | d) = 1 for each d
+    assert (a.level, a.domain, a.expert) == ("warning", None, 2)
+    assert a.value == pytest.approx(1.0) and a.threshold == 0.9
+    assert "100%" in a.message and "beta" in a.message and "num_shared" in a.message
+    # one domain on its own expert plus two domains sharing another: the average domain's
+    # largest row share is (1 + 1 + 0) / 3 = 2/3 < 0.9, silent
+    mixed = act.copy()
+    mixed[0] = [0.93, 0.03, 0.01, 0.01, 0.01, 0.01]
+    assert "gate_collapse" not in codes(health_alarms(stats_of(mixed), METRICS, NAMES, alpha=0))
+    strict = AlarmThresholds(collapse_share=0.6)
+    assert "gate_collapse" in codes(
+        health_alarms(stats_of(mixed), METRICS, NAMES, alpha=0, thresholds=strict)
+    )
 
 
 def test_dead_expert():
@@ -101,11 +119,15 @@ def test_indistinguishable_domains():
     assert alike[0].domain == "music" and "video" in alike[0].title
     assert alike[0].value == pytest.approx(0.0, abs=1e-12)
     assert set(codes(alarms)) == {"domains_indistinguishable", "dead_expert"}  # 4, 5 now unused
+    # without the MI loss nobody asked for domain-specific routing: not an alarm
+    assert "domains_indistinguishable" not in codes(
+        health_alarms(stats_of(act), METRICS, NAMES, alpha=0.0)
+    )
 
 
 def test_critical_alarms_come_first_and_serialize():
     act = HEALTHY.copy()
-    act[0] = [0.95, 0.01, 0.01, 0.01, 0.01, 0.01]
+    act[:, 5] = 0.0  # expert 5 unused: a warning
     alarms = health_alarms(stats_of(act), {**METRICS, "auc/books": 0.5}, NAMES, alpha=0.01)
     assert [a.level for a in alarms] == ["critical", "warning"]
     json.dumps([a.to_dict() for a in alarms])

@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.capabilities import routing_capabilities
+from analysis.capabilities import (
+    MEASURES,
+    expert_names,
+    experts_left,
+    not_applicable,
+    routing_capabilities,
+)
 from analysis.causal import k_curve, knockout_importance
 from analysis.collect import collect
 from cesaa.config import TrainConfig
@@ -34,28 +40,90 @@ def test_routing_capabilities_of_every_model(trained):
     assert routing_capabilities(model) == {
         "name": "cesaa",
         "num_experts": 4,
+        "expert_kinds": ["routed"] * 4,
+        "row_experts": 4,
         "top_k": 2,
         "num_shared": 1,
+        "always_on": 1,
         "has_gate": True,
         "has_topk": True,
     }
+    keys = (
+        "num_experts",
+        "row_experts",
+        "top_k",
+        "num_shared",
+        "always_on",
+        "has_gate",
+        "has_topk",
+    )
     expected = {
-        "sparse_moe": (4, 2, 0, True, True),
-        "mmoe": (3, None, 0, True, False),
-        "ple": (3, None, 1, True, False),  # 2 specific + 1 shared under each domain's gate
-        "mlp": (0, None, 0, False, False),
-        "shared_bottom": (0, None, 0, False, False),
-        "star": (0, None, 0, False, False),
+        "sparse_moe": (4, 4, 2, 0, 0, True, True),
+        "mmoe": (3, 3, None, 0, 0, True, False),
+        # 3 domains x 2 specific + 1 shared = 7 networks; each row's gate weighs 2 + 1 of them
+        "ple": (7, 3, None, 1, 0, True, False),
+        "mlp": (0, 0, None, 0, 0, False, False),
+        "shared_bottom": (0, 0, None, 0, 0, False, False),
+        "star": (0, 0, None, 0, 0, False, False),
     }
     for name in model_names():
         caps = routing_capabilities(build_model(default_config(name, **TINY), data.spec))
         assert caps["name"] == name
         if name in expected:
-            got = tuple(caps[k] for k in ("num_experts", "top_k", "num_shared", "has_gate",
-                                           "has_topk"))  # fmt: skip
-            assert got == expected[name], name
+            assert tuple(caps[k] for k in keys) == expected[name], name
+    ple = routing_capabilities(build_model(default_config("ple", **TINY), data.spec))
+    assert ple["expert_kinds"] == [
+        *["domain:0"] * 2,
+        *["domain:1"] * 2,
+        *["domain:2"] * 2,
+        "shared",
+    ]
     with pytest.raises(ValueError, match="model must be a torch.nn.Module"):
         routing_capabilities("cesaa")
+
+
+def test_expert_names_label_ple_experts_by_kind(trained):
+    data, model = trained
+    assert expert_names(routing_capabilities(model)) == [f"expert {i}" for i in range(E)]
+    caps = routing_capabilities(build_model(default_config("ple", **TINY), data.spec))
+    assert expert_names(caps, ["a", "b", "c"]) == [
+        "expert 0 (a only)", "expert 1 (a only)", "expert 2 (b only)", "expert 3 (b only)",
+        "expert 4 (c only)", "expert 5 (c only)", "expert 6 (shared)",
+    ]  # fmt: skip
+    assert expert_names(caps)[2] == "expert 2 (domain 1 only)"
+
+
+def test_experts_left_counts_the_smallest_gate(trained):
+    data, model = trained
+    assert experts_left(routing_capabilities(model), (0, 3)) == E - 2
+    caps = routing_capabilities(build_model(default_config("ple", **TINY), data.spec))
+    assert experts_left(caps) == 3
+    assert experts_left(caps, (2,)) == 2  # domain 1 lost one of its two specific experts
+    assert experts_left(caps, (0, 2)) == 2  # domains 0 and 1 lost one each: still 2 per gate
+    assert experts_left(caps, (0, 1, 6)) == 0  # domain 0 has nothing left
+    with pytest.raises(ValueError, match=r"indices \[7\] outside \[0, 7\)"):
+        experts_left(caps, (7,))
+
+
+def test_not_applicable_says_why_in_one_line(trained):
+    data, model = trained
+    caps = {n: routing_capabilities(build_model(default_config(n, **TINY), data.spec))
+            for n in ("cesaa", "sparse_moe", "mmoe", "ple", "mlp")}  # fmt: skip
+    for measure in ("routing", "knockout", "k_curve", "load_balance"):
+        assert not_applicable(caps["cesaa"], measure) is None
+        assert "'mlp' has no gate" in not_applicable(caps["mlp"], measure)
+    assert not_applicable(caps["mmoe"], "k_curve") is None
+    assert not_applicable(caps["ple"], "k_curve") is None
+    assert "no shared expert" in not_applicable(caps["sparse_moe"], "shared_knockout")
+    assert not_applicable(caps["ple"], "shared_knockout") is None
+    assert "CESAA family" in not_applicable(caps["mmoe"], "alpha")
+    assert not_applicable(caps["sparse_moe"], "alpha") is None
+    assert "domain sizes" in not_applicable(caps["ple"], "load_balance")
+    assert not_applicable(caps["mmoe"], "load_balance") is None
+    for reason in (not_applicable(c, m) for c in caps.values() for m in MEASURES):
+        assert reason is None or "\n" not in reason
+    with pytest.raises(ValueError, match="measure must be one of"):
+        not_applicable(caps["cesaa"], "mi")
 
 
 def test_knockout_matrix_shape_and_deltas(trained):
@@ -144,9 +212,37 @@ def test_dense_gate_models(trained):
     df = knockout_importance(mmoe, data.test, data.domain_names)
     assert list(dict.fromkeys(df.target)) == ["expert 0", "expert 1", "expert 2"]  # no "shared"
     ple = build_model(default_config("ple", **TINY), data.spec)
-    assert "shared" in set(knockout_importance(ple, data.test, data.domain_names).target)
-    with pytest.raises(ValueError, match="'mmoe' has no top-k gate"):
-        k_curve(mmoe, data.test, data.domain_names)
+    targets = list(dict.fromkeys(knockout_importance(ple, data.test, data.domain_names).target))
+    assert targets == [*expert_names(routing_capabilities(ple), data.domain_names), "shared"]
+
+
+@pytest.mark.parametrize("name", ["mmoe", "ple"])
+def test_k_curve_of_dense_gates_ends_at_the_trained_model(trained, name):
+    """A dense gate's trained k is every expert of the row's gate: that point is the model."""
+    data, _ = trained
+    torch.manual_seed(0)
+    model = build_model(default_config(name, **TINY), data.spec)
+    df = k_curve(model, data.test, data.domain_names)
+    assert sorted(set(df.k)) == [1, 2, 3]  # mmoe: 3 experts; ple: 2 specific + 1 shared per gate
+    assert (df.active_experts == df.k).all()  # no expert runs outside the gate
+    base = evaluate(model, data.test, data.domain_names)
+    at_r = df[df.k == 3].set_index("domain")
+    assert at_r.loc["overall", "auc"] == base["auc"]
+    assert at_r.loc["overall", "logloss"] == base["logloss"]
+    assert df[df.k == 1].set_index("domain").loc["overall", "logloss"] != base["logloss"]
+
+
+def test_ple_knockout_of_a_domain_specific_expert_changes_only_that_domain(trained):
+    data, _ = trained
+    torch.manual_seed(0)
+    ple = build_model(default_config("ple", **TINY), data.spec)
+    df = knockout_importance(ple, data.test, data.domain_names).set_index(["target", "domain"])
+    for i, target in enumerate(expert_names(routing_capabilities(ple), data.domain_names)[:6]):
+        own = data.domain_names[i // 2]  # 2 specific experts per domain
+        for dom in data.domain_names:
+            delta = df.loc[(target, dom), "delta_logloss"]
+            assert (delta != 0) if dom == own else (delta == 0), (target, dom)
+    assert (df.xs("shared", level="target").delta_logloss != 0).all()
 
 
 def test_causal_validation_errors(trained):
@@ -154,9 +250,9 @@ def test_causal_validation_errors(trained):
     mlp = build_model(default_config("mlp", **TINY), data.spec)
     with pytest.raises(ValueError, match="'mlp' has no gate"):
         knockout_importance(mlp, data.test, data.domain_names)
-    with pytest.raises(ValueError, match="'mlp' has no top-k gate"):
+    with pytest.raises(ValueError, match="k_curve: model 'mlp' has no gate"):
         k_curve(mlp, data.test, data.domain_names)
-    with pytest.raises(ValueError, match=r"ks has values outside \[1, num_experts=4\]: \[0, 5\]"):
+    with pytest.raises(ValueError, match=r"ks has values outside \[1, 4\] .*: \[0, 5\]"):
         k_curve(model, data.test, data.domain_names, ks=[0, 2, 5])
     with pytest.raises(ValueError, match="ks must hold at least one k"):
         k_curve(model, data.test, data.domain_names, ks=[])

@@ -55,12 +55,13 @@ def test_linear_head_contributions_sum_to_the_logit(fusion, head):
     assert c.method == "exact" and head_is_linear(m)
     np.testing.assert_allclose(c.logit, m(cat, num, dom).logit.detach().double().numpy(), atol=1e-5)
     np.testing.assert_allclose(c.residual, 0.0, atol=1e-5)
-    # exactly k non-zero contributions per row, on the selected experts
+    # non-zero contributions only on the k selected experts (a selected expert whose ReLU output
+    # is all zero on a row contributes exactly 0, so "exactly k" holds for most rows, not all)
     nz = c.contributions != 0
-    assert (nz.sum(1) == 2).all()
     sel = np.zeros_like(nz)
     np.put_along_axis(sel, c.topk_idx, True, axis=1)
-    assert (nz == sel).all()
+    assert not (nz & ~sel).any()
+    assert (nz.sum(1) == 2).mean() > 0.8
     assert np.abs(c.shared).max() > 1e-3 and np.abs(c.base).max() > 1e-3
 
 

@@ -35,7 +35,8 @@ def test_routing_that_mirrors_the_truth_scores_one():
     res = truth_recovery(mirror(), TRUTH, domain_names=["a", "b", "c"])
     assert isinstance(res, TruthRecovery)
     assert res.score == pytest.approx(1.0)
-    assert res.ari == pytest.approx(1.0) and res.nmi == pytest.approx(1.0)
+    assert res.set_jaccard == pytest.approx(1.0) and res.exact_match == pytest.approx(1.0)
+    assert res.set_jaccard_ceiling == 1.0 and res.score_ceiling == 1.0  # E=8 >= K'=6, soft k=1
     assert len(res.matching) == 6  # six domain-specific mechanisms, six live experts
     assert all(m["cost"] == pytest.approx(0.0) for m in res.matching)
     assert all(m["mechanism_domains"] == m["expert_domains"] for m in res.matching)
@@ -43,15 +44,22 @@ def test_routing_that_mirrors_the_truth_scores_one():
     assert res.details["live_experts"] == [0, 1, 2, 3, 4, 5]
     np.testing.assert_allclose(res.details["learned_similarity"], np.eye(3))
     json.dumps(res.to_dict())
-    # one expert per domain (mechanisms merged into one expert) is the same structure
-    assert truth_recovery(np.eye(3), TRUTH).score == pytest.approx(1.0)
+    # one expert per domain (mechanisms merged into one expert) is the same overlap structure,
+    # but only three of the six mechanisms get an expert of their own: 3/6, which is all that
+    # E = 3 experts allow (ceiling min(E, K') / K' = 1/2)
+    merged = truth_recovery(np.eye(3), TRUTH)
+    assert merged.score == pytest.approx(1.0)
+    assert merged.set_jaccard == pytest.approx(0.5) and merged.exact_match == pytest.approx(0.5)
+    assert merged.set_jaccard_ceiling == pytest.approx(0.5)
+    assert merged.set_jaccard_fraction == pytest.approx(1.0)
 
 
 def test_domain_blind_routing_scores_zero():
     uniform = np.full((3, 8), 1 / 8)
     res = truth_recovery(uniform, TRUTH)
     assert res.score == pytest.approx(0.0)
-    assert res.ari == pytest.approx(0.0) and res.nmi == pytest.approx(0.0)
+    # every live expert serves all 3 domains: Jaccard 1/3 with each one-domain mechanism
+    assert res.set_jaccard == pytest.approx(1 / 3) and res.exact_match == 0.0
     assert res.details["blind_error"] == pytest.approx(1.0)
     # any routing that is the same for every domain, not only the uniform one
     skewed = np.tile(np.array([0.5, 0.3, 0.2, 0, 0, 0, 0, 0]), (3, 1))
@@ -77,7 +85,8 @@ def test_permuting_experts_does_not_change_the_score():
         perm = np.random.default_rng(seed).permutation(8)
         res = truth_recovery(act[:, perm], TRUTH)
         assert res.score == pytest.approx(base.score)
-        assert res.ari == pytest.approx(base.ari) and res.nmi == pytest.approx(base.nmi)
+        assert res.set_jaccard == pytest.approx(base.set_jaccard)
+        assert res.exact_match == pytest.approx(base.exact_match)
     assert 0 < base.score < 1
 
 

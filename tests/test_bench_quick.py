@@ -19,14 +19,17 @@ from bench import _report  # noqa: E402
 BENCHES = {  # module -> (section, extra arguments)
     "speed": ("speed", []),
     "throughput": ("throughput", []),
+    "roofline": ("roofline", []),
     "streaming": ("streaming", []),
+    "record_open": ("record_open", []),
     "umap_time": ("umap", []),
     "accuracy": ("accuracy", ["--jobs", "1"]),
     "tune": ("tuning", ["--jobs", "1"]),
     "retrieval": ("retrieval", ["--jobs", "1"]),
     "planted": ("planted", ["--jobs", "1"]),
+    "plateau": ("plateau", ["--jobs", "1", "--models", "mlp,mmoe"]),
 }
-NEEDS_ML100K = {"throughput", "accuracy", "tune", "retrieval"}
+NEEDS_ML100K = {"throughput", "roofline", "accuracy", "tune", "retrieval"}
 
 
 def _rechub() -> bool:

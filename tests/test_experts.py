@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cesaa.experts import StackedExperts
+from cesaa import experts as experts_module
+from cesaa.experts import StackedExperts, StackedMLP, grouped_mm_available
 
 B, DIN, H = 32, 6, 5
 
@@ -34,8 +35,21 @@ def _grads(experts, x, topk_vals, gates, out) -> list[torch.Tensor]:
     )
 
 
+HAS_GROUPED_MM = grouped_mm_available(torch.device("cpu"), torch.float32)
+
+
+@pytest.fixture(params=["grouped", "looped"])
+def dispatch(request, monkeypatch) -> str:
+    """Run a test once through the grouped-GEMM path and once through the per-expert loop."""
+    if request.param == "grouped" and not HAS_GROUPED_MM:
+        pytest.skip("torch._grouped_mm does not run on this CPU build")
+    ok = request.param == "grouped"
+    monkeypatch.setitem(experts_module._GROUPED_MM_OK, ("cpu", torch.float32), ok)
+    return request.param
+
+
 @pytest.mark.parametrize(("e", "k"), [(4, 1), (4, 2), (4, 4), (3, 2), (8, 3)])
-def test_sparse_matches_dense_forward_and_gradients(e: int, k: int) -> None:
+def test_sparse_matches_dense_forward_and_gradients(e: int, k: int, dispatch: str) -> None:
     never = 0 if k < e else None
     experts, x, topk_idx, topk_vals = _case(e, k, never=never)
     if never is not None:
@@ -72,7 +86,7 @@ def test_forward_all_matches_per_expert_mlp() -> None:
         assert torch.allclose(experts.forward_expert(x, e), ref, atol=1e-6)
 
 
-def test_sparse_dispatch_skips_unselected_experts() -> None:
+def test_sparse_dispatch_skips_unselected_experts(dispatch: str) -> None:
     experts, x, topk_idx, topk_vals = _case(4, 2, never=3)
     with torch.no_grad():
         experts.weights[0][3].fill_(float("nan"))
@@ -83,24 +97,84 @@ def test_sparse_dispatch_skips_unselected_experts() -> None:
     assert torch.isnan(experts.forward_dense_masked(x, gates)).any()
 
 
-def test_sparse_dispatch_runs_each_selected_expert_once_on_its_rows() -> None:
+@pytest.mark.skipif(not HAS_GROUPED_MM, reason="torch._grouped_mm does not run on this CPU build")
+def test_sparse_dispatch_is_one_grouped_gemm_per_layer_over_sorted_rows(monkeypatch) -> None:
+    monkeypatch.setitem(experts_module._GROUPED_MM_OK, ("cpu", torch.float32), True)
     experts, x, topk_idx, topk_vals = _case(4, 2, never=1)
-    calls: list[tuple[int, int]] = []
-    original = experts.forward_expert
+    calls: list[tuple[tuple[int, ...], list[int]]] = []
+    original = torch._grouped_mm
 
-    def counting(rows: torch.Tensor, e: int) -> torch.Tensor:
-        calls.append((e, rows.shape[0]))
-        return original(rows, e)
+    def counting(a, b, *, offs=None, **kw):
+        calls.append((tuple(a.shape), offs.tolist()))
+        return original(a, b, offs=offs, **kw)
 
-    experts.forward_expert = counting  # instance attribute shadows the method
+    monkeypatch.setattr(torch, "_grouped_mm", counting)
     experts.forward_sparse(x, topk_idx, _gates(topk_idx, topk_vals, 4))
     counts = torch.bincount(topk_idx.flatten(), minlength=4).tolist()
-    assert calls == [(e, c) for e, c in enumerate(counts) if c > 0]
-    assert 1 not in [e for e, _ in calls]
-    assert sum(c for _, c in calls) == B * 2
+    ends = [sum(counts[: e + 1]) for e in range(4)]  # expert 1 gets an empty group
+    # widths zero-padded to 16 bytes: DIN=6 -> 8, hidden 7 -> 8
+    assert calls == [((B * 2, 8), ends), ((B * 2, 8), ends)]
 
 
-def test_gates_scale_the_output() -> None:
+@pytest.mark.skipif(not HAS_GROUPED_MM, reason="torch._grouped_mm does not run on this CPU build")
+def test_grouped_dispatch_reads_nothing_back_to_the_host(monkeypatch) -> None:
+    monkeypatch.setitem(experts_module._GROUPED_MM_OK, ("cpu", torch.float32), True)
+    experts, x, topk_idx, topk_vals = _case(4, 2)
+    gates = _gates(topk_idx, topk_vals, 4)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("host sync inside the sparse dispatch")
+
+    for method in ("item", "tolist", "__bool__", "__int__", "__float__", "numpy"):
+        monkeypatch.setattr(torch.Tensor, method, refuse)
+    out = experts.forward_sparse(x, topk_idx, gates)
+    out.sum().backward()
+    monkeypatch.undo()
+    assert x.grad is not None and experts.weights[0].grad is not None
+
+
+def test_looped_fallback_runs_each_selected_expert_once(monkeypatch) -> None:
+    """float64 has no grouped GEMM kernel: the fallback runs one addmm chain per selected expert."""
+    experts, x, topk_idx, topk_vals = _case(4, 2, never=1)
+    experts = experts.double()
+    calls: list[int] = []
+    original = torch.addmm
+
+    def counting(bias, a, w, *args, **kwargs):
+        calls.append(a.shape[0])
+        return original(bias, a, w, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "addmm", counting)
+    gates = _gates(topk_idx, topk_vals, 4).double()
+    out = experts.forward_sparse(x.double(), topk_idx, gates)
+    monkeypatch.undo()
+    counts = torch.bincount(topk_idx.flatten(), minlength=4).tolist()
+    assert calls == [c for c in counts if c > 0 for _ in range(2)]  # 2 layers, expert 1 skipped
+    dense = experts.forward_dense_masked(x.double(), gates)
+    assert torch.allclose(out, dense, atol=1e-10)
+
+
+def test_stacked_mlp_with_group_inputs_matches_each_group_alone() -> None:
+    torch.manual_seed(0)
+    mlp = StackedMLP(3, DIN, (7,), H)  # towers: no output ReLU
+    x = torch.randn(B, 3, DIN)
+    out = mlp(x)  # [B, G, O]
+    for g in range(3):
+        w0, w1 = mlp.weights[0][g], mlp.weights[1][g]
+        b0, b1 = mlp.biases[0][g], mlp.biases[1][g]
+        ref = torch.relu(x[:, g] @ w0 + b0) @ w1 + b1
+        assert torch.allclose(out[:, g], ref, atol=1e-6)
+    assert (out < 0).any()  # linear output layer
+
+
+def test_empty_batch_gives_an_empty_output(dispatch: str) -> None:
+    experts, _, _, _ = _case(4, 2)
+    x = torch.zeros(0, DIN)
+    out = experts.forward_sparse(x, torch.zeros(0, 2, dtype=torch.long), torch.zeros(0, 4))
+    assert out.shape == (0, H)
+
+
+def test_gates_scale_the_output(dispatch: str) -> None:
     experts, x, topk_idx, _ = _case(4, 1)
     ones = torch.zeros(B, 4).scatter(1, topk_idx, 1.0)
     out = experts.forward_sparse(x, topk_idx, ones)

@@ -261,3 +261,111 @@ def test_k1_gate_is_the_router_probability_and_trains(training: bool) -> None:
         assert torch.allclose(out.gates.gather(1, out.topk_idx), expected, atol=1e-6)
     out.gates.sum().backward()
     assert clean.grad is not None and clean.grad.abs().sum() > 0
+
+
+# ---- inference-time k overrides: only the set of experts changes ---------------------------------
+
+
+def test_k1_override_of_a_k2_gate_weights_the_top_expert_one() -> None:
+    """Re-routing a k = 2 gate to k = 1 gives the top expert weight exactly 1 (not p_max); a gate
+    trained with k = 1 keeps its Switch weight p_max."""
+    clean, _ = _logits()
+    over = noisy_top_k_gating(clean, None, 1, False, trained_k=2)
+    assert torch.equal(over.gates.gather(1, over.topk_idx), torch.ones(B, 1))
+    assert torch.equal(over.topk_idx, clean.argmax(dim=1, keepdim=True))
+    for trained in (None, 1):
+        native = noisy_top_k_gating(clean, None, 1, False, trained_k=trained)
+        p_max = torch.softmax(clean, dim=1).max(dim=1, keepdim=True).values
+        assert torch.allclose(native.gates.gather(1, native.topk_idx), p_max)
+        assert (native.gates.sum(1) < 1).all()
+
+
+@pytest.mark.parametrize(("k", "trained"), [(2, 4), (3, 1), (2, 2), (4, 2)])
+def test_k_override_renormalizes_the_selected_probabilities(k: int, trained: int) -> None:
+    clean, _ = _logits()
+    out = noisy_top_k_gating(clean, None, k, False, trained_k=trained)
+    p = torch.softmax(clean, dim=1)
+    top = p.topk(k, dim=1)
+    expected = torch.zeros(B, E).scatter(
+        1, top.indices, top.values / top.values.sum(1, keepdim=True)
+    )
+    assert torch.allclose(out.gates, expected, atol=1e-6)
+    assert torch.equal(out.probs, p)  # probs never depend on k
+
+
+def _moe(k: int, dispatch: str = "sparse", **kw):
+    from cesaa.config import ModelConfig
+    from cesaa.features import FeatureSpec
+    from cesaa.models.cesaa_model import CESAA
+
+    spec = FeatureSpec(("a", "b"), (7, 5), ("n0",), ("d0", "d1", "d2"))
+    cfg = dict(num_experts=E, top_k=k, num_shared=0, alpha=0.0, dispatch=dispatch, embed_dim=4)
+    cfg.update(kw)
+    torch.manual_seed(0)
+    model = CESAA(ModelConfig(name="cesaa", expert_hidden=(8,), expert_dim=6, **cfg), spec)
+    with torch.no_grad():  # a gate that is not uniform
+        model.gate.w_gate.normal_(generator=torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(2)
+    cat = torch.stack([torch.randint(0, c, (B,), generator=g) for c in (7, 5)], 1)
+    return model.eval(), (cat, torch.randn(B, 1, generator=g), torch.arange(B) % D)
+
+
+@pytest.mark.parametrize("dispatch", ["sparse", "dense"])
+def test_k1_override_of_a_k2_model_outputs_the_top_experts_output(dispatch: str) -> None:
+    """The regression of issue 9 item 3: before, the mixture was p_max * the top expert's output."""
+    from cesaa.models.output import RoutingOverride
+
+    model, (cat, num, domain) = _moe(2, dispatch)
+    with torch.no_grad():
+        c = model.select(cat, num, domain, RoutingOverride(top_k=1))
+        every = model.experts.forward_all(c.x)  # [B, E, H]
+    top = every[torch.arange(B), c.gate.topk_idx[:, 0]]  # [B, H]
+    if dispatch == "dense":  # 1.0 * y + 0 * others: exactly y
+        assert torch.equal(c.h, top)
+    else:  # the sparse path runs the expert on grouped rows: same function, float rounding
+        torch.testing.assert_close(c.h, top, rtol=1e-6, atol=1e-7)
+    assert (c.gate.probs.max(1).values < 0.99).all()  # p_max would have visibly shrunk it
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_trained_k_override_reproduces_the_model_bit_for_bit(k: int) -> None:
+    from cesaa.models.output import RoutingOverride
+
+    model, (cat, num, domain) = _moe(k, num_shared=1)
+    with torch.no_grad():
+        base = model(cat, num, domain)
+        same = model(cat, num, domain, routing=RoutingOverride(top_k=k))
+    assert torch.equal(same.logit, base.logit) and torch.equal(same.gates, base.gates)
+
+
+def test_per_domain_projection_equals_each_rows_own_matrix_without_gathering_it() -> None:
+    gate = _random_gate("per_domain").eval()
+    x, e_d, domain = _inputs()
+    expected = torch.stack([x[i] @ gate.w_gate[domain[i]] for i in range(B)])  # row by row
+    assert torch.allclose(gate(x, e_d, domain, K).logits, expected, atol=1e-5)
+
+
+def test_gating_reads_nothing_back_to_the_host(monkeypatch) -> None:
+    gate = _random_gate("per_domain").train()
+    x, e_d, domain = _inputs()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("host sync inside the gate")
+
+    for method in ("item", "tolist", "__bool__", "__int__", "__float__", "numpy"):
+        monkeypatch.setattr(torch.Tensor, method, refuse)
+    out = gate(x, e_d, domain, K)
+    (out.gates.sum() + out.load.sum()).backward()
+    monkeypatch.undo()
+    assert gate.w_gate.grad is not None
+
+
+def test_smooth_load_off_gives_selection_counts_and_the_same_gates() -> None:
+    gate = _random_gate().train()
+    x, e_d, domain = _inputs()
+    smooth = gate(x, e_d, domain, K, generator=torch.Generator().manual_seed(3))
+    counts = gate(x, e_d, domain, K, generator=torch.Generator().manual_seed(3), smooth_load=False)
+    assert torch.equal(smooth.gates, counts.gates)
+    expected = torch.bincount(counts.topk_idx.flatten(), minlength=E).float()
+    assert torch.equal(counts.load, expected)
+    assert not torch.equal(smooth.load, counts.load)

@@ -74,8 +74,8 @@ def test_mi_loss_with_a_zero_expert_column_has_finite_gradient() -> None:
 
 def test_cv_squared_known_values() -> None:
     assert cv_squared(torch.tensor([2.0, 2.0, 2.0])).item() == pytest.approx(0.0)
-    # unbiased var([1, 3]) = 2, mean^2 = 4
-    assert cv_squared(torch.tensor([1.0, 3.0])).item() == pytest.approx(0.5)
+    # population var([1, 3]) = ((1 - 2)^2 + (3 - 2)^2) / 2 = 1, mean^2 = 4 (was 0.5 with ddof=1)
+    assert cv_squared(torch.tensor([1.0, 3.0])).item() == pytest.approx(0.25)
     assert cv_squared(torch.tensor([5.0])).item() == 0.0
 
 
@@ -83,5 +83,22 @@ def test_balance_loss_zero_when_balanced_positive_otherwise() -> None:
     gates = torch.tensor([[0.5, 0.5, 0.0, 0.0], [0.0, 0.0, 0.5, 0.5]])
     assert balance_loss(gates, torch.ones(4)).item() == pytest.approx(0.0)
     skewed = torch.tensor([[0.5, 0.5, 0.0, 0.0], [0.5, 0.5, 0.0, 0.0]])
-    # importance [1, 1, 0, 0]: var 1/3, mean 1/2 -> 4/3;  load [2, 2, 0, 0]: the same
-    assert balance_loss(skewed, torch.tensor([2.0, 2.0, 0.0, 0.0])).item() == pytest.approx(8 / 3)
+    # importance [1, 1, 0, 0]: population var 1/4, mean 1/2 -> 1;  load [2, 2, 0, 0]: the same
+    assert balance_loss(skewed, torch.tensor([2.0, 2.0, 0.0, 0.0])).item() == pytest.approx(2.0)
+
+
+def test_mutual_information_of_an_all_zero_joint_is_zero_without_a_host_sync(monkeypatch) -> None:
+    joint = torch.zeros(D, E, requires_grad=True)
+    probs = torch.softmax(torch.randn(B, E, generator=torch.Generator().manual_seed(2)), dim=-1)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("host sync inside the MI loss")
+
+    for method in ("item", "tolist", "__bool__", "__int__", "__float__"):
+        monkeypatch.setattr(torch.Tensor, method, refuse)
+    zero = mutual_information(joint)
+    loss, mi = mi_loss(probs, torch.arange(B) % D, D)
+    zero.backward()
+    monkeypatch.undo()
+    assert zero.item() == 0.0 and torch.isfinite(joint.grad).all()
+    assert loss.item() == pytest.approx(-mi.item())

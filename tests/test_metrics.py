@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import math
-import time
+import sys
 
 import numpy as np
 import pandas as pd
@@ -91,14 +91,38 @@ def test_gauc_fast_path_matches_naive_sklearn_loop_with_ties(seed):
     assert gauc(y, p, user) == pytest.approx(naive_gauc(y, p, user), rel=1e-12)
 
 
-def test_gauc_is_fast_on_200k_rows():
+def _python_calls(fn) -> int:
+    """Python function calls made while running ``fn`` (C code is not counted)."""
+    calls = 0
+
+    def profiler(frame, event, arg):
+        nonlocal calls
+        if event == "call":
+            calls += 1
+
+    sys.setprofile(profiler)
+    try:
+        fn()
+    finally:
+        sys.setprofile(None)
+    return calls
+
+
+def test_gauc_has_no_python_loop_over_users():
+    """Complexity check (its timing is in ``bench.speed``): the Python work is the same for 20 and
+    for 2000 users, so nothing iterates over users in Python."""
     rng = np.random.default_rng(0)
-    n = 200_000
-    user, y, p = rng.integers(0, 5000, n), rng.integers(0, 2, n), rng.random(n)
-    start = time.perf_counter()
-    value = gauc(y, p, user)
-    assert time.perf_counter() - start < 3.0
-    assert 0.45 < value < 0.55
+    n = 20_000
+
+    def run(users: int) -> None:
+        user, y, p = rng.integers(0, users, n), rng.integers(0, 2, n), rng.random(n)
+        assert 0.4 < gauc(y, p, user) < 0.6
+
+    few, many = _python_calls(lambda: run(20)), _python_calls(lambda: run(2000))
+    assert many == few
+    # the naive per-user loop, measured the same way, does scale with the users
+    user, y, p = rng.integers(0, 50, 2000), rng.integers(0, 2, 2000), rng.random(2000)
+    assert _python_calls(lambda: naive_gauc(y, p, user)) > 50 * 10
 
 
 def test_gauc_rejects_user_length_mismatch():

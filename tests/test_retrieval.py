@@ -19,8 +19,11 @@ from cesaa.retrieval import (
     evaluate_retrieval,
     in_batch_softmax_loss,
     popularity_scores,
+    ranking_report,
     recall_report,
+    score_queries,
     split_features,
+    top_k_items,
     train_retrieval,
 )
 
@@ -219,3 +222,47 @@ def test_config_validation() -> None:
         RetrievalConfig(temperature=0)
     with pytest.raises(ValueError, match="batch_size"):
         RetrievalConfig(batch_size=1)
+
+
+@pytest.mark.parametrize(("query_chunk", "item_chunk"), [(1024, 65536), (7, 5), (1, 45), (64, 1)])
+def test_blockwise_top_k_equals_the_full_score_matrix(query_chunk: int, item_chunk: int) -> None:
+    """Chunked ranking (no [Q, I] matrix) == recall_at_k on the full scores, exclusion included."""
+    data = _planted()
+    ev = EvalSet.build(data, "test")
+    torch.manual_seed(0)
+    cfg = default_config("mlp", expert_hidden=(8,))
+    model = TwoTower(cfg, data.spec, user_features=("user_id", "grp"), out_dim=8)
+    full = recall_report(score_queries(model, ev), ev, ks=(1, 5, 10))
+    chunked = evaluate_retrieval(model, ev, (1, 5, 10), query_chunk, item_chunk)
+    assert chunked == pytest.approx(full, nan_ok=True)
+    assert full["recall@10"] > 0  # a case with hits
+
+
+def test_top_k_items_known_ranking_and_exclusion() -> None:
+    users = torch.tensor([[1.0, 0.0], [0.0, 1.0]])  # [Q=2, d=2]
+    items = torch.tensor([[3.0, 0.0], [1.0, 1.0], [0.0, 2.0], [2.0, 5.0]])  # [I=4, d]
+    from scipy import sparse
+
+    exclude = sparse.csr_matrix(np.array([[1, 0, 0, 0], [0, 0, 0, 0]], dtype=np.int8))
+    pos, val = top_k_items(users, items, 3, exclude, query_chunk=1, item_chunk=3)
+    # query 0 scores 3, 1, 0, 2 with item 0 excluded -> 3, 1, 2; query 1 scores 0, 1, 2, 5
+    assert pos.tolist() == [[3, 1, 2], [3, 2, 1]]
+    assert val.tolist() == [[2.0, 1.0, 0.0], [5.0, 2.0, 1.0]]
+    pos, val = top_k_items(users, items, 4, exclude, item_chunk=2)
+    assert pos[0, 3].item() == 0 and val[0, 3].item() == -math.inf  # excluded item last
+
+
+def test_ranking_report_counts_an_excluded_item_never_as_a_hit() -> None:
+    data = _planted()
+    ev = EvalSet.build(data, "test")
+    q, i = ev.num_queries, len(ev.catalog)
+    gt = ev.ground_truth.toarray() > 0
+    first_gt = gt.argmax(axis=1)
+    top_pos = torch.from_numpy(first_gt).long().unsqueeze(1)  # every query's first GT item
+    hits = ranking_report(top_pos, torch.zeros(q, 1), ev, (1,))["recall@1"]
+    expected = float(np.mean(1.0 / gt.sum(axis=1)))
+    assert hits == pytest.approx(expected)
+    masked = ranking_report(top_pos, torch.full((q, 1), -math.inf), ev, (1,))["recall@1"]
+    assert masked == 0.0 and i > 1
+    with pytest.raises(ValueError, match="need at least 5 ranked items"):
+        ranking_report(top_pos, torch.zeros(q, 1), ev, (5,))

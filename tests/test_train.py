@@ -50,7 +50,7 @@ def test_run_folder_and_metrics_jsonl(small_data, tmp_path):
         assert (run / name).is_file(), name
     hist = read_history(run)
     assert [r["epoch"] for r in hist] == [1, 2]
-    assert "train/mi" in hist[0] and "val/auc" in hist[0]
+    assert "train/batch_mi" in hist[0] and "val/auc" in hist[0]
     meta = json.loads((run / "meta.json").read_text())
     assert meta["status"] == "complete"
     assert meta["metrics"]["test"]["auc"] == pytest.approx(res.test_metrics["auc"])

@@ -19,6 +19,7 @@ st.write(
 )
 
 path = components.current_path()
+components.checkpoint_only(path, "Ablations (another k, shared experts off, knock-outs, alpha)")
 ckpt = components.require(loaders.checkpoint, path)
 caps = loaders.capabilities(path)
 names = list(ckpt.domain_names)

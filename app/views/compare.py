@@ -10,7 +10,10 @@ import streamlit as st
 from analysis import figures
 
 st.title("Compare")
-st.write("Two checkpoints on the same test rows; expert indices are matched (Hungarian) first.")
+st.write(
+    "Two checkpoints on the same test rows; expert indices are matched (Hungarian) first, on "
+    "which rows each expert takes."
+)
 
 path = components.current_path()
 a = components.require(components.metric_table, path, title="Cannot evaluate this checkpoint")
@@ -41,6 +44,23 @@ c[1].metric(f"I(D;E) {kind} B", f"{res[f'mi_{kind}_b']:.3f}")
 agree, chance = res["routing_agreement"], res["agreement_chance"]
 c[2].metric("top-1 agreement", "n/a" if agree is None else f"{agree:.1%}")
 c[3].metric("by chance", "n/a" if chance is None else f"{chance:.1%}")
+margin, ambiguous = res["alignment_margin"], res["ambiguous_experts"]
+st.caption(
+    f"Experts aligned on **{res['alignment']}**"
+    + (
+        " (the rows each expert takes in both models)"
+        if res["alignment"] == "rows"
+        else " (P(e | d) columns: with more experts than domains the match can be a coin toss)"
+    )
+    + ".  Margin of the match: "
+    + ("n/a" if margin is None else f"{margin:.3g}")
+    + (
+        f"; ambiguous (could swap at no cost): A's experts {ambiguous}"
+        if ambiguous
+        else "; no expert's partner can change at no cost"
+    )
+    + ".  docs/measures.md § alignment."
+)
 names = loaders.domain_names(path)
 experts = [f"A {i} ↔ B {j}" for i, j in enumerate(res["permutation"])]
 fig = figures.aligned_difference_heatmap(

@@ -8,6 +8,8 @@ import loaders
 import streamlit as st
 
 from analysis import figures
+from analysis.information import mi_table
+from analysis.truth import recovery_table
 
 st.title("Information")
 st.write("How much the routing depends on the domain, in nats (test split).")
@@ -20,12 +22,41 @@ if not caps["has_gate"]:
 s = components.require(derived.summary, path)
 names = s["domain_names"]
 
+DOC = "docs/measures.md"
+st.markdown(
+    "**Mutual information I(D;E)** — raw, the most this model's shape allows, and the share"
+)
+components.show_table(mi_table(s), key="info_mi_table")
 c = st.columns(4)
-c[0].metric("I(D;E) soft", f"{s['mi_soft']:.4f}")
-c[1].metric("I(D;E) hard", f"{s['mi_hard']:.4f}")
-c[2].metric("normalized soft", f"{s['mi_soft_normalized']:.3f}")
-c[3].metric("normalized hard", f"{s['mi_hard_normalized']:.3f}")
-st.caption("Normalized: I / min(H(D), log E), 0 = routing ignores the domain, 1 = the most it can.")
+c[0].metric(
+    "I(D;E) soft",
+    f"{s['mi_soft']:.4f}",
+    help=f"Nats, whole test split, dense gate probabilities. {DOC} § mutual information.",
+)
+c[1].metric(
+    "I(D;E) hard",
+    f"{s['mi_hard']:.4f}",
+    help=f"Nats, from the experts actually selected (k per row). {DOC} § mutual information.",
+)
+c[2].metric(
+    "soft, fraction of ceiling",
+    f"{s['mi_soft_normalized']:.3f}",
+    help=f"I / min(H(D), log E) = I / {s['mi_soft_ceiling']:.4f} nats. {DOC} § ceilings.",
+)
+c[3].metric(
+    "hard, fraction of ceiling",
+    f"{s['mi_hard_normalized']:.3f}",
+    help=(
+        f"I / min(H(D), log(E/k)) = I / {s['mi_hard_ceiling']:.4f} nats: with k distinct experts "
+        f"per row hard MI cannot exceed log(E/k). {DOC} § ceilings."
+    ),
+)
+st.caption(
+    f"Ceilings: soft {s['mi_soft_ceiling']:.4f} nats, hard {s['mi_hard_ceiling']:.4f} nats "
+    f"(k = {s['mean_selected_per_row']:.2f} experts per row).  0 = routing ignores the domain, "
+    f"1 = the most this model's (E, k, D) allows.  Definitions: {DOC}.  The training log's "
+    "`train/mi` is a per-batch estimate during training, not this split-level value."
+)
 
 left, right = st.columns(2)
 with left:
@@ -45,13 +76,35 @@ rec, err = components.attempt(derived.truth_recovery, path, kind)
 if err:
     st.warning(err)
 else:
+    components.show_table(recovery_table(rec), key="info_recovery_table")
     c = st.columns(3)
-    c[0].metric("Recovery score", "n/a" if rec["score"] is None else f"{rec['score']:.3f}")
-    c[1].metric("ARI (matched experts)", "n/a" if rec["ari"] is None else f"{rec['ari']:.3f}")
-    c[2].metric("NMI (matched experts)", "n/a" if rec["nmi"] is None else f"{rec['nmi']:.3f}")
+    for col, (key, label, what) in zip(
+        c,
+        [
+            ("score", "Recovery score", "domains share experts as they share planted mechanisms"),
+            ("set_jaccard", "Domain-set Jaccard", "each mechanism's domains vs its expert's"),
+            (
+                "exact_match",
+                "Exact matches",
+                "mechanisms whose expert serves exactly their domains",
+            ),
+        ],
+        strict=True,
+    ):
+        ceiling = rec[f"{key}_ceiling"]
+        col.metric(
+            label,
+            "n/a" if rec[key] is None else f"{rec[key]:.3f}",
+            help=(
+                f"{what}; ceiling at this (E, k, D): "
+                + ("unknown" if ceiling is None else f"{ceiling:.3f}")
+                + f". {DOC} § planted-truth recovery."
+            ),
+        )
     st.caption(
-        "1 = domains share experts exactly as they share planted mechanisms; 0 = no better "
-        "than routing that ignores the domain."
+        "1 = the planted structure exactly; the ceiling is the most any routing with this "
+        "model's experts and k can reach (an upper bound), the fraction is score / ceiling.  "
+        "Recovery score 0 = no better than routing that ignores the domain."
     )
 fig = figures.truth_vs_learned(
     truth["domain_mechanism"],

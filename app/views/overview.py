@@ -8,6 +8,7 @@ import components
 import derived
 import loaders
 import pandas as pd
+import record_loaders
 import streamlit as st
 
 from analysis import figures
@@ -19,6 +20,11 @@ st.write(
 )
 
 path = components.current_path()
+if record_loaders.is_record(path):
+    import record_overview
+
+    record_overview.show(path)
+    st.stop()
 ckpt = components.require(loaders.checkpoint, path, title="Cannot load this checkpoint")
 meta, cfg = ckpt.meta, ckpt.model_config
 caps = loaders.capabilities(path)
@@ -59,11 +65,24 @@ with right:
     components.show_table(components.metric_table(path), key="ov_metrics")
 
 st.subheader("Health alarms")
-components.alarm_list(components.require(derived.alarms, path))
+found = components.require(derived.alarms, path)
+components.alarm_list(found)
+if found:
+    components.show_table(
+        pd.DataFrame(found)[["level", "code", "domain", "expert", "value", "threshold"]],
+        key="ov_alarm_values",
+    )
+st.caption(
+    "Each alarm fires on a constructed bad case and stays silent on healthy routing (decisive "
+    "per-domain routing is healthy).  Definitions, thresholds and the tests that pin them: "
+    "docs/measures.md § alarms."
+)
 
 st.subheader("All checkpoints")
 rows, broken = [], []
 for e in components.entries():
+    if e.get("record"):
+        continue  # routing records: listed on their own Overview and in the sidebar
     if "error" in e:
         broken.append(e)
         continue

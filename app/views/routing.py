@@ -10,6 +10,7 @@ import numpy as np
 import streamlit as st
 
 from analysis import figures
+from analysis.capabilities import not_applicable
 
 st.title("Routing")
 st.write("Which experts each domain sends its rows to, and how decisively (test split).")
@@ -50,9 +51,9 @@ lb = s["load_balance"]
 left, right = st.columns(2)
 with left:
     components.chart(figures.load_bars(s["load_hard"], experts, soft=s["load_soft"]), key="rt_load")
-    st.caption(
-        f"Load CV {lb['cv']:.3f} (0 = balanced) · dead experts: {lb['dead_experts'] or 'none'}"
-    )
+    why = not_applicable(caps, "load_balance")  # e.g. PLE: domain-specific experts
+    cv = f"Load CV not shown: {why}" if why else f"Load CV {lb['cv']:.3f} (0 = balanced)"
+    st.caption(f"{cv} · dead experts: {lb['dead_experts'] or 'none'}")
 with right:
     components.chart(figures.coactivation_heatmap(lb["coactivation"], experts), key="rt_coact")
 

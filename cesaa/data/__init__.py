@@ -1,12 +1,14 @@
 """Data: one table schema, encoders stored as JSON, built-in synthetic data, MovieLens, splits.
 
 Entry point: :func:`load_data` (``"synthetic"``, ``"movielens-100k:PATH"``, ``"movielens-1m:PATH"``,
-``"table:SCHEMA_PATH"``).  To evaluate a checkpoint on a new file: ``load_table_frame`` then
-``encode(df, encoders)``, or ``load_data(source, split="none", encoders=encoders)``.
+``"kuairand:PATH"``, ``"aliccp:PATH"``, ``"mind:PATH"``, ``"douban:PATH"``, ``"table:SCHEMA_PATH"``).
+To evaluate a checkpoint on a new file: ``load_table_frame`` then ``encode(df, encoders)``, or
+``load_data(source, split="none", encoders=encoders)``.
 """
 
 from __future__ import annotations
 
+from cesaa.data.benchmarks import BENCHMARK_KINDS, load_benchmark, read_benchmark
 from cesaa.data.encoding import (
     check_compatible,
     encode,
@@ -23,6 +25,7 @@ from cesaa.data.synthetic import PlantedFrame, make_planted, make_planted_frame
 from cesaa.data.table import EncodedTable, MultiDomainData
 
 __all__ = [
+    "BENCHMARK_KINDS",
     "SOURCE_KINDS",
     "SPLITS",
     "EncodedTable",
@@ -34,6 +37,7 @@ __all__ = [
     "fingerprint",
     "fit_encoders",
     "from_frame",
+    "load_benchmark",
     "load_data",
     "load_movielens",
     "load_table_frame",
@@ -42,6 +46,7 @@ __all__ = [
     "make_split",
     "parse_source",
     "random_split",
+    "read_benchmark",
     "read_frame",
     "read_movielens_100k",
     "read_movielens_1m",

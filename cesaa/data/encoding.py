@@ -230,15 +230,19 @@ def from_frame(
     description: dict | None = None,
     truth: dict | None = None,
     passthrough: tuple[str, ...] = (),
+    parts: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
 ) -> MultiDomainData:
     """Split a validated frame, fit encoders on its training rows (unless given), encode, assemble.
 
     Encoders are fit on the training rows only, as for a deployed model: categories that occur only in
     validation / test encode as 0 (OOV), and numeric statistics carry no information from them.
+    ``parts``: given (train, val, test) row indices instead of ``split`` (e.g. a dataset's own split
+    files); ``split`` is then only recorded in the description.
     """
-    user = df[schema.user] if schema.user is not None else None
-    time = time_values(df[schema.time]) if schema.time is not None else None
-    parts = make_split(split, len(df), seed=seed, user=user, time=time)
+    if parts is None:
+        user = df[schema.user] if schema.user is not None else None
+        time = time_values(df[schema.time]) if schema.time is not None else None
+        parts = make_split(split, len(df), seed=seed, user=user, time=time)
     if encoders is None:
         if len(parts[0]) == 0:
             raise ValueError(f"split={split!r} leaves no training rows to fit encoders on")

@@ -6,6 +6,11 @@ Source strings::
     synthetic:rows=50000,domains=4,seed=1   options: see SYNTHETIC_OPTIONS
     movielens-100k:PATH                     an ml-100k folder (PATH optional when CESAA_DATA_DIR is set)
     movielens-1m:PATH                       an ml-1m folder
+    movielens-100k:PATH,domains=occupation  domains by age (default), occupation or genre
+    kuairand:PATH                           KuaiRand-1K, Scenario-Wise Rec CSV (domains = tab)
+    aliccp:PATH                             Ali-CCP folder of train/val/test CSVs (domain field 301)
+    mind:PATH                               MIND, Scenario-Wise Rec CSV (4 categories)
+    douban:PATH                             Douban, Scenario-Wise Rec CSV (book / music / movie)
     table:SCHEMA_PATH                       a CSV / Parquet file described by a TOML / YAML schema
 """
 
@@ -14,19 +19,22 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from cesaa.data.benchmarks import BENCHMARK_KINDS, load_benchmark
 from cesaa.data.encoding import from_frame
-from cesaa.data.movielens import load_movielens
+from cesaa.data.movielens import DOMAIN_KINDS, load_movielens
 from cesaa.data.schema import load_table_frame
 from cesaa.data.synthetic import make_planted
 from cesaa.data.table import MultiDomainData
 
-SOURCE_KINDS = ("synthetic", "movielens-100k", "movielens-1m", "table")
+SOURCE_KINDS = ("synthetic", "movielens-100k", "movielens-1m", "table", *BENCHMARK_KINDS)
 SOURCE_FORMS = (
     "synthetic[:rows=N,domains=D,seed=S,...]",
-    "movielens-100k:PATH",
-    "movielens-1m:PATH",
+    "movielens-100k:PATH[,domains=age|occupation|genre]",
+    "movielens-1m:PATH[,domains=age|occupation|genre]",
     "table:SCHEMA_PATH",
+    *(f"{kind}:PATH" for kind in BENCHMARK_KINDS),
 )
+MOVIELENS_OPTIONS = ("domains",)
 DATA_DIR_ENV = "CESAA_DATA_DIR"  # default parent folder of movielens-100k/ and movielens-1m/
 # source option -> (make_planted argument, type)
 SYNTHETIC_OPTIONS = {
@@ -38,6 +46,7 @@ SYNTHETIC_OPTIONS = {
     "strength": ("strength", float),
     "noise": ("noise", float),
     "base_rate": ("base_rate", float),
+    "structure": ("structure", str),
 }
 TABLE_OPTIONS = ("data",)
 
@@ -87,10 +96,24 @@ def load_data(
         return from_frame(
             df, schema, split=split, seed=seed, encoders=encoders, description=description
         )
-    _reject_unknown(opts, (), source)
+    if kind in BENCHMARK_KINDS:
+        _reject_unknown(opts, (), source)
+        if rest is None:
+            raise ValueError(f"{source!r}: give the data path, e.g. {kind}:PATH")
+        data = load_benchmark(kind, rest, split=split, seed=seed, encoders=encoders)
+        data.description = {**description, **data.description}
+        return data
+    rest, ml_opts = _movielens_options(rest)
+    ml_opts.update(opts)
+    _reject_unknown(ml_opts, MOVIELENS_OPTIONS, source)
+    domains = str(ml_opts.get("domains", "age"))
+    if domains not in DOMAIN_KINDS:
+        raise ValueError(f"{source!r}: domains={domains!r} must be one of {list(DOMAIN_KINDS)}")
     version = kind.split("-", 1)[1]
     path = rest if rest is not None else _default_folder(kind, source)
-    data = load_movielens(path, version=version, split=split, seed=seed, encoders=encoders)
+    data = load_movielens(
+        path, version=version, split=split, seed=seed, encoders=encoders, domains=domains
+    )
     data.description = {**description, **data.description}
     return data
 
@@ -116,6 +139,19 @@ def _synthetic_kwargs(rest: str | None, opts: dict, source: str) -> dict:
                 f"{source!r}: synthetic option {key}={value!r} must be {typ.__name__}"
             ) from None
     return kwargs
+
+
+def _movielens_options(rest: str | None) -> tuple[str | None, dict]:
+    """``"PATH,domains=genre"`` -> ``("PATH", {"domains": "genre"})``; trailing KEY=VALUE items only."""
+    if rest is None:
+        return None, {}
+    items = rest.split(",")
+    opts: dict[str, object] = {}
+    while items and "=" in items[-1]:
+        key, _, value = items.pop().partition("=")
+        opts[key.strip()] = value.strip()
+    path = ",".join(items).strip()
+    return (path or None), opts
 
 
 def _reject_unknown(opts: dict, valid: tuple[str, ...], source: str) -> None:

@@ -76,7 +76,10 @@ class CESBlock(nn.Module):
         knocked_out = check_routing(k, cfg.num_experts, routing.knocked_out)
         x = self.features(cat, num)  # [B, F]
         e_d = self.domain_emb(domain)  # [B, De]
-        g = self.gate(x, e_d, domain, k, knocked_out)  # gates/probs [B, E], topk_idx [B, k]
+        # Shazeer's smooth load feeds only the balance loss: skipped when it is off or in eval
+        smooth = self.training and cfg.beta > 0
+        # gates/probs [B, E], topk_idx [B, k]; k != cfg.top_k renormalizes over the new top-k
+        g = self.gate(x, e_d, domain, k, knocked_out, trained_k=cfg.top_k, smooth_load=smooth)
         if cfg.dispatch == "sparse":
             h_spec = self.experts.forward_sparse(x, g.topk_idx, g.gates)  # [B, H]
         else:
@@ -95,12 +98,18 @@ class CESBlock(nn.Module):
     def aea_loss(
         self, g: GateOutput, domain: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """AEA: ``alpha * (-I(D;E)) + beta * balance`` in training (0 in eval), and the raw terms."""
-        reduce = self.joint_reducer if self.training else None  # global MI under DDP (training)
-        neg_mi, mi = mi_loss(g.probs, domain, self.num_domains, reduce)
-        balance = balance_loss(g.gates, g.load)
-        if self.training:
-            aux_loss = self.cfg.alpha * neg_mi + self.cfg.beta * balance
-        else:
-            aux_loss = torch.zeros((), device=g.probs.device)
-        return aux_loss, {"mi": mi, "balance": balance.detach()}
+        """AEA: ``alpha * (-I(D;E)) + beta * balance`` and its raw terms, in training only.
+
+        Eval returns a zero loss and no terms (nothing reads them there).  The balance term is
+        computed (and logged) only when ``beta > 0``.
+        """
+        if not self.training:
+            return torch.zeros((), device=g.probs.device), {}
+        neg_mi, mi = mi_loss(g.probs, domain, self.num_domains, self.joint_reducer)
+        aux_loss = self.cfg.alpha * neg_mi
+        losses = {"mi": mi}
+        if self.cfg.beta > 0:
+            balance = balance_loss(g.gates, g.load)
+            aux_loss = aux_loss + self.cfg.beta * balance
+            losses["balance"] = balance.detach()
+        return aux_loss, losses

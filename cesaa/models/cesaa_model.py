@@ -22,12 +22,17 @@ from torch import nn
 
 from cesaa.config import ModelConfig
 from cesaa.features import FeatureSpec, mlp
+from cesaa.models import search_spaces as spaces
 from cesaa.models.ces import CESBlock
 from cesaa.models.output import ModelOutput, RoutingOverride
 from cesaa.models.registry import register
 
 
-@register("cesaa", "CESAA: noisy top-k domain experts + shared experts + MI loss")
+@register(
+    "cesaa",
+    "CESAA: noisy top-k domain experts + shared experts + MI loss",
+    search_space=spaces.cesaa,
+)
 class CESAA(CESBlock):
     """Conditional expert selection (sparse gate + shared experts) with the mutual-information loss.
 
@@ -36,7 +41,9 @@ class CESAA(CESBlock):
     """
 
     def __init__(self, cfg: ModelConfig, spec: FeatureSpec) -> None:
-        super().__init__(cfg, spec)  # inputs, gate, domain experts, shared experts (cesaa.models.ces)
+        super().__init__(
+            cfg, spec
+        )  # inputs, gate, domain experts, shared experts (cesaa.models.ces)
         # head: the tower(s) reading the fused representation h
         if cfg.head == "shared":
             self.tower = mlp(self.h_dim + cfg.embed_dim, cfg.tower_hidden, 1, cfg.dropout)
@@ -81,6 +88,7 @@ class CESAA(CESBlock):
 @register(
     "sparse_moe",
     "Sparse MoE: noisy top-k domain experts only (no shared expert, no MI loss)",
+    search_space=spaces.sparse_moe,
     num_shared=0,
     alpha=0.0,
 )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -12,25 +11,35 @@ from cesaa.config import ModelConfig
 from cesaa.features import FeatureSpec
 
 _REGISTRY: dict[str, tuple[type[nn.Module], dict[str, Any], str]] = {}
+SearchSpace = Callable[[Any], dict[str, Any]]
+_SPACES: dict[str, SearchSpace] = {}
 
 
 def register(
-    name: str, description: str, **defaults: Any
+    name: str, description: str, search_space: SearchSpace | None = None, **defaults: Any
 ) -> Callable[[type[nn.Module]], type[nn.Module]]:
-    """Class decorator: ``@register("mmoe", "MMoE ...", num_experts=...)``.
+    """Class decorator: ``@register("mmoe", "MMoE ...", search_space=spaces.mmoe, num_experts=...)``.
 
     ``defaults`` are the ModelConfig values this model uses unless the user overrides them
-    (e.g. the plain sparse MoE has ``num_shared=0, alpha=0``).
+    (e.g. the plain sparse MoE has ``num_shared=0, alpha=0``).  ``search_space(trial) -> dict``
+    declares what tuning may vary (see :mod:`cesaa.models.search_spaces`).
     """
 
     def deco(cls: type[nn.Module]) -> type[nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} registered twice")
         _REGISTRY[name] = (cls, defaults, description)
+        if search_space is not None:
+            _SPACES[name] = search_space
         cls.model_name = name
         return cls
 
     return deco
+
+
+def model_search_space(name: str) -> SearchSpace | None:
+    """The model's ``search_space(trial) -> dict`` callable, or None when it declares none."""
+    return _SPACES.get(_check(name))
 
 
 def _ensure_loaded() -> None:
@@ -65,9 +74,3 @@ def build_model(cfg: ModelConfig, spec: FeatureSpec) -> nn.Module:
     """Instantiate the model named by ``cfg.name`` for inputs described by ``spec``."""
     cls, _, _ = _REGISTRY[_check(cfg.name)]
     return cls(cfg, spec)
-
-
-def with_defaults(cfg: ModelConfig) -> ModelConfig:
-    """Re-apply the model's registry defaults on top of a config built for another model name."""
-    _, defaults, _ = _REGISTRY[_check(cfg.name)]
-    return dataclasses.replace(cfg, **defaults)

@@ -5,10 +5,13 @@ from cesaa.retrieval.evaluate import (
     Catalog,
     EvalSet,
     build_catalog,
+    embed,
     evaluate_retrieval,
     popularity_scores,
+    ranking_report,
     recall_report,
     score_queries,
+    top_k_items,
 )
 from cesaa.retrieval.model import (
     MOVIELENS_USER_FEATURES,
@@ -34,11 +37,14 @@ __all__ = [
     "TwoTower",
     "build_catalog",
     "build_two_tower",
+    "embed",
     "evaluate_retrieval",
     "in_batch_softmax_loss",
     "popularity_scores",
+    "ranking_report",
     "recall_report",
     "score_queries",
     "split_features",
+    "top_k_items",
     "train_retrieval",
 ]

@@ -152,9 +152,9 @@ def _matrix(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> spars
 
 
 @torch.no_grad()
-def score_queries(model: torch.nn.Module, ev: EvalSet, batch_size: int = 4096) -> torch.Tensor:
-    """Scores [Q, I] = <user embedding of each query, item embedding of each catalog item>, in
-    eval mode (the model's mode is restored)."""
+def embed(model: torch.nn.Module, ev: EvalSet, batch_size: int = 4096) -> tuple[torch.Tensor, ...]:
+    """(user embeddings [Q, d] of the queries, item embeddings [I, d] of the catalog), in eval
+    mode (the model's mode is restored), on the model's device."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -180,7 +180,88 @@ def score_queries(model: torch.nn.Module, ev: EvalSet, batch_size: int = 4096) -
         )  # [Q, d]
     finally:
         model.train(was_training)
+    return users, items
+
+
+def score_queries(model: torch.nn.Module, ev: EvalSet, batch_size: int = 4096) -> torch.Tensor:
+    """Scores [Q, I] = <user embedding of each query, item embedding of each catalog item>: the
+    full dense matrix (small catalogs, tests); ``evaluate_retrieval`` never builds it."""
+    users, items = embed(model, ev, batch_size)
     return (users @ items.T).float().cpu()  # [Q, I]
+
+
+def top_k_items(
+    users: torch.Tensor,
+    items: torch.Tensor,
+    k: int,
+    exclude: sparse.csr_matrix | None = None,
+    query_chunk: int = 1024,
+    item_chunk: int = 65536,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k best catalog positions of each query by <user, item>, excluded items removed.
+
+    users: [Q, d]; items: [I, d]; exclude: [Q, I] sparse 0/1 or None.  Returns (positions [Q, k']
+    long, scores [Q, k'] float32, best first; k' = min(k, I)); an excluded item scores -inf and
+    can only appear (last) when fewer than k' items are left.  Scores are computed for one block
+    of ``query_chunk`` x ``item_chunk`` at a time and each block's top k merged into the running
+    top k, so memory is O(query_chunk * item_chunk + Q * k), whatever I (no [Q, I] matrix).
+    Among exactly tied scores the order is torch.topk's.
+    """
+    n_q, n_i = users.shape[0], items.shape[0]
+    k = min(k, n_i)
+    top_pos = torch.empty(n_q, k, dtype=torch.long)
+    top_val = torch.empty(n_q, k, dtype=torch.float32)
+    for q0 in range(0, n_q, query_chunk):
+        q1 = min(q0 + query_chunk, n_q)
+        ex = exclude[q0:q1].tocoo() if exclude is not None else None
+        best_val = torch.empty(q1 - q0, 0, device=users.device)
+        best_pos = torch.empty(q1 - q0, 0, dtype=torch.long, device=users.device)
+        for i0 in range(0, n_i, item_chunk):
+            i1 = min(i0 + item_chunk, n_i)
+            s = (users[q0:q1] @ items[i0:i1].T).float()  # [q, i] this block only
+            if ex is not None and ex.nnz:
+                inside = (ex.col >= i0) & (ex.col < i1)
+                r = torch.from_numpy(ex.row[inside].astype(np.int64)).to(s.device)
+                c = torch.from_numpy((ex.col[inside] - i0).astype(np.int64)).to(s.device)
+                s[r, c] = -math.inf
+            val, pos = s.topk(min(k, i1 - i0), dim=1)  # [q, <= k]
+            cand_val = torch.cat([best_val, val], dim=1)  # [q, <= 2k]
+            cand_pos = torch.cat([best_pos, pos + i0], dim=1)
+            best_val, keep = cand_val.topk(min(k, cand_val.shape[1]), dim=1)  # merge
+            best_pos = cand_pos.gather(1, keep)
+        top_pos[q0:q1], top_val[q0:q1] = best_pos.cpu(), best_val.cpu()
+    return top_pos, top_val
+
+
+def ranking_report(
+    top_pos: torch.Tensor, top_val: torch.Tensor, ev: EvalSet, ks: Sequence[int] = (10, 50)
+) -> dict[str, float]:
+    """``recall_report``'s keys from each query's ranked catalog positions (``top_k_items``):
+    Recall@K = mean over queries of |TopK ∩ GT| / |GT|, an excluded (-inf) item never a hit."""
+    if any(k > top_pos.shape[1] for k in ks):
+        raise ValueError(f"ks={list(ks)} need at least {max(ks)} ranked items per query")
+    pos = top_pos.numpy()
+    n_q, width = pos.shape
+    rows = np.repeat(np.arange(n_q), width)
+    hit = np.asarray(ev.ground_truth[rows, pos.ravel()]).reshape(n_q, width) > 0
+    hit &= top_val.numpy() > -math.inf  # [Q, k'] hits in rank order
+    gt_size = np.asarray(ev.ground_truth.sum(axis=1)).ravel()  # [Q]
+    dom = ev.domain.numpy()
+    out: dict[str, float] = {"queries": ev.num_queries}
+    groups = [("", np.arange(n_q))] + [
+        (f"/{name}", np.flatnonzero(dom == d)) for d, name in enumerate(ev.domain_names)
+    ]
+    for suffix, idx in groups:
+        if suffix:
+            out[f"queries{suffix}"] = int(idx.size)
+        has_gt = idx[gt_size[idx] > 0]
+        for k in ks:
+            if has_gt.size == 0:
+                out[f"recall@{k}{suffix}"] = math.nan
+                continue
+            hits = hit[has_gt, :k].sum(axis=1)
+            out[f"recall@{k}{suffix}"] = float(np.mean(hits / gt_size[has_gt]))
+    return out
 
 
 def recall_report(
@@ -217,10 +298,19 @@ def recall_report(
 
 
 def evaluate_retrieval(
-    model: torch.nn.Module, ev: EvalSet, ks: Sequence[int] = (10, 50)
+    model: torch.nn.Module,
+    ev: EvalSet,
+    ks: Sequence[int] = (10, 50),
+    query_chunk: int = 1024,
+    item_chunk: int = 65536,
 ) -> dict[str, float]:
-    """Recall@K of ``model`` (a ``TwoTower``) on the queries of ``ev``, overall and per domain."""
-    return recall_report(score_queries(model, ev), ev, ks)
+    """Recall@K of ``model`` (a ``TwoTower``) on the queries of ``ev``, overall and per domain.
+
+    Scores are ranked in blocks (``top_k_items``): memory stays bounded for any catalog size.
+    """
+    users, items = embed(model, ev)
+    top_pos, top_val = top_k_items(users, items, max(ks), ev.exclude, query_chunk, item_chunk)
+    return ranking_report(top_pos, top_val, ev, ks)
 
 
 def popularity_scores(table: EncodedTable, catalog: Catalog) -> torch.Tensor:

@@ -20,9 +20,10 @@ from torch import nn
 
 from cesaa.config import ModelConfig
 from cesaa.data.table import MultiDomainData
+from cesaa.epoch import epoch_seed, seed_everything
 from cesaa.retrieval.evaluate import EvalSet, build_catalog, evaluate_retrieval
 from cesaa.retrieval.model import MOVIELENS_USER_FEATURES, TwoTower
-from cesaa.train import resolve_device, seed_everything
+from cesaa.train import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -108,10 +109,6 @@ class RetrievalResult:
     stopped_early: bool = False
 
 
-def _epoch_seed(seed: int, epoch: int) -> int:
-    return (seed * 1_000_003 + epoch * 7919 + 1) % (2**63 - 1)
-
-
 def build_two_tower(
     model_cfg: ModelConfig, cfg: RetrievalConfig, data: MultiDomainData
 ) -> TwoTower:
@@ -163,8 +160,8 @@ def train_retrieval(
     for epoch in range(cfg.epochs):
         t0 = time.perf_counter()
         model.train()
-        torch.manual_seed(_epoch_seed(cfg.seed, epoch))
-        gen = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch) + 17)
+        torch.manual_seed(epoch_seed(cfg.seed, epoch))
+        gen = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch) + 17)
         sums = {"loss": 0.0, "softmax": 0.0, "mi": 0.0}
         rows = 0
         for batch in positives.batches(cfg.batch_size, shuffle=True, generator=gen):

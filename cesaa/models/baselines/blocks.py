@@ -1,4 +1,5 @@
-"""Building blocks shared by the baselines: stacked MLPs, per-domain row selection, routing overrides.
+"""Building blocks shared by the baselines: per-domain row selection, routing overrides (and
+``StackedMLP``, re-exported from :mod:`cesaa.experts`).
 
 Shapes: B = batch, G = stacked groups (experts or per-domain towers), D = domains, E = experts under
 one gate, I = input width, O = output width.
@@ -6,62 +7,12 @@ one gate, I = input width, O = output width.
 
 from __future__ import annotations
 
-import math
-
 import torch
-from torch import nn
 
+from cesaa.experts import StackedMLP
 from cesaa.models.output import RoutingOverride
 
-
-class StackedMLP(nn.Module):
-    """G independent ReLU MLPs whose weights are stacked per layer: one einsum per layer, no module loop.
-
-    Same layout as :func:`cesaa.features.mlp`: Linear-ReLU-(Dropout) per hidden size, then a Linear to
-    ``out_dim``, followed by a ReLU when ``out_relu`` (expert outputs are hidden representations; towers
-    and gates end linear).  With ``hidden=()`` this is G stacked linear layers (per-domain gates).
-
-    Input [B, I] (every group reads the same rows) or [B, G, I] (group g reads ``x[:, g]``).
-    Output [B, G, O].  Initialized like ``nn.Linear``, independently per group.
-    """
-
-    def __init__(
-        self,
-        groups: int,
-        in_dim: int,
-        hidden: tuple[int, ...],
-        out_dim: int,
-        dropout: float = 0.0,
-        out_relu: bool = False,
-    ) -> None:
-        super().__init__()
-        sizes = (in_dim, *hidden, out_dim)
-        self.groups = groups
-        self.weights = nn.ParameterList(
-            nn.Parameter(torch.empty(groups, i, o))
-            for i, o in zip(sizes[:-1], sizes[1:], strict=True)
-        )
-        self.biases = nn.ParameterList(nn.Parameter(torch.empty(groups, o)) for o in sizes[1:])
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.out_relu = out_relu
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        for w, b in zip(self.weights, self.biases, strict=True):
-            bound = 1.0 / math.sqrt(w.shape[1])  # nn.Linear's default: U(-1/sqrt(fan_in), +)
-            nn.init.uniform_(w, -bound, bound)
-            nn.init.uniform_(b, -bound, bound)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        last = len(self.weights) - 1
-        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
-            eq = "bi,gio->bgo" if x.dim() == 2 else "bgi,gio->bgo"
-            x = torch.einsum(eq, x, w) + b  # [B, G, O_i]
-            if i < last:
-                x = self.dropout(torch.relu(x))
-            elif self.out_relu:
-                x = torch.relu(x)
-        return x  # [B, G, O]
+__all__ = ["StackedMLP", "override_dense_gate", "reject_routing", "select_domain"]
 
 
 def select_domain(t: torch.Tensor, domain: torch.Tensor) -> torch.Tensor:
@@ -77,8 +28,12 @@ def override_dense_gate(
     1. ``knocked_out`` experts (plus ``shared`` ones when ``use_shared=False``) get probability 0 and
        the rest is renormalized: ``probs = p * keep / sum(p * keep)``, still summing to 1.
     2. ``top_k``: keep the k largest remaining probabilities and renormalize them -> ``gates``
-       (exactly k non-zeros, ``topk_idx`` [..., k]); without it ``gates = probs`` and no ``topk_idx``.
+       (exactly k non-zeros, ``topk_idx`` [..., k]).  Without it, or with k = every expert left
+       (the dense gate as trained), ``gates = probs`` and no ``topk_idx``: so ``top_k = E`` on a
+       dense gate reproduces the trained model bit for bit.
 
+    Same semantics as CESAA's k override (:func:`cesaa.gating.noisy_top_k_gating`): the weights
+    of the selected experts always sum to 1, so k = 1 gives the top expert weight exactly 1.
     Returns ``(probs, gates, topk_idx)``; identity (or ``None``) returns the input unchanged.
     """
     if routing is None or routing.is_identity:
@@ -96,10 +51,10 @@ def override_dense_gate(
         keep[list(off)] = 0.0
         probs = probs * keep
         probs = probs / probs.sum(dim=-1, keepdim=True)  # [..., E]
-    if routing.top_k is None:
-        return probs, probs, None
-    if not 1 <= routing.top_k <= left:
+    if routing.top_k is not None and not 1 <= routing.top_k <= left:
         raise ValueError(f"top_k={routing.top_k} must be in [1, {left}] (experts left switched on)")
+    if routing.top_k is None or routing.top_k == left:
+        return probs, probs, None
     vals, topk_idx = probs.topk(routing.top_k, dim=-1)  # [..., k]
     gates = torch.zeros_like(probs).scatter(-1, topk_idx, vals / vals.sum(dim=-1, keepdim=True))
     return probs, gates, topk_idx

@@ -10,12 +10,13 @@ from torch import nn
 
 from cesaa.config import ModelConfig
 from cesaa.features import FeatureEmbedding, FeatureSpec, mlp
+from cesaa.models import search_spaces as spaces
 from cesaa.models.baselines.blocks import reject_routing
 from cesaa.models.output import ModelOutput, RoutingOverride
 from cesaa.models.registry import register
 
 
-@register("mlp", "Single MLP with the domain as an ordinary feature")
+@register("mlp", "Single MLP with the domain as an ordinary feature", search_space=spaces.mlp)
 class DomainMLP(nn.Module):
     """logit = MLP([x, e_d]) with hidden sizes ``expert_hidden + tower_hidden``.  No gate, no experts."""
 

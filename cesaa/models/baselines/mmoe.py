@@ -10,12 +10,17 @@ from torch import nn
 
 from cesaa.config import ModelConfig
 from cesaa.features import FeatureEmbedding, FeatureSpec
+from cesaa.models import search_spaces as spaces
 from cesaa.models.baselines.blocks import StackedMLP, override_dense_gate, select_domain
 from cesaa.models.output import ModelOutput, RoutingOverride
 from cesaa.models.registry import register
 
 
-@register("mmoe", "MMoE: shared experts, one softmax gate and one tower per domain")
+@register(
+    "mmoe",
+    "MMoE: shared experts, one softmax gate and one tower per domain",
+    search_space=spaces.mmoe,
+)
 class MMoE(nn.Module):
     """logit = tower_d(sum_i g_d(x)_i E_i(x)),  g_d = softmax(x W_d + b_d),  d = the row's domain.
 
@@ -26,7 +31,9 @@ class MMoE(nn.Module):
     Routing overrides (inference ablations) act on the row's gate before mixing, see
     :func:`~cesaa.models.baselines.blocks.override_dense_gate`: ``knocked_out`` experts get 0 and the
     rest is renormalized (``probs``); ``top_k`` keeps the k largest of those and renormalizes them
-    (``gates``, ``topk_idx``).  MMoE has no always-on shared expert, so ``use_shared`` is ignored.
+    (``gates``, ``topk_idx``), the same k semantics as CESAA's: k = 1 weights the top expert 1, and
+    k = every expert left is the dense gate as trained (bit for bit without knock-outs).  MMoE has
+    no always-on shared expert, so ``use_shared`` is ignored.
     """
 
     def __init__(self, cfg: ModelConfig, spec: FeatureSpec) -> None:

@@ -1,7 +1,14 @@
 """PLE (Tang et al., RecSys 2020) with domains as tasks: stacked CGC levels, then one tower per domain.
 
 Shapes: B = batch, D = domains, S = ``ple_specific`` experts per domain, Sh = ``ple_shared`` shared
-experts, E = S + Sh experts under one domain gate, I = level input width, H = ``expert_dim``.
+experts, R = S + Sh experts under one domain gate, G = D * S + Sh experts of one level (the global
+expert index), I = level input width, H = ``expert_dim``.
+
+Global expert index (what ``probs``, ``gates``, ``topk_idx``, ``expert_outputs`` and
+``RoutingOverride.knocked_out`` refer to): expert ``d * S + j`` is domain d's j-th specific expert,
+expert ``D * S + j`` the j-th shared expert, all of the last level.  Every index is one network, so
+P(expert | domain), knock-outs and pictures per expert mean one thing; ``expert_kinds()`` labels each
+index ``"domain:<d>"`` or ``"shared"``.
 """
 
 from __future__ import annotations
@@ -13,29 +20,56 @@ from torch import nn
 
 from cesaa.config import ModelConfig
 from cesaa.features import FeatureEmbedding, FeatureSpec
+from cesaa.models import search_spaces as spaces
 from cesaa.models.baselines.blocks import StackedMLP, override_dense_gate, select_domain
 from cesaa.models.output import ModelOutput, RoutingOverride
 from cesaa.models.registry import register
 
 
 class CGCOutput(NamedTuple):
-    """What one CGC level computed, for every domain's path."""
+    """What one CGC level computed, for every domain's path (local gate columns)."""
 
     out_dom: torch.Tensor  # [B, D, H] each domain's gated mixture (next level's / towers' input)
     out_sh: torch.Tensor | None  # [B, H] shared gate's mixture (next level's shared input) or None
-    probs: torch.Tensor  # [B, D, E] every domain gate's softmax (after any knock-out)
-    gates: torch.Tensor  # [B, D, E] the weights used to mix (after any top-k)
+    probs: torch.Tensor  # [B, D, R] every domain gate's softmax (after any knock-out)
+    gates: torch.Tensor  # [B, D, R] the weights used to mix (after any top-k)
     topk_idx: torch.Tensor | None  # [B, D, k] only under a top_k override
-    experts: torch.Tensor  # [B, D, E, H] the experts under each domain's gate
+    experts: torch.Tensor  # [B, D, R, H] the experts under each domain's gate
+
+
+class OwnOutput(NamedTuple):
+    """What one CGC level computed on each row's own domain path (rows grouped by domain)."""
+
+    out: torch.Tensor  # [B, H] the row's domain's gated mixture
+    probs: torch.Tensor  # [B, R] the row's domain gate (local columns: S specific, Sh shared)
+    gates: torch.Tensor  # [B, R]
+    topk_idx: torch.Tensor | None  # [B, k] local columns, only under a top_k override
+    experts: torch.Tensor  # [B, R, H]
+
+
+def _groups(mlp: StackedMLP, x: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+    """Groups lo..hi-1 of a StackedMLP on rows x: [N, I] -> [N, hi - lo, O] (same layers)."""
+    last = len(mlp.weights) - 1
+    for i, (w, b) in enumerate(zip(mlp.weights, mlp.biases, strict=True)):
+        eq = "bi,gio->bgo" if x.dim() == 2 else "bgi,gio->bgo"
+        x = torch.einsum(eq, x, w[lo:hi]) + b[lo:hi]  # [N, hi - lo, O_i]
+        if i < last:
+            x = mlp.dropout(torch.relu(x))
+        elif mlp.out_relu:
+            x = torch.relu(x)
+    return x
 
 
 class CGCLevel(nn.Module):
-    """One Customized Gate Control level, computed for every domain's path at once (D is small).
+    """One Customized Gate Control level.
 
     - D*S specific experts: domain d's read domain d's input; Sh shared experts read the shared input.
     - gate of domain d: softmax over [its S specific, the Sh shared] experts, from domain d's input.
     - shared gate (levels that feed another level, when Sh > 0): softmax over all D*S + Sh experts,
       from the shared input; its mixture is the next level's shared input.
+
+    ``forward`` computes every domain's path for every row (needed where a shared gate mixes all
+    specific experts; otherwise the oracle of ``forward_own``, which computes each row's own path).
     """
 
     def __init__(self, cfg: ModelConfig, num_domains: int, in_dim: int, shared_gate: bool) -> None:
@@ -52,15 +86,16 @@ class CGCLevel(nn.Module):
     def forward(
         self, h_dom: torch.Tensor, h_sh: torch.Tensor | None, routing: RoutingOverride | None
     ) -> CGCOutput:
-        """h_dom [B, D, I] each domain's input; h_sh [B, I] the shared input (None when Sh = 0)."""
+        """h_dom [B, D, I] each domain's input; h_sh [B, I] the shared input (None when Sh = 0).
+        ``routing`` acts on every domain's gate with local columns (0..S-1 specific, S.. shared)."""
         b, d, _ = h_dom.shape
         spec = self.specific(h_dom.repeat_interleave(self.s, dim=1))  # [B, D*S, H]
         parts = [spec.view(b, d, self.s, -1)]  # [B, D, S, H]
         shared = self.shared(h_sh) if self.shared is not None else None  # [B, Sh, H]
         if shared is not None:
             parts.append(shared.unsqueeze(1).expand(-1, d, -1, -1))  # [B, D, Sh, H]
-        experts = torch.cat(parts, dim=2)  # [B, D, E, H]
-        probs = torch.softmax(self.gates(h_dom).float(), dim=-1)  # [B, D, E], fp32 softmax
+        experts = torch.cat(parts, dim=2)  # [B, D, R, H]
+        probs = torch.softmax(self.gates(h_dom).float(), dim=-1)  # [B, D, R], fp32 softmax
         shared_idx = tuple(range(self.s, self.s + self.sh))
         probs, gates, topk_idx = override_dense_gate(probs, routing, shared=shared_idx)
         out_dom = torch.einsum("bde,bdeh->bdh", gates.to(experts.dtype), experts)  # [B, D, H]
@@ -71,28 +106,131 @@ class CGCLevel(nn.Module):
             out_sh = torch.einsum("be,beh->bh", g.to(every.dtype), every)  # [B, H]
         return CGCOutput(out_dom, out_sh, probs, gates, topk_idx, experts)
 
+    def forward_own(
+        self,
+        h: torch.Tensor,
+        h_sh: torch.Tensor | None,
+        counts: list[int],
+        routing: list[RoutingOverride | None] | None,
+    ) -> OwnOutput:
+        """Each row's own domain path only.  Rows are sorted by domain, ``counts[d]`` rows of domain
+        d; h [B, I] the row's domain input, h_sh [B, I] the shared input (None when Sh = 0).
+        ``routing[d]``: domain d's override in local columns.  Levels with a shared gate need every
+        domain's path and must use ``forward``."""
+        if self.shared_gate is not None:
+            raise ValueError("a CGC level with a shared gate needs every domain's path (forward)")
+        shared = self.shared(h_sh) if self.shared is not None else None  # [B, Sh, H]
+        shared_idx = tuple(range(self.s, self.s + self.sh))
+        outs: list[list[torch.Tensor]] = [[], [], [], []]
+        topks: list[torch.Tensor | None] = []
+        lo = 0
+        for d, n in enumerate(counts):
+            if n == 0 and h.shape[0] > 0:  # (an empty batch runs domain 0 on its zero rows)
+                continue
+            rows = slice(lo, lo + n)
+            lo += n
+            parts = [_groups(self.specific, h[rows], d * self.s, (d + 1) * self.s)]  # [n, S, H]
+            if shared is not None:
+                parts.append(shared[rows])  # [n, Sh, H]
+            experts = torch.cat(parts, dim=1)  # [n, R, H]
+            logits = _groups(self.gates, h[rows], d, d + 1)[:, 0]  # [n, R]
+            probs = torch.softmax(logits.float(), dim=-1)  # [n, R], fp32 softmax
+            probs, gates, topk = override_dense_gate(
+                probs, None if routing is None else routing[d], shared=shared_idx
+            )
+            out = torch.einsum("be,beh->bh", gates.to(experts.dtype), experts)  # [n, H]
+            for acc, t in zip(outs, (out, probs, gates, experts), strict=True):
+                acc.append(t)
+            topks.append(topk)
+        topk_idx = None
+        if any(t is not None for t in topks):  # top_k below some domain's experts left
+            k = next(t for t in topks if t is not None).shape[-1]
+            # a domain whose k equals its experts left keeps its dense gate: all of them selected
+            pairs = zip(topks, outs[1], strict=True)
+            topks = [t if t is not None else p.topk(k, dim=-1)[1] for t, p in pairs]
+            topk_idx = torch.cat(topks)  # [B, k]
+        out, probs, gates, experts = (torch.cat(acc) for acc in outs)
+        return OwnOutput(out, probs, gates, topk_idx, experts)
 
-@register("ple", "PLE: domain-specific + shared experts, per-domain gates, stacked CGC levels")
+
+@register(
+    "ple",
+    "PLE: domain-specific + shared experts, per-domain gates, stacked CGC levels",
+    search_space=spaces.ple,
+)
 class PLE(nn.Module):
     """``ple_levels`` CGC levels; the last level's domain outputs feed one tower per domain.
 
-    Level 1 reads x for every path; level l+1 reads level l's outputs.  Every domain's path is computed
-    for every row, and each row reads its own domain's at the end.  ``probs``/``gates`` are the last
-    level's gate of the row's domain [B, S + Sh]: columns 0..S-1 are that domain's specific experts,
-    S..S+Sh-1 the shared ones (``expert_outputs`` [B, S + Sh, H] in the same order).
+    Level 1 reads x for every path; level l+1 reads level l's outputs.  Rows are grouped by domain
+    and each row runs only its own domain's path (specific experts, gate, tower) — except levels
+    that feed a shared gate (``ple_levels`` >= 2 with shared experts), whose shared gate mixes every
+    domain's specific experts, so those levels compute every path (``forward_every_domain`` is the
+    all-paths oracle, to the last level too).
 
-    Routing overrides act on the last level's gates (as for MMoE: knock-out renormalizes, ``top_k``
-    keeps the k largest); ``use_shared=False`` knocks out the shared columns S..S+Sh-1.
+    ``probs``/``gates`` [B, G] are the last level's gate of the row's domain in the global expert
+    index (module docstring): a row of domain d has non-zeros only on domain d's specific experts
+    and the shared ones.  ``expert_outputs`` [B, G, H] holds the row's R experts (zeros elsewhere:
+    a row never runs another domain's specific experts).
+
+    Routing overrides act on the last level's gates, global indices: a knocked-out specific expert
+    changes only its domain's rows; ``top_k`` keeps the k largest of the row's gate (k <= R, every
+    domain); ``use_shared=False`` knocks out the shared experts.
     """
 
     def __init__(self, cfg: ModelConfig, spec: FeatureSpec) -> None:
         super().__init__()
         self.embedding = FeatureEmbedding(spec, cfg.embed_dim)
         self.num_domains = d = spec.num_domains
+        self.s, self.sh = cfg.ple_specific, cfg.ple_shared
+        self.num_experts = d * self.s + self.sh
         last = cfg.ple_levels - 1
         dims = [self.embedding.out_dim] + [cfg.expert_dim] * last
         self.levels = nn.ModuleList(CGCLevel(cfg, d, dims[i], i < last) for i in range(last + 1))
         self.towers = StackedMLP(d, cfg.expert_dim, cfg.tower_hidden, 1, cfg.dropout)
+        cols = [[i * self.s + j for j in range(self.s)] for i in range(d)]
+        shared = list(range(d * self.s, self.num_experts))
+        # [D, R] global index of each domain gate's columns (a buffer not saved: old checkpoints load)
+        self.register_buffer("columns", torch.tensor([c + shared for c in cols]), persistent=False)
+
+    def expert_kinds(self) -> tuple[str, ...]:
+        """One label per global expert: ``"domain:<d>"`` (only domain d's gate can weigh it) or
+        ``"shared"`` (every domain's gate can)."""
+        spec = tuple(f"domain:{i}" for i in range(self.num_domains) for _ in range(self.s))
+        return spec + ("shared",) * self.sh
+
+    def local_routing(self, routing: RoutingOverride | None) -> list[RoutingOverride | None] | None:
+        """The override of each domain's gate in its local columns (0..S-1 specific, S.. shared).
+
+        Raises ``ValueError`` for global indices outside [0, G), for a domain left without experts
+        and for ``top_k`` larger than a domain's experts left."""
+        if routing is None or routing.is_identity:
+            return None
+        g, s, d = self.num_experts, self.s, self.num_domains
+        bad = sorted(i for i in routing.knocked_out if not 0 <= i < g)
+        if bad:
+            raise ValueError(
+                f"knocked_out={routing.knocked_out}: indices {bad} not in [0, {g}) "
+                f"(PLE experts: {d}x{s} domain-specific, then {self.sh} shared)"
+            )
+        out = []
+        for dom in range(d):
+            local = {i - dom * s for i in routing.knocked_out if dom * s <= i < (dom + 1) * s}
+            local |= {s + i - d * s for i in routing.knocked_out if i >= d * s}
+            if not routing.use_shared:
+                local |= set(range(s, s + self.sh))
+            left = s + self.sh - len(local)
+            if left < 1:
+                raise ValueError(
+                    f"routing override leaves domain {dom} no expert (knocked_out="
+                    f"{routing.knocked_out}, use_shared={routing.use_shared})"
+                )
+            if routing.top_k is not None and not 1 <= routing.top_k <= left:
+                raise ValueError(
+                    f"top_k={routing.top_k} must be in [1, {left}]: domain {dom}'s gate has "
+                    f"{s + self.sh} experts, {left} left switched on"
+                )
+            out.append(RoutingOverride(routing.top_k, True, tuple(sorted(local))))
+        return out
 
     def forward(
         self,
@@ -103,8 +241,60 @@ class PLE(nn.Module):
         return_expert_outputs: bool = False,
     ) -> ModelOutput:
         # cat: [B, C] long, num: [B, M] float, domain: [B] long
+        local = self.local_routing(routing)
         x = self.embedding(cat, num)  # [B, I]
+        full = len(self.levels) - 1 if self.sh else 0  # levels that feed a shared gate
         h_dom = x.unsqueeze(1).expand(-1, self.num_domains, -1)  # [B, D, I] level 1: x everywhere
+        h_sh: torch.Tensor | None = x  # [B, I]
+        for level in self.levels[:full]:
+            out = level(h_dom, h_sh, None)
+            h_dom, h_sh = out.out_dom, out.out_sh  # [B, D, H], [B, H] or None
+        h = x if full == 0 else select_domain(h_dom, domain)  # [B, I] the row's own path input
+
+        order = torch.argsort(domain, stable=True)  # rows grouped by domain
+        counts = torch.bincount(domain, minlength=self.num_domains).tolist()  # host sync
+        h = h[order]
+        h_sh = None if h_sh is None else h_sh[order]
+        last = len(self.levels) - 1
+        for i in range(full, last + 1):
+            own = self.levels[i].forward_own(h, h_sh, counts, local if i == last else None)
+            h, h_sh = own.out, None  # [B, H]; own-path levels have no shared gate
+        logit, lo = [], 0
+        for d, n in enumerate(counts):
+            if n or (d == 0 and not x.shape[0]):
+                logit.append(_groups(self.towers, h[lo : lo + n], d, d + 1)[:, 0, 0])  # [n]
+                lo += n
+        inverse = torch.argsort(order)  # sorted position of each original row
+        cols = self.columns[domain]  # [B, R] global index of the row's gate columns
+        zeros = x.new_zeros(x.shape[0], self.num_experts, dtype=own.probs.dtype)  # [B, G]
+        experts = None
+        if return_expert_outputs:
+            e = own.experts[inverse]  # [B, R, H]
+            experts = e.new_zeros(e.shape[0], self.num_experts, e.shape[2]).scatter(
+                1, cols.unsqueeze(-1).expand(-1, -1, e.shape[2]), e
+            )  # [B, G, H]
+        topk = None if own.topk_idx is None else cols.gather(1, own.topk_idx[inverse])  # [B, k]
+        return ModelOutput(
+            logit=torch.cat(logit)[inverse],  # [B]
+            probs=zeros.scatter(1, cols, own.probs[inverse]),  # [B, G]
+            gates=zeros.scatter(1, cols, own.gates[inverse]),  # [B, G]
+            topk_idx=topk,
+            aux_loss=x.new_zeros(()),
+            expert_outputs=experts,
+        )
+
+    def forward_every_domain(
+        self,
+        cat: torch.Tensor,
+        num: torch.Tensor,
+        domain: torch.Tensor,
+        routing: RoutingOverride | None = None,
+    ) -> ModelOutput:
+        """The oracle: every domain's path for every row, each row reading its own at the end.
+        ``probs``/``gates``/``topk_idx`` in local columns [B, R]; ``routing`` acts on every domain's
+        gate with local columns.  ``forward`` computes the same logits (to float rounding)."""
+        x = self.embedding(cat, num)  # [B, I]
+        h_dom = x.unsqueeze(1).expand(-1, self.num_domains, -1)  # [B, D, I]
         h_sh: torch.Tensor | None = x  # [B, I]
         last = len(self.levels) - 1
         for i, level in enumerate(self.levels):
@@ -114,9 +304,9 @@ class PLE(nn.Module):
         topk_idx = None if out.topk_idx is None else select_domain(out.topk_idx, domain)  # [B, k]
         return ModelOutput(
             logit=logit,
-            probs=select_domain(out.probs, domain),  # [B, E]
-            gates=select_domain(out.gates, domain),  # [B, E]
+            probs=select_domain(out.probs, domain),  # [B, R]
+            gates=select_domain(out.gates, domain),  # [B, R]
             topk_idx=topk_idx,
             aux_loss=logit.new_zeros(()),
-            expert_outputs=select_domain(out.experts, domain) if return_expert_outputs else None,
+            expert_outputs=select_domain(out.experts, domain),  # [B, R, H]
         )

@@ -10,12 +10,17 @@ from torch import nn
 
 from cesaa.config import ModelConfig
 from cesaa.features import FeatureEmbedding, FeatureSpec, mlp
+from cesaa.models import search_spaces as spaces
 from cesaa.models.baselines.blocks import StackedMLP, reject_routing, select_domain
 from cesaa.models.output import ModelOutput, RoutingOverride
 from cesaa.models.registry import register
 
 
-@register("shared_bottom", "Shared-Bottom: one shared MLP, one tower per domain")
+@register(
+    "shared_bottom",
+    "Shared-Bottom: one shared MLP, one tower per domain",
+    search_space=spaces.shared_bottom,
+)
 class SharedBottom(nn.Module):
     """h = bottom(x) (shaped like one expert: I -> expert_hidden -> H, ReLU); logit = tower_d(h).
 

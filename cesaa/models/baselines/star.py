@@ -11,7 +11,9 @@ import torch
 from torch import nn
 
 from cesaa.config import ModelConfig
+from cesaa.experts import grouped_mlp
 from cesaa.features import FeatureEmbedding, FeatureSpec, mlp
+from cesaa.models import search_spaces as spaces
 from cesaa.models.baselines.blocks import reject_routing, select_domain
 from cesaa.models.output import ModelOutput, RoutingOverride
 from cesaa.models.registry import register
@@ -52,7 +54,8 @@ class PartitionedNorm(nn.Module):
         self, x: torch.Tensor, domain: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         d = self.running_mean.shape[0]
-        count = torch.bincount(domain, minlength=d).to(x.dtype)[:, None]  # [D, 1]
+        ones = torch.ones(domain.shape[0], 1, dtype=x.dtype, device=x.device)  # [B, 1]
+        count = x.new_zeros(d, 1).index_add_(0, domain, ones)  # [D, 1]; bincount syncs on CUDA
         mean = x.new_zeros(d, x.shape[1]).index_add(0, domain, x) / count.clamp_min(1)  # [D, I]
         sq = x.new_zeros(d, x.shape[1]).index_add(0, domain, (x - mean[domain]) ** 2)  # [D, I]
         var = sq / count.clamp_min(1)  # [D, I] biased, as BatchNorm normalizes
@@ -70,8 +73,8 @@ class PartitionedNorm(nn.Module):
 class StarFCN(nn.Module):
     """Layer l of domain d: weight W_l ⊙ W_{l,d}, bias b_l + b_{l,d}; ReLU between layers, linear output.
 
-    W_{l,d} start at ones and b_{l,d} at zeros, so every domain starts from the shared FCN.  All D
-    paths run on every row (D is small; one einsum per layer) and each row reads its own domain's.
+    W_{l,d} start at ones and b_{l,d} at zeros, so every domain starts from the shared FCN.  Each
+    row runs through its own domain's path only (rows grouped by domain).
     """
 
     def __init__(self, num_domains: int, sizes: tuple[int, ...], dropout: float) -> None:
@@ -89,7 +92,25 @@ class StarFCN(nn.Module):
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor, domain: torch.Tensor) -> torch.Tensor:
-        # x: [B, I], domain: [B] long
+        """x: [B, I], domain: [B] long -> [B], each row through its own domain's path only.
+
+        Rows are sorted by domain and each layer runs as one grouped GEMM (``grouped_mlp``).  In
+        training with dropout, every path runs on every row instead (``forward_all_paths``), so
+        the dropout draws are those of the layout the model was trained with.
+        """
+        if self.training and isinstance(self.dropout, nn.Dropout):
+            return self.forward_all_paths(x, domain)
+        weights = [w * dw for w, dw in zip(self.weights, self.domain_weights, strict=True)]
+        biases = [b + db for b, db in zip(self.biases, self.domain_biases, strict=True)]
+        sorted_domain, order = torch.sort(domain, stable=True)  # rows grouped by domain
+        h = grouped_mlp(x, order, sorted_domain, weights, biases, self._act)  # [B, 1] sorted
+        return x.new_empty(x.shape[0]).index_copy(0, order, h.squeeze(1))  # [B], input order
+
+    def _act(self, h: torch.Tensor, layer: int) -> torch.Tensor:
+        return self.dropout(torch.relu(h)) if layer < len(self.weights) - 1 else h
+
+    def forward_all_paths(self, x: torch.Tensor, domain: torch.Tensor) -> torch.Tensor:
+        """Every domain's path on every row, then each row's own: [B, I] -> [B] (the oracle)."""
         h = x  # [B, I], fanned out to every domain's path by the first layer
         last = len(self.weights) - 1
         for i in range(last + 1):
@@ -102,7 +123,11 @@ class StarFCN(nn.Module):
         return select_domain(h, domain).squeeze(-1)  # [B, D, 1] -> [B]
 
 
-@register("star", "STAR: partitioned norm, star-topology FCN, auxiliary domain network")
+@register(
+    "star",
+    "STAR: partitioned norm, star-topology FCN, auxiliary domain network",
+    search_space=spaces.star,
+)
 class STAR(nn.Module):
     """logit = StarFCN_d(PN_d(x)) + aux([e_d, x]); FCN widths ``star_hidden`` then 1, aux ``tower_hidden``."""
 

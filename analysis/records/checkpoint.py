@@ -1,0 +1,201 @@
+"""``cesaa record``: write the routing record of a cesaa checkpoint on a data source.
+
+Shapes: B = rows of a batch, E = selectable experts, k = experts per row, S = shared experts,
+H = expert output width, C / M = categorical / numeric feature columns.
+
+The record keeps, besides the routing, the user and item ids and every feature's raw value
+(categorical values decoded through the checkpoint's vocabularies, numeric values un-standardized)
+as ``keep.<column>`` columns, for the row-level inspection views.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from analysis.records.format import ExpertInfo, GateInfo, RecordMeta
+from analysis.records.reader import Record, open_record
+from analysis.records.writer import RecordWriter
+from cesaa.checkpoint import Checkpoint, load_checkpoint
+from cesaa.data.table import EncodedTable
+from cesaa.routing.capabilities import expert_names, routing_capabilities
+
+PARTS = ("train", "val", "test")
+GATE = "gate"
+
+
+def _decoders(encoders: dict) -> dict[str, Any]:
+    """{kept column: fn(EncodedTable) -> [B] raw values} from the checkpoint's encoders."""
+    out: dict[str, Any] = {}
+
+    def vocab_decoder(vocab: list[str], get: Any) -> Any:
+        table = np.asarray(["<unseen>", *vocab], dtype=object)
+
+        def decode(b: EncodedTable) -> np.ndarray:
+            codes = get(b).cpu().numpy()
+            return np.where(codes < len(table), table[np.minimum(codes, len(table) - 1)], "<new>")
+
+        return decode
+
+    cats = encoders.get("categorical", [])
+    for key in ("user", "item"):
+        entry = encoders.get(key)
+        if entry:
+            vocab = entry.get("vocab")
+            if vocab is None:  # the id shares a categorical column's vocabulary
+                vocab = next(c["vocab"] for c in cats if c["column"] == entry["column"])
+            out[f"{key}_id"] = vocab_decoder(vocab, lambda b, k=key: getattr(b, k))
+    for j, c in enumerate(cats):
+        out[c["column"]] = vocab_decoder(c["vocab"], lambda b, j=j: b.cat[:, j])
+    for j, c in enumerate(encoders.get("numeric", [])):
+        mean, std = float(c["mean"]), float(c["std"])
+        out[c["column"]] = lambda b, j=j, m=mean, s=std: b.num[:, j].double().cpu().numpy() * s + m
+    return {_safe(k): v for k, v in out.items()}
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in str(name))
+
+
+def checkpoint_meta(ckpt: Checkpoint, kept: tuple[str, ...], source: str, part: str) -> RecordMeta:
+    caps = routing_capabilities(ckpt.model)
+    if not caps["has_gate"]:
+        raise ValueError(
+            f"model {caps['name']!r} has no gate: there is no routing to record (only a gated "
+            "model - cesaa, sparse_moe, mmoe, ple - has a record)"
+        )
+    domains = tuple(ckpt.domain_names)
+    names = expert_names(caps, domains)
+    experts = tuple(
+        _expert_info(names[i], kind, domains) for i, kind in enumerate(caps["expert_kinds"])
+    )
+    # cesaa's shared experts run on every row outside the gate
+    always_on = tuple(
+        ExpertInfo(name=f"shared_{j}", kind="shared") for j in range(caps["always_on"])
+    )
+    desc = ckpt.meta["data"].get("description", {})
+    return RecordMeta(
+        model_name=caps["name"],
+        model_description=str(ckpt.meta["model"].get("description", "")),
+        domains=domains,
+        gates=(GateInfo(name=GATE, experts=experts, top_k=caps["top_k"]),),
+        always_on=always_on,
+        kept=kept,
+        data={
+            "source": source,
+            "part": part,
+            "split": desc.get("split", "random"),
+            "seed": desc.get("seed", 0),
+            "fingerprint": ckpt.meta["data"].get("fingerprint"),
+        },
+        source={"kind": "cesaa-checkpoint", "weights_sha256": ckpt.meta.get("weights_sha256")},
+    )
+
+
+def _expert_info(name: str, kind: str, domains: tuple[str, ...]) -> ExpertInfo:
+    """``routing_capabilities`` kind ("routed", "shared", "domain:<d>") as a record expert."""
+    if kind.startswith("domain:"):
+        return ExpertInfo(name=name, kind="specific", owner=domains[int(kind.split(":", 1)[1])])
+    return ExpertInfo(name=name, kind=kind if kind in ("routed", "shared") else "routed")
+
+
+@torch.no_grad()
+def write_checkpoint_record(
+    ckpt: Checkpoint,
+    batches: Iterable[EncodedTable],
+    out: str | Path,
+    *,
+    source: str,
+    part: str,
+    sample_size: int = 2000,
+    seed: int = 0,
+    keep: bool = True,
+    command: str = "",
+    overwrite: bool = False,
+) -> Record:
+    """Run the checkpoint's model over ``batches`` (eval mode) and write its record to ``out``."""
+    decoders = _decoders(ckpt.encoders) if keep else {}
+    meta = checkpoint_meta(ckpt, tuple(decoders), source, part)
+    meta.command = command
+    model = ckpt.model
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    writer = RecordWriter(out, meta, sample_size=sample_size, seed=seed, overwrite=overwrite)
+    try:
+        for batch in batches:
+            b = batch.to(device)
+            o = model(b.cat, b.num, b.domain)
+            probs = o.probs.float().cpu().numpy()  # [B, E]
+            topk = {} if o.topk_idx is None else {GATE: o.topk_idx.cpu().numpy()}  # [B, k]
+
+            def outputs(local: np.ndarray, b: EncodedTable = b) -> tuple[Any, Any]:
+                sub = b.subset(torch.as_tensor(local, dtype=torch.long, device=device))
+                so = model(sub.cat, sub.num, sub.domain, return_expert_outputs=True)
+                return so.expert_outputs, so.shared_outputs
+
+            writer.write(
+                domain=batch.domain,
+                label=batch.label,
+                prediction=torch.sigmoid(o.logit).float(),
+                probs={GATE: probs},
+                topk=topk,
+                keep={k: fn(batch) for k, fn in decoders.items()},
+                expert_outputs=outputs,
+            )
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        model.train(was_training)
+    return open_record(out)
+
+
+def record_checkpoint(
+    checkpoint: str | Path | Checkpoint,
+    out: str | Path,
+    *,
+    data: str | None = None,
+    part: str = "test",
+    batch_size: int = 8192,
+    sample_size: int = 2000,
+    seed: int = 0,
+    keep: bool = True,
+    command: str = "",
+    overwrite: bool = False,
+) -> Record:
+    """The record of a checkpoint on ``data`` (default: its own data source), split ``part``.
+
+    Stream sources (``stream:SCHEMA``) are read one row-group piece at a time.
+    """
+    from cesaa.data import MultiDomainData
+    from cesaa.data.locate import open_checkpoint_data
+
+    if part not in PARTS:
+        raise ValueError(f"part must be one of {list(PARTS)}, got {part!r}")
+    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
+    # its own data, found where it was trained or relative to the run folder (cesaa.data.locate)
+    opened = open_checkpoint_data(ckpt.meta, ckpt.path, override=data)
+    source = data or ckpt.meta["data"].get("description", {}).get("source")
+    rows = getattr(opened, part)
+    if isinstance(opened, MultiDomainData):
+        batches: Iterable[EncodedTable] = rows.batches(batch_size)
+    else:  # a stream: one row-group piece at a time
+        batches = (piece for chunk in rows.chunks() for piece in chunk.batches(batch_size))
+    return write_checkpoint_record(
+        ckpt,
+        batches,
+        out,
+        source=source,
+        part=part,
+        sample_size=sample_size,
+        seed=seed,
+        keep=keep,
+        command=command,
+        overwrite=overwrite,
+    )

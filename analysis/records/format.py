@@ -1,0 +1,218 @@
+"""The routing record: a folder any gated model can be written to and the analysis reads.
+
+Shapes: N = rows, D = domains, E = experts of a gate, k = experts a sparse gate selects per row,
+n = rows in the expert-output sample, H = expert output width.
+
+A record is a folder::
+
+    record.json      metadata (this module's ``RecordMeta``), written last: its presence means the
+                     record is complete
+    rows.parquet     one row per evaluated example, written in row groups as they are computed
+    sample.parquet   a seeded uniform sample of n rows with every expert's output (optional)
+
+``rows.parquet`` columns (readable with pandas / pyarrow / duckdb, no cesaa needed):
+
+- ``row`` int64: position of the row in the record (0..N-1).
+- ``domain`` int32: index into ``record.json["domains"]``.
+- ``label`` float32 (0/1) and ``prediction`` float32 (predicted probability).
+- ``p.<gate>.<e>`` float32: dense gate probability of expert e (0..E-1) of gate ``<gate>``; each
+  row sums to 1 over e.
+- ``top.<gate>.<j>`` int16: the j-th selected expert (j = 0..k-1) of a sparse (top-k) gate.
+- ``keep.<name>``: columns the writer chose to keep (user/item ids, raw feature values).
+
+``sample.parquet`` columns: ``row``, ``domain``, ``label``, ``prediction``, the ``p.``/``top.``
+columns of every gate, ``out.<e>`` list<float32> [H] (output of expert e of the primary gate, the
+first in ``gates``) and ``shared.<s>`` list<float32> [H] (always-on shared experts outside the gate).
+
+``record.json`` also holds the mergeable routing statistics of every gate over *all* rows
+(``stats``: ``RoutingStats.to_dict()``), so the overview of a 100M-row record is read from JSON.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+FORMAT = "cesaa-routing-record"
+SCHEMA_VERSION = 1
+META_FILE = "record.json"
+ROWS_FILE = "rows.parquet"
+SAMPLE_FILE = "sample.parquet"
+EXPERT_KINDS = ("routed", "shared", "specific")
+BASE_COLUMNS = ("row", "domain", "label", "prediction")
+_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+
+
+class RecordError(ValueError):
+    """A routing record that cannot be read; the message starts with the error's name, then names
+    the file, the column and the bad value."""
+
+    def __str__(self) -> str:
+        return f"{type(self).__name__}: {super().__str__()}"
+
+
+class RecordSchemaError(RecordError):
+    """record.json is missing, incomplete, of another format or of an unknown schema version."""
+
+
+class RecordMissingColumn(RecordError):
+    """rows.parquet (or sample.parquet) lacks a column that record.json promises."""
+
+
+class RecordProbabilityError(RecordError):
+    """Gate probabilities that are negative, above 1 or whose rows do not sum to 1."""
+
+
+class RecordExpertOutOfRange(RecordError):
+    """A selected-expert index outside [0, E) of its gate."""
+
+
+class RecordUnknownDomain(RecordError):
+    """A domain index outside the domains named in record.json."""
+
+
+def prob_column(gate: str, e: int) -> str:
+    return f"p.{gate}.{e}"
+
+
+def top_column(gate: str, j: int) -> str:
+    return f"top.{gate}.{j}"
+
+
+def keep_column(name: str) -> str:
+    return f"keep.{name}"
+
+
+def check_name(value: str, what: str) -> str:
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise ValueError(f"{what} must be a non-empty name of letters, digits and _, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class ExpertInfo:
+    """One expert: ``kind`` is "routed" (any domain may select it), "shared" (meant for every
+    domain) or "specific" (owned by one domain or task, named in ``owner``)."""
+
+    name: str
+    kind: str = "routed"
+    owner: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in EXPERT_KINDS:
+            raise ValueError(f"expert kind must be one of {list(EXPERT_KINDS)}, got {self.kind!r}")
+
+
+@dataclass(frozen=True)
+class GateInfo:
+    """One gate: its name (a column prefix), its experts in column order, and ``top_k`` for a
+    sparse gate that selects k experts per row (``None``: dense, every expert mixes)."""
+
+    name: str
+    experts: tuple[ExpertInfo, ...]
+    top_k: int | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        check_name(self.name, "gate name")
+        if not self.experts:
+            raise ValueError(f"gate {self.name!r} needs at least one expert")
+        e = len(self.experts)
+        if self.top_k is not None and not (1 <= self.top_k <= e):
+            raise ValueError(f"gate {self.name!r}: top_k={self.top_k} must be in [1, {e}]")
+
+    @property
+    def num_experts(self) -> int:
+        return len(self.experts)
+
+    def columns(self) -> list[str]:
+        cols = [prob_column(self.name, e) for e in range(self.num_experts)]
+        return cols + [top_column(self.name, j) for j in range(self.top_k or 0)]
+
+
+@dataclass
+class RecordMeta:
+    """Everything needed to interpret a record (``record.json``)."""
+
+    model_name: str
+    domains: tuple[str, ...]
+    gates: tuple[GateInfo, ...]
+    model_description: str = ""
+    always_on: tuple[ExpertInfo, ...] = ()
+    kept: tuple[str, ...] = ()
+    rows: int = 0
+    stats: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    command: str = ""
+    created: str = ""
+    sample: dict[str, Any] = field(default_factory=dict)
+    source: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.domains:
+            raise ValueError("a record needs at least one domain name")
+        if not self.gates:
+            raise ValueError("a record needs at least one gate")
+        names = [g.name for g in self.gates]
+        if len(set(names)) != len(names):
+            raise ValueError(f"gate names must be unique, got {names}")
+        for k in self.kept:
+            check_name(k, "kept column name")
+
+    @property
+    def primary(self) -> GateInfo:
+        return self.gates[0]
+
+    def gate(self, name: str) -> GateInfo:
+        for g in self.gates:
+            if g.name == name:
+                return g
+        raise KeyError(f"no gate {name!r}; gates: {[g.name for g in self.gates]}")
+
+    def columns(self) -> list[str]:
+        """Every column rows.parquet must hold."""
+        cols = list(BASE_COLUMNS)
+        for g in self.gates:
+            cols += g.columns()
+        return cols + [keep_column(k) for k in self.kept]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        return {"format": FORMAT, "schema_version": SCHEMA_VERSION, **d}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = META_FILE) -> RecordMeta:
+        """Inverse of ``to_dict``; ``RecordSchemaError`` names what is wrong."""
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            got = data.get("format") if isinstance(data, dict) else type(data).__name__
+            raise RecordSchemaError(f"{where}: format must be {FORMAT!r}, got {got!r}")
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise RecordSchemaError(
+                f"{where}: schema_version {version!r} is not supported (this cesaa reads "
+                f"version {SCHEMA_VERSION})"
+            )
+        required = ("model_name", "domains", "gates", "rows", "stats")
+        missing = [k for k in required if k not in data]
+        if missing:
+            raise RecordSchemaError(f"{where}: missing keys {missing}")
+        try:
+            gates = tuple(
+                GateInfo(
+                    name=g["name"],
+                    experts=tuple(ExpertInfo(**e) for e in g["experts"]),
+                    top_k=g.get("top_k"),
+                    description=g.get("description", ""),
+                )
+                for g in data["gates"]
+            )
+            known = {f for f in cls.__dataclass_fields__}
+            rest = {k: v for k, v in data.items() if k in known and k != "gates"}
+            rest["domains"] = tuple(rest["domains"])
+            rest["always_on"] = tuple(ExpertInfo(**e) for e in rest.get("always_on", ()))
+            rest["kept"] = tuple(rest.get("kept", ()))
+            return cls(gates=gates, **rest)
+        except (KeyError, TypeError, ValueError) as err:
+            raise RecordSchemaError(f"{where}: {err}") from None

@@ -1,0 +1,332 @@
+"""Record any PyTorch model: gate outputs captured by forward hooks on named modules.
+
+Shapes: B = rows of a batch, D = domains, E = experts of a gate (global, in record column order),
+E_d = outputs of one gate module, k = selected experts, H = expert output width.
+
+No change to the model's code: ``record`` registers forward hooks on the modules named in each
+``GateSpec`` (``model.get_submodule(name)``), runs ``forward(model, batch)`` under
+``torch.no_grad()`` in eval mode, and removes the hooks afterwards.  A gate is
+
+- one module whose output is the gate ([B, E] softmax probabilities, or logits with ``kind="logits"``;
+  trailing singleton dimensions such as [B, E, 1] are squeezed), or
+- one module per domain (``per_domain=True``: rows of domain d read module d, as in a multi-task
+  MMoE/PLE with one task per domain), whose E_d outputs land in global columns ``columns[d]``
+  (experts a domain's gate cannot reach get probability 0), or
+- ``output=fn``: read from the model's return value (models that return their gates directly).
+
+``top_k`` declares a sparse gate: the k largest columns of each row are its selected experts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from analysis.records.format import ExpertInfo, GateInfo, RecordMeta
+from analysis.records.reader import Record, open_record
+from analysis.records.writer import RecordWriter
+
+Batch = Any
+
+
+@dataclass(frozen=True)
+class GateSpec:
+    """Where a gate is read and how to interpret it (see the module docstring)."""
+
+    modules: tuple[str, ...] = ()
+    kind: str = "probs"
+    top_k: int | None = None
+    per_domain: bool = False
+    columns: tuple[tuple[int, ...], ...] | None = None
+    num_experts: int | None = None
+    experts: tuple[ExpertInfo, ...] | None = None
+    output: Callable[[Any], Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("probs", "logits"):
+            raise ValueError(f"GateSpec.kind must be 'probs' or 'logits', got {self.kind!r}")
+        if self.output is None and not self.modules:
+            raise ValueError("GateSpec needs modules=(name, ...) or output=fn")
+        if self.output is not None and self.modules:
+            raise ValueError("GateSpec takes modules or output, not both")
+        if len(self.modules) > 1 and not self.per_domain:
+            raise ValueError(
+                f"GateSpec has {len(self.modules)} modules; pass per_domain=True (module d is "
+                "the gate of domain d) or name one module"
+            )
+        if self.columns is not None and len(self.columns) != len(self.modules):
+            raise ValueError(
+                f"GateSpec.columns has {len(self.columns)} entries but there are "
+                f"{len(self.modules)} modules"
+            )
+
+
+def _as_spec(g: GateSpec | str) -> GateSpec:
+    return GateSpec(modules=(g,)) if isinstance(g, str) else g
+
+
+class _Capture:
+    """Forward hooks that keep the last output of each named module (one call per forward)."""
+
+    def __init__(self, model: nn.Module, names: Iterable[str]) -> None:
+        self.outputs: dict[str, torch.Tensor] = {}
+        self.calls: dict[str, int] = {}
+        self.handles = []
+        for name in dict.fromkeys(names):
+            try:
+                module = model.get_submodule(name)
+            except AttributeError:
+                raise ValueError(
+                    f"model {type(model).__name__} has no module {name!r} (see "
+                    "model.named_modules())"
+                ) from None
+            self.handles.append(module.register_forward_hook(self._hook(name)))
+
+    def _hook(self, name: str) -> Callable:
+        def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+            self.calls[name] = self.calls.get(name, 0) + 1
+            if isinstance(output, (tuple, list)):
+                output = output[0]
+            self.outputs[name] = output.detach()
+
+        return hook
+
+    def reset(self) -> None:
+        self.outputs.clear()
+        self.calls.clear()
+
+    def get(self, name: str) -> torch.Tensor:
+        if name not in self.outputs:
+            raise ValueError(f"module {name!r} did not run in the forward pass")
+        if self.calls[name] > 1:
+            raise ValueError(
+                f"module {name!r} ran {self.calls[name]} times in one forward pass; hook a "
+                "module that runs once per batch"
+            )
+        return self.outputs[name]
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def _squeeze(t: torch.Tensor, name: str, b: int) -> np.ndarray:
+    x = t.float()
+    while x.dim() > 2 and x.shape[-1] == 1:
+        x = x.squeeze(-1)
+    if x.dim() != 2 or x.shape[0] != b:
+        raise ValueError(f"{name}: expected a gate output of shape [{b}, E], got {tuple(t.shape)}")
+    return x.cpu().numpy().astype(np.float64)
+
+
+def _gate_probs(
+    name: str, spec: GateSpec, cap: _Capture, out: Any, domain: np.ndarray, e: int
+) -> np.ndarray:
+    """[B, E] dense probabilities of gate ``name`` for this batch, in global columns."""
+    b = domain.shape[0]
+    if spec.output is not None:
+        raw = [_squeeze(torch.as_tensor(spec.output(out)), f"gate {name!r}", b)]
+    else:
+        raw = [_squeeze(cap.get(m), f"gate {name!r} module {m!r}", b) for m in spec.modules]
+    if spec.kind == "logits":
+        raw = [np.exp(r - r.max(axis=1, keepdims=True)) for r in raw]
+        raw = [r / r.sum(axis=1, keepdims=True) for r in raw]
+    probs = np.zeros((b, e))
+    for i, r in enumerate(raw):
+        cols = spec.columns[i] if spec.columns is not None else tuple(range(r.shape[1]))
+        if r.shape[1] != len(cols):
+            raise ValueError(
+                f"gate {name!r} module {i} gives {r.shape[1]} columns, expected {len(cols)}"
+            )
+        rows = domain == i if spec.per_domain else np.ones(b, bool)
+        probs[np.ix_(rows, np.asarray(cols))] = r[rows]
+    if spec.per_domain and (domain >= len(raw)).any():
+        raise ValueError(
+            f"gate {name!r} has {len(raw)} per-domain modules but a row has domain "
+            f"{int(domain.max())}"
+        )
+    return probs
+
+
+def _topk(probs: np.ndarray, k: int) -> np.ndarray:
+    """[B, k] indices of the k largest columns, largest first (ties: lower index first)."""
+    order = np.argsort(-probs, axis=1, kind="stable")
+    return order[:, :k]
+
+
+def _np1(x: Any, name: str) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().float().cpu().numpy() if x.is_floating_point() else x.detach().cpu().numpy()
+    arr = np.asarray(x)
+    while arr.ndim > 1 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be one value per row [B], got shape {arr.shape}")
+    return arr
+
+
+def default_forward(model: nn.Module, batch: Batch) -> Any:
+    """``model(x)`` for a batch ``(x, y)`` (e.g. a torch DataLoader of (features, labels)), else
+    ``model(batch)``."""
+    if isinstance(batch, (tuple, list)):
+        return model(batch[0])
+    return model(batch)
+
+
+@torch.no_grad()
+def record(
+    model: nn.Module,
+    batches: Iterable[Batch],
+    *,
+    gates: Mapping[str, GateSpec | str],
+    out: str | Path,
+    domains: Sequence[str],
+    domain: Callable[[Batch], Any],
+    label: Callable[[Batch], Any],
+    prediction: Callable[[Any, Batch, np.ndarray], Any] | None = None,
+    forward: Callable[[nn.Module, Batch], Any] = default_forward,
+    experts: Mapping[str, Sequence[str]] | None = None,
+    keep: Mapping[str, Callable[[Batch], Any]] | None = None,
+    model_name: str | None = None,
+    description: str = "",
+    sample_size: int = 0,
+    seed: int = 0,
+    data: Mapping[str, Any] | None = None,
+    command: str = "",
+    overwrite: bool = False,
+) -> Record:
+    """Run ``model`` over ``batches`` and write a routing record to ``out``; returns it opened.
+
+    ``gates``: {name: GateSpec or a module name}; the first is the primary gate (the one the
+    overview and the embedding use).  ``domain(batch)`` [B] ints in [0, D) indexing ``domains``;
+    ``label(batch)`` [B] 0/1; ``prediction(output, batch, domain)`` [B] probabilities (default:
+    the model output squeezed to [B]).  ``experts``: {gate: module names of its experts in column
+    order}: their outputs [B, H] are kept for the seeded sample of ``sample_size`` rows (the
+    embedding views).  ``keep``: {column: fn(batch) -> [B]} extra columns (user/item ids, raw
+    features).  The model's train/eval mode is restored and every hook removed.
+    """
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not gates:
+        raise ValueError("gates must name at least one gate: {name: GateSpec or module name}")
+    specs = {name: _as_spec(g) for name, g in gates.items()}
+    experts = {k: tuple(v) for k, v in (experts or {}).items()}
+    primary = next(iter(specs))
+    if sample_size > 0 and primary not in experts:
+        raise ValueError(
+            f"sample_size={sample_size} needs the expert modules of the primary gate "
+            f"{primary!r}: experts={{{primary!r}: [module names]}}"
+        )
+    names = [m for s in specs.values() for m in s.modules] + list(experts.get(primary, ()))
+    cap = _Capture(model, names)
+    was_training = model.training
+    model.eval()
+    writer: RecordWriter | None = None
+    try:
+        for batch in batches:
+            cap.reset()
+            output = forward(model, batch)
+            dom = _np1(domain(batch), "domain").astype(np.int64)
+            if writer is None:
+                meta = _meta(
+                    model,
+                    specs,
+                    cap,
+                    output,
+                    dom,
+                    domains,
+                    experts,
+                    keep,
+                    model_name,
+                    description,
+                    data,
+                    command,
+                )
+                writer = RecordWriter(
+                    out, meta, sample_size=sample_size, seed=seed, overwrite=overwrite
+                )
+            g = {
+                n: _gate_probs(n, s, cap, output, dom, writer.meta.gate(n).num_experts)
+                for n, s in specs.items()
+            }
+            topk = {n: _topk(g[n], s.top_k) for n, s in specs.items() if s.top_k}
+            pred = (prediction or (lambda o, b, d: o))(output, batch, dom)
+            mods = experts.get(primary, ())
+
+            def outputs(local: np.ndarray, mods: tuple[str, ...] = mods) -> tuple[np.ndarray, None]:
+                outs = [cap.get(m).float() for m in mods]
+                outs = [o.reshape(o.shape[0], -1)[torch.as_tensor(local)] for o in outs]
+                return torch.stack(outs, dim=1).cpu().numpy(), None
+
+            writer.write(
+                domain=dom,
+                label=_np1(label(batch), "label"),
+                prediction=_np1(pred, "prediction"),
+                probs=g,
+                topk=topk,
+                keep={k: _np1(fn(batch), f"keep[{k!r}]") for k, fn in (keep or {}).items()},
+                expert_outputs=outputs if sample_size > 0 else None,
+            )
+        if writer is None:
+            raise ValueError("batches yielded no batch: nothing to record")
+        writer.close()
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    finally:
+        cap.remove()
+        model.train(was_training)
+    return open_record(out)
+
+
+def _meta(
+    model: nn.Module,
+    specs: dict[str, GateSpec],
+    cap: _Capture,
+    output: Any,
+    dom: np.ndarray,
+    domains: Sequence[str],
+    experts: dict[str, tuple[str, ...]],
+    keep: Mapping[str, Any] | None,
+    model_name: str | None,
+    description: str,
+    data: Mapping[str, Any] | None,
+    command: str,
+) -> RecordMeta:
+    """The record's metadata, with gate widths read from the first batch."""
+    infos = []
+    for name, s in specs.items():
+        if s.num_experts is not None:
+            e = s.num_experts
+        elif s.columns is not None:
+            e = max(max(c) for c in s.columns) + 1
+        else:
+            first = s.output(output) if s.output is not None else cap.get(s.modules[0])
+            e = _squeeze(torch.as_tensor(first), f"gate {name!r}", dom.shape[0]).shape[1]
+        if s.experts is not None:
+            if len(s.experts) != e:
+                raise ValueError(
+                    f"gate {name!r} names {len(s.experts)} experts but has {e} columns"
+                )
+            ex = s.experts
+        else:
+            mods = experts.get(name)
+            ex = tuple(ExpertInfo(name=mods[i] if mods else f"expert_{i}") for i in range(e))
+        infos.append(GateInfo(name=name, experts=ex, top_k=s.top_k))
+    return RecordMeta(
+        model_name=model_name or type(model).__name__,
+        model_description=description,
+        domains=tuple(str(d) for d in domains),
+        gates=tuple(infos),
+        kept=tuple(keep or ()),
+        data=dict(data or {}),
+        command=command,
+        source={"kind": "hooks", "class": f"{type(model).__module__}.{type(model).__name__}"},
+    )

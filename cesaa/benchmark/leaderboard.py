@@ -1,0 +1,169 @@
+"""The leaderboard: per model, overall and per domain, mean ± std over seeds and the paired
+difference to the best model with a t interval and a Holm-corrected paired t-test.
+
+Input: the final runs' records (:func:`cesaa.benchmark.protocol.run_task`), each with the test
+metrics of its best-validation epoch.  Output: plain data (:class:`Leaderboard`, ``to_dict``) that
+the writers in :mod:`cesaa.benchmark.report` and the dashboard's Leaderboard page only format.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from cesaa.benchmark.stats import holm, mean_std, paired_difference
+
+METRICS = ("auc", "gauc", "logloss")
+LOWER_IS_BETTER = frozenset({"logloss"})
+OVERALL = "overall"
+
+
+@dataclass
+class Cell:
+    """One (scope, metric, model) entry.  ``diff_*`` / ``p_*``: this model minus the best model of
+    that (scope, metric) over paired seeds; empty (nan) for the best model itself."""
+
+    scope: str  # "overall" or a domain name
+    metric: str
+    model: str
+    mean: float
+    std: float
+    n: int
+    rank: int
+    is_best: bool
+    diff_mean: float = math.nan
+    diff_std: float = math.nan
+    ci_low: float = math.nan
+    ci_high: float = math.nan
+    p_value: float = math.nan
+    p_holm: float = math.nan
+
+
+@dataclass
+class ModelSummary:
+    model: str
+    seeds: int
+    params: dict[str, Any]
+    best_epoch: tuple[float, float]  # mean, std over seeds
+    epochs: tuple[float, float]
+    train_seconds: tuple[float, float]  # per run, mean and std
+    tune: dict[str, Any] = field(default_factory=dict)  # trials, pruned, seconds (when tuned)
+
+
+@dataclass
+class Leaderboard:
+    cells: list[Cell]
+    models: list[ModelSummary]
+    domains: list[str]
+    level: float
+    meta: dict[str, Any] = field(default_factory=dict)  # command, data, protocol, budget, time
+
+    def to_dict(self) -> dict:
+        return {
+            "meta": self.meta,
+            "level": self.level,
+            "domains": self.domains,
+            "models": [asdict(m) for m in self.models],
+            "cells": [asdict(c) for c in self.cells],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Leaderboard:
+        models = [
+            ModelSummary(
+                **{
+                    **m,
+                    **{k: tuple(m[k]) for k in ("best_epoch", "epochs", "train_seconds")},
+                }
+            )
+            for m in d["models"]
+        ]
+        return cls(
+            cells=[Cell(**c) for c in d["cells"]],
+            models=models,
+            domains=list(d["domains"]),
+            level=float(d["level"]),
+            meta=dict(d.get("meta", {})),
+        )
+
+    def table(self, scope: str, metric: str) -> list[Cell]:
+        """The cells of one (scope, metric), best first."""
+        return sorted(
+            (c for c in self.cells if c.scope == scope and c.metric == metric),
+            key=lambda c: c.rank,
+        )
+
+
+def build_leaderboard(
+    runs: list[dict],
+    level: float = 0.95,
+    tuning: dict[str, dict] | None = None,
+    meta: dict[str, Any] | None = None,
+) -> Leaderboard:
+    """Aggregate final runs (records with model, seed, test metrics, params, ...).
+
+    For each scope (overall and each domain) and metric, the best model is the one with the best
+    mean (highest, lowest for logloss); every other model gets its paired difference to it and a
+    paired t-test, Holm-corrected over the other models of that (scope, metric).  Raises
+    ``ValueError`` on no runs or on a model with two runs of one seed.
+    """
+    if not runs:
+        raise ValueError("no runs to rank")
+    by_model: dict[str, dict[int, dict]] = {}
+    for r in runs:
+        seeds = by_model.setdefault(r["model"], {})
+        if r["seed"] in seeds:
+            raise ValueError(f"model {r['model']!r} has two runs with seed {r['seed']}")
+        seeds[r["seed"]] = r
+    domains = list(runs[0].get("domains") or [])
+    cells: list[Cell] = []
+    for scope in (OVERALL, *domains):
+        for metric in METRICS:
+            key = metric if scope == OVERALL else f"{metric}/{scope}"
+            cells += _rank(by_model, key, scope, metric, level)
+    tuning = tuning or {}
+    models = []
+    for name, seeds in by_model.items():
+        rs = list(seeds.values())
+        models.append(
+            ModelSummary(
+                model=name,
+                seeds=len(rs),
+                params=rs[0].get("params", {}),
+                best_epoch=mean_std([r["best_epoch"] for r in rs]),
+                epochs=mean_std([r["epochs"] for r in rs]),
+                train_seconds=mean_std([r["seconds"] for r in rs]),
+                tune=tuning.get(name, {}),
+            )
+        )
+    overall_auc = {c.model: c.rank for c in cells if c.scope == OVERALL and c.metric == "auc"}
+    models.sort(key=lambda m: overall_auc.get(m.model, math.inf))
+    return Leaderboard(cells, models, domains, level, dict(meta or {}))
+
+
+def _rank(
+    by_model: dict[str, dict[int, dict]], key: str, scope: str, metric: str, level: float
+) -> list[Cell]:
+    values = {
+        m: {s: float(r["test"].get(key, math.nan)) for s, r in seeds.items()}
+        for m, seeds in by_model.items()
+    }
+    stats = {m: mean_std(list(v.values())) for m, v in values.items()}
+    sign = 1.0 if metric in LOWER_IS_BETTER else -1.0
+    order = sorted(values, key=lambda m: (math.isnan(stats[m][0]), sign * stats[m][0], m))
+    best = order[0]
+    cells = []
+    for rank, m in enumerate(order, start=1):
+        mean, std = stats[m]
+        n = sum(math.isfinite(v) for v in values[m].values())
+        cell = Cell(scope, metric, m, mean, std, n, rank, m == best)
+        if m != best:
+            d = paired_difference(values[m], values[best], level)
+            cell.diff_mean, cell.diff_std = d.mean, d.std
+            cell.ci_low, cell.ci_high, cell.p_value = d.ci_low, d.ci_high, d.p_value
+        cells.append(cell)
+    others = [c for c in cells if not c.is_best]
+    for c, p in zip(others, holm([c.p_value for c in others]), strict=True):
+        c.p_holm = p
+    return cells

@@ -1,0 +1,145 @@
+"""The dashboard on a routing record: pages read it without the model, views that re-run the model
+say they need a checkpoint, malformed records give error cards, records upload as zip."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import pytest
+from apptest_support import (  # noqa: F401  (fixtures)
+    DEFAULT,
+    _app_on_path,
+    _env,
+    assert_clean,
+    run_page,
+)
+from test_records import MALFORMED, _arrays, _write
+
+from analysis.records.checkpoint import record_checkpoint
+
+
+@pytest.fixture(scope="module")
+def rec_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("records") / "cesaa-record"
+    record_checkpoint(DEFAULT, out, sample_size=300, batch_size=2048)
+    return out
+
+
+def _run(page: str, path: Path, **state):
+    return run_page(page, path, nav_folder=str(path.parent), **state)
+
+
+def test_sidebar_lists_the_record_beside_checkpoints(rec_dir):
+    at = _run("overview", rec_dir)
+    assert_clean(at)
+    box = at.sidebar.selectbox(key="nav_ckpt")
+    labels = list(box.options)  # the labels shown
+    assert any(lbl.endswith("(record)") for lbl in labels)
+    assert any(not lbl.endswith("(record)") for lbl in labels)
+
+
+def test_overview_of_a_record(rec_dir):
+    from analysis.records import open_record
+
+    at = _run("overview", rec_dir)
+    assert_clean(at)
+    assert any("Routing record" in s.value for s in at.subheader)
+    auc = next(m for m in at.metric if m.label == "AUC")
+    assert float(auc.value) == pytest.approx(open_record(rec_dir).meta.metrics["auc"], abs=1e-4)
+
+
+@pytest.mark.parametrize("page", ["routing", "information", "embeddings", "compare", "report"])
+def test_record_pages_render(rec_dir, page):
+    at = _run(page, rec_dir, emb_method="PCA", emb_sample=500)
+    assert_clean(at)
+
+
+def test_ablations_say_they_need_a_checkpoint(rec_dir):
+    at = _run("ablations", rec_dir)
+    assert not at.exception and not at.error
+    assert any("needs a checkpoint" in i.value for i in at.info)
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+def test_malformed_record_error_card(tmp_path, case):
+    path = tmp_path / "recs" / "bad"
+    _write(path, _arrays(), [0, 1000])
+    corrupt, error, text = MALFORMED[case]
+    corrupt(path)
+    at = _run("overview", path)
+    assert not at.exception
+    msgs = [e.value for e in at.error]
+    assert any(error.__name__ in m and text in m for m in msgs), msgs
+
+
+# ---- upload ---------------------------------------------------------------------------------------
+
+
+def _zip(folder: Path, prefix: str = "rec/") -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for f in folder.iterdir():
+            if f.is_file():
+                z.write(f, prefix + f.name)
+    return buf.getvalue()
+
+
+def test_upload_a_record_zip(tmp_path, rec_dir):
+    import record_loaders
+
+    from analysis.records import open_record
+
+    path = record_loaders.save_record_zip("rec.zip", _zip(rec_dir), 200, tmp_path)
+    assert open_record(path).stats["gate"] == open_record(rec_dir).stats["gate"]
+
+
+def test_upload_refusals_name_the_problem(tmp_path):
+    import record_loaders
+    from loaders import LoadError
+
+    good = tmp_path / "good"
+    _write(good, _arrays(), [0, 1000])
+    content = _zip(good)
+    with pytest.raises(LoadError, match=r"rec\.zip is 0\.\d MB, over the dashboard's upload limit"):
+        record_loaders.save_record_zip("rec.zip", content, 0.001, tmp_path)
+    with pytest.raises(LoadError, match="not a zip file"):
+        record_loaders.save_record_zip("x.zip", b"not a zip", 200, tmp_path)
+    bad = tmp_path / "bad"
+    _write(bad, _arrays(), [0, 1000])
+    MALFORMED["unknown domain"][0](bad)
+    with pytest.raises(LoadError, match="RecordUnknownDomain"):
+        record_loaders.save_record_zip("bad.zip", _zip(bad), 200, tmp_path / "up")
+    assert not any((tmp_path / "up" / "records").iterdir())
+
+
+# ---- a torch-rechub MMOE trained by torch-rechub, recorded, opened in the dashboard ----------------
+
+
+@pytest.fixture(scope="module")
+def rechub_rec(tmp_path_factory) -> Path:
+    pytest.importorskip("torch_rechub")
+    from conftest import ML100K
+    from test_records_rechub import DOMAINS, _movielens, _train
+    from torch_rechub.models.multi_task import MMOE
+
+    from analysis.records.rechub import record_rechub
+
+    if not (ML100K / "u.data").is_file():
+        pytest.skip(f"MovieLens-100k not found at {ML100K}")
+    tmp = tmp_path_factory.mktemp("rechub")
+    x, y, features = _movielens(ML100K, rows=6000)
+    model = MMOE(features, ["classification"], 4, {"dims": [8]}, [{"dims": [4]}])
+    test = _train(model, x, y, tmp, epochs=3, lr=1e-2)
+    out = tmp / "recs" / "rechub-mmoe"
+    record_rechub(model, test, domain="age_group", domains=DOMAINS, out=out, sample_size=200)
+    return out
+
+
+@pytest.mark.parametrize("page", ["overview", "routing", "information", "embeddings"])
+def test_rechub_record_in_the_dashboard(rechub_rec, page):
+    at = _run(page, rechub_rec, emb_method="PCA", emb_sample=500)
+    assert_clean(at)
+    if page == "overview":
+        assert any("torch-rechub MMOE" in str(m.value) for m in at.metric)
