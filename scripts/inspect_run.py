@@ -49,10 +49,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# {run}: test AUC {ckpt.meta['metrics']['test']['auc']:.4f}, {sec['rows']} rows\n")
     print("| expert | rows | share | domains | mean pred | label rate | AUC |")
     print("|---|---|---|---|---|---|---|")
+    def f(x: float | None) -> str:  # NaN is stored as None (JSON)
+        return "n/a" if x is None else f"{x:.3f}"
+
     for e in sec.get("experts", []):
         print(
-            f"| {e['expert']} | {e['rows']} | {e['share']:.3f} | {e['domains']} | "
-            f"{e['mean_prediction']:.3f} | {e['label_rate']:.3f} | {e['auc']:.3f} |"
+            f"| {e['expert']} | {e['rows']} | {f(e['share'])} | {e['domains']} | "
+            f"{f(e['mean_prediction'])} | {f(e['label_rate'])} | {f(e['auc'])} |"
         )
     print("\nTop significant values (log-odds [95% CI], routed / other rows with it):\n")
     for t in sec.get("top_values", []):
@@ -67,11 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     print("|---" * (len(names) + 2) + "|")
     for i, n in enumerate(names):
         off = np.delete(tv[i], i)
-        print(f"| {n} | " + " | ".join(f"{v:.3f}" for v in m[i]) + f" | {off.mean():.3f} |")
+        print(f"| {n} | " + " | ".join(f(v) for v in m[i]) + f" | {f(off.mean())} |")
     if "settled" in sec:
         print(f"\n{sec['settled']}")
         for r in sec["evolution"]:
-            print(f"- epoch {r['epoch']}: saturation {r['saturation']:.3f}")
+            print(f"- epoch {r['epoch']}: saturation {f(r['saturation'])}")
     return 0
 
 
