@@ -71,7 +71,7 @@ def inspection_section(
             if not routed.any() or not cols:
                 continue
             t = feature_log_odds(cols, dom, routed)
-            t = t[t["significant"]].head(top_n)
+            t = t[t["significant"] & (t["ci_low"] > 0)].head(top_n)  # over-represented only
             for r in t.itertuples():
                 top.append(
                     {"expert": x, "feature": r.feature, "value": r.value,

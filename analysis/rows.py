@@ -172,7 +172,7 @@ def expert_contributions(model: nn.Module, cat: Any, num: Any, domain: Any) -> C
 
 @torch.no_grad()
 def domain_swap(
-    model: nn.Module, cat: Any, num: Any, domain: Any, num_domains: int, batch_size: int = 4096
+    model: nn.Module, cat: Any, num: Any, domain: Any, num_domains: int, batch_size: int = 16384
 ) -> SwapResult:
     """Run every row as each of the ``num_domains`` domains (eval mode, no gradient)."""
     _check_inputs(model, cat, num, domain)
@@ -185,21 +185,27 @@ def domain_swap(
     logits = np.zeros((n, num_domains))
     probs: np.ndarray | None = None
     topk: np.ndarray | None = None
+    # one forward per chunk of (row, domain) pairs: rows repeated for several domains at once
+    per = max(1, batch_size // max(n, 1))  # domains per forward pass
     try:
-        for d in range(num_domains):
-            for s in range(0, n, batch_size):
-                sl = slice(s, s + batch_size)
-                dom = torch.full_like(domain[sl], d)
-                out = model(cat[sl], num[sl], dom)
-                logits[sl, d] = out.logit.double().cpu().numpy()
+        for s in range(0, n, batch_size):
+            sl = slice(s, s + batch_size)
+            b = cat[sl].shape[0]
+            for d0 in range(0, num_domains, per):
+                ds = torch.arange(d0, min(d0 + per, num_domains), device=domain.device)
+                m = len(ds)
+                out = model(cat[sl].repeat(m, 1), num[sl].repeat(m, 1), ds.repeat_interleave(b))
+                logits[sl, d0 : d0 + m] = out.logit.double().cpu().numpy().reshape(m, b).T
                 if out.probs is not None:
                     if probs is None:
                         probs = np.zeros((n, num_domains, out.probs.shape[1]))
-                    probs[sl, d] = out.probs.double().cpu().numpy()
+                    p = out.probs.double().cpu().numpy().reshape(m, b, -1)
+                    probs[sl, d0 : d0 + m] = p.transpose(1, 0, 2)
                 if out.topk_idx is not None:
                     if topk is None:
                         topk = np.zeros((n, num_domains, out.topk_idx.shape[1]), np.int64)
-                    topk[sl, d] = out.topk_idx.cpu().numpy()
+                    t = out.topk_idx.cpu().numpy().reshape(m, b, -1)
+                    topk[sl, d0 : d0 + m] = t.transpose(1, 0, 2)
     finally:
         model.train(was_training)
     return SwapResult(own=own, logits=logits, probs=probs, topk_idx=topk)

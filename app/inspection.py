@@ -23,11 +23,39 @@ def _sample_idx(n: int, size: int, seed: int = 0) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
 
 
-@st.cache_data(show_spinner="Routing the rows…", max_entries=32)
+def _record_rows(path: str, size: int) -> dict:
+    """The same dict from a routing record: its first ``size`` rows and its ``keep.`` columns."""
+    from analysis.records.format import keep_column
+
+    rec = record_loaders.record(path)
+    g = rec.primary
+    cols = ["row", "domain", "label", "prediction", *g.columns()]
+    cols += [keep_column(k) for k in rec.meta.kept]
+    t = rec.read(cols, limit=size)
+    probs, topk = rec.gate_arrays(t, g.name)
+    how = "the selected (top-k) experts"
+    if topk is None:
+        topk, how = probs.argmax(1)[:, None], "the top-1 expert of the dense gate"
+    return {
+        "rows": t["row"].to_numpy(),
+        "domain": t["domain"].to_numpy().astype(np.int64),
+        "label": t["label"].to_numpy().astype(np.float64),
+        "prediction": t["prediction"].to_numpy().astype(np.float64),
+        "probs": probs,
+        "topk": topk.astype(np.int64),
+        "routed_by": how + f" (the record's first {t.num_rows:,} rows)",
+        "columns": {k: t[keep_column(k)].to_numpy(zero_copy_only=False) for k in rec.meta.kept},
+    }
+
+
+@st.cache_resource(show_spinner="Routing the rows…", max_entries=16)  # read-only, no copy
 def _rows(path: str, tok: str, size: int) -> dict:
     import torch
 
     from analysis.rows import kept_columns
+
+    if record_loaders.is_record(path):
+        return _record_rows(path, size)
 
     ckpt, table = checkpoint(path), getattr(data(path), SPLIT)
     idx = _sample_idx(len(table), size)
@@ -75,6 +103,8 @@ def _features(path: str, tok: str, expert: int, domains: tuple[int, ...] | None)
     from analysis.experts import feature_log_odds
 
     r = rows(path)
+    if not r["columns"]:
+        raise LoadError(f"{label(path)} keeps no feature columns to describe the experts with")
     routed = (r["topk"] == expert).any(axis=1)
     if not routed.any():
         raise LoadError(f"expert {expert} receives no rows of the sampled test split")

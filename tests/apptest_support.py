@@ -18,7 +18,17 @@ REPO = Path(__file__).resolve().parents[1]
 MAIN = str(REPO / "app" / "main.py")
 SHIPPED = REPO / "checkpoints"
 DEFAULT = SHIPPED / "cesaa"
-PAGES = ("overview", "routing", "information", "embeddings", "ablations", "compare", "report")
+PAGES = (
+    "overview",
+    "routing",
+    "information",
+    "embeddings",
+    "ablations",
+    "compare",
+    "report",
+    "experts",
+    "rows",
+)
 
 pytestmark = pytest.mark.skipif(
     not (DEFAULT / "meta.json").is_file(),

@@ -135,6 +135,17 @@ def test_dashboard_in_a_real_browser(dashboard):
             assert slider.input_value() == "1"
             page.screenshot(path=shots / "ablations.jpg", type="jpeg", quality=70)
 
+            # Experts and Rows on the default checkpoint: their charts paint, no error card
+            for title, key, shot in (
+                ("Experts", "ex_logodds", "experts.jpg"),
+                ("Rows", "rw_swap_logit", "rows.jpg"),
+            ):
+                goto_page(page, title)
+                page.wait_for_selector(f".st-key-{key} .main-svg", timeout=90_000)
+                wait_idle(page)
+                assert page.get_by_text("Unexpected error").count() == 0, title
+                page.screenshot(path=shots / shot, type="jpeg", quality=70)
+
             # Train: a tiny model, saved as a checkpoint and selected
             goto_page(page, "Train")
             for name, value in (("Rows", "2000"), ("Epochs", "1"), ("Name", "e2e-tiny")):
@@ -147,6 +158,17 @@ def test_dashboard_in_a_real_browser(dashboard):
             wait_idle(page)
             assert (tmp / "runs" / "e2e-tiny" / "meta.json").is_file()
             page.screenshot(path=shots / "train.jpg", type="jpeg", quality=70)
+
+            # the Train page trains with routing snapshots: routing over training of that run
+            goto_page(page, "Routing over training")
+            page.wait_for_selector(".st-key-ev_lines .main-svg", timeout=60_000)
+            wait_idle(page)
+            assert (
+                page.get_by_text("Routing settled at epoch").count()
+                + page.get_by_text("Only one epoch has a snapshot").count()
+                == 1
+            )
+            page.screenshot(path=shots / "evolution.jpg", type="jpeg", quality=70)
 
             # Report of the new checkpoint: download the JSON and the HTML
             goto_page(page, "Report")

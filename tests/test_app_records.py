@@ -147,3 +147,21 @@ def test_rechub_record_in_the_dashboard(rechub_rec, page):
     assert_clean(at)
     if page == "overview":
         assert any("torch-rechub MMOE" in str(m.value) for m in at.metric)
+
+
+def test_inspection_pages_on_a_record(rec_dir):
+    """Experts reads the record alone (its kept columns); Rows and Routing over training say
+    what they need instead."""
+    from apptest_support import arr, charts
+
+    at = _run("experts", rec_dir)
+    assert_clean(at)
+    figs = charts(at)
+    assert {"ex_logodds", "ex_similarity", "ex_overlap"} <= set(figs)
+    assert arr(figs["ex_similarity"]["data"][0]["z"]).shape == (8, 8)
+    at = _run("rows", rec_dir)
+    assert not at.exception and not at.error
+    assert any("needs a checkpoint" in i.value for i in at.info)
+    at = _run("evolution", rec_dir)
+    assert not at.exception and not at.error
+    assert any("run folder" in i.value for i in at.info)

@@ -6,6 +6,7 @@ import components
 import inspection
 import loaders
 import numpy as np
+import record_loaders
 import streamlit as st
 
 from analysis.figures.inspection import evolution_lines, matrix_heatmap
@@ -17,6 +18,9 @@ st.write(
 )
 
 path = components.current_path()
+if record_loaders.is_record(path):
+    st.info("A routing record holds one evaluation: routing over training needs the run folder.")
+    st.stop()
 caps = components.require(loaders.capabilities, path)
 if not caps["has_gate"]:
     st.info(f"Model **{caps['name']}** has no gate: there is no routing to follow.")

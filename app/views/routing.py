@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import components
 import derived
+import inspection
 import loaders
+import numpy as np
 import streamlit as st
 
 from analysis import figures
@@ -21,15 +23,27 @@ if not caps["has_gate"]:
 s = components.require(derived.summary, path)
 names, experts = s["domain_names"], s["expert_names"]
 
+many = len(names) > 8
+c = st.columns([1, 3])
+clustered = c[0].toggle("Cluster domains", many, key="rt_cluster", help="by their P(e | d) rows")
+shown = c[1].multiselect("Only these domains (empty = all)", names, key="rt_domains")
+order = [d for d in inspection.domain_order(path, clustered) if not shown or names[d] in shown]
+rows = [names[d] for d in order]
 left, right = st.columns(2)
 with left:
     fig = figures.activation_heatmap(
-        s["activation_soft"], names, experts, "Soft P(expert | domain): mean gate probability"
+        np.asarray(s["activation_soft"])[order],
+        rows,
+        experts,
+        "Soft P(expert | domain): mean gate probability",
     )
     components.chart(fig, key="rt_soft")
 with right:
     fig = figures.activation_heatmap(
-        s["activation_hard"], names, experts, "Hard P(expert | domain): share of selections"
+        np.asarray(s["activation_hard"])[order],
+        rows,
+        experts,
+        "Hard P(expert | domain): share of selections",
     )
     components.chart(fig, key="rt_hard")
 

@@ -149,5 +149,6 @@ if upload is not None:
         title="The upload does not match its schema",
     )
 out = jobs.new_run_dir(name)
-st.session_state["tr_job"] = jobs.TrainJob(source, model, kw, {"epochs": int(epochs)}, out).start()
+train_kw = {"epochs": int(epochs), "routing_snapshots": True}  # for Routing over training
+st.session_state["tr_job"] = jobs.TrainJob(source, model, kw, train_kw, out).start()
 st.rerun()
