@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# {run}: test AUC {ckpt.meta['metrics']['test']['auc']:.4f}, {sec['rows']} rows\n")
     print("| expert | rows | share | domains | mean pred | label rate | AUC |")
     print("|---|---|---|---|---|---|---|")
+
     def f(x: float | None) -> str:  # NaN is stored as None (JSON)
         return "n/a" if x is None else f"{x:.3f}"
 
