@@ -87,7 +87,7 @@ def test_multiplicative_signal_is_in_the_product(multiplicative) -> None:
         make_planted_frame(100, structure="cubic")
 
 
-@pytest.mark.slow  # 7 models x 2 runs of up to 30 epochs on 32k rows (minutes on a loaded machine)
+@pytest.mark.heavy  # every model x 2 runs of 30 epochs on 32k rows: about 15 min on 2 idle cores
 def test_default_protocol_does_not_stop_on_the_plateau(multiplicative) -> None:
     """Under the default early stopping every model ends within 0.01 test AUC of the same model
     trained with patience 30 (on this data MMoE sits on a plateau at val AUC ~0.51 for about 20
