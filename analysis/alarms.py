@@ -78,7 +78,8 @@ class AlarmThresholds:
 class Alarm:
     """One finding: ``level`` ("critical" or "warning"), a stable ``code``, a short ``title``, a
     ``message`` in plain language (what it means, what to try), the ``domain`` name and ``expert``
-    index it concerns (or None), the measured ``value`` and the ``threshold`` it crossed."""
+    index it concerns (or None), the measured ``value`` and the ``threshold`` it crossed.  Alarms
+    about a pair of domains name the second one in ``other_domain``."""
 
     level: str
     code: str
@@ -88,6 +89,7 @@ class Alarm:
     expert: int | None = None
     value: float | None = None
     threshold: float | None = None
+    other_domain: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -291,6 +293,7 @@ def _routing_alarms(
                         domain=names[a],
                         value=float(js[a, b]),
                         threshold=t.similar_domains_js,
+                        other_domain=names[b],
                     )
                 )
     return out

@@ -2,7 +2,8 @@
 
 Starts ``streamlit run app/main.py`` on a free localhost port, changes k on the Ablations page and
 checks that the per-domain metrics change, trains a tiny model on the Train page, downloads the
-report and checks it, and saves screenshots (``test-artifacts/screenshots/`` by default; set
+report and checks it, opens a routing record (written before the server starts, into the folder
+the sidebar scans) and saves screenshots (``test-artifacts/screenshots/`` by default; set
 ``CESAA_SCREENSHOTS=docs/img`` to refresh the documentation's).  Uses Debian's ``/usr/bin/chromium``
 (``.ci/run`` installs it); never ``playwright install``.
 """
@@ -25,6 +26,7 @@ from analysis.export import CHROMIUM_ARGS
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = list(CHROMIUM_ARGS)  # the launch flags that work on these machines (SETUP-NOTES)
+RECORD = "e2e-record"  # the routing record the dashboard fixture writes
 
 pytestmark = [
     pytest.mark.browser,
@@ -83,7 +85,12 @@ def goto_page(page, title: str) -> None:
 
 @pytest.fixture(scope="module")
 def dashboard(tmp_path_factory):
+    from analysis.records.checkpoint import record_checkpoint
+
     tmp = tmp_path_factory.mktemp("e2e")
+    # a routing record of the shipped checkpoint on its own test split (6,000 rows), in the
+    # dashboard's runs folder, which the sidebar scans
+    record_checkpoint(REPO / "checkpoints" / "cesaa", tmp / "runs" / RECORD, sample_size=300)
     env = {**os.environ, "CESAA_DASHBOARD_RUNS": str(tmp / "runs")}
     port = free_port()
     proc = start_server(port, env, tmp / "streamlit.log")
@@ -185,5 +192,39 @@ def test_dashboard_in_a_real_browser(dashboard):
                 page.get_by_role("button", name="Download HTML").click()
             assert "<html" in Path(got.value.path()).read_text()[:500].lower()
             page.screenshot(path=shots / "report.jpg", type="jpeg", quality=70)
+        finally:
+            browser.close()
+
+
+def test_a_record_backed_session_in_a_real_browser(dashboard):
+    from playwright.sync_api import sync_playwright
+
+    url, tmp = dashboard
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 2000})
+            page.goto(url)
+            page.wait_for_selector(".st-key-ov_auc_bars .main-svg", timeout=90_000)
+            wait_idle(page)
+
+            # select the record in the sidebar: its Overview reads the record alone
+            page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').first.click()
+            page.get_by_role("option", name=f"{RECORD} (record)").click()
+            page.wait_for_selector(".st-key-ov_rec_auc_bars .main-svg", timeout=90_000)
+            wait_idle(page)
+            page.get_by_text(f"Routing record · {RECORD}").wait_for(timeout=30_000)
+            assert page.locator(".st-key-ov_rec_auc_bars text.bartext").count() == 4  # domains
+            assert page.get_by_text("Unexpected error").count() == 0
+
+            # Ablations re-runs the model: one line that it needs a checkpoint, no error card
+            goto_page(page, "Ablations")
+            note = page.get_by_text("needs a checkpoint")
+            note.first.wait_for(timeout=60_000)
+            wait_idle(page)
+            assert note.count() == 1
+            assert page.get_by_text("The selected item is a routing record").count() == 1
+            assert page.locator(".st-key-abl_auc").count() == 0
+            assert page.locator('[data-testid="stException"]').count() == 0
         finally:
             browser.close()
