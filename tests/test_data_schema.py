@@ -336,3 +336,14 @@ def test_unknown_source_kind_lists_valid_ones() -> None:
 def test_unknown_table_option(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"unknown option\(s\) \['rows'\]"):
         load_data(f"table:{write(tmp_path, clicks())}", rows=3)
+
+
+def test_rows_with_more_fields_than_the_header_are_an_error(tmp_path) -> None:
+    """pandas reads such a file without a word, using the first fields as an index and shifting
+    every value one column to the right; the reader must refuse it, naming the file."""
+    from cesaa.data.schema import read_frame
+
+    path = tmp_path / "clicks.csv"
+    path.write_text("user,bucket,click\n1,(0,10],1\n2,(10,20],0\n")
+    with pytest.raises(ValueError, match=r"clicks\.csv: the rows have more fields than the header"):
+        read_frame(path)

@@ -19,6 +19,7 @@ data rows from 0 (the CSV header is not a row).
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -216,11 +217,24 @@ def read_frame(path: str | Path, *, str_columns: tuple[str, ...] = ()) -> pd.Dat
     else:
         sep = "\t" if ".tsv" in name else ","
         try:
-            df = pd.read_csv(path, sep=sep, dtype={c: str for c in str_columns})
+            with warnings.catch_warnings():
+                # index_col=False: never take extra leading fields as an index; pandas warns
+                # when the rows have more fields than the header, which is an error here
+                warnings.simplefilter("error", pd.errors.ParserWarning)
+                df = pd.read_csv(
+                    path, sep=sep, dtype={c: str for c in str_columns}, index_col=False
+                )
         except pd.errors.EmptyDataError as err:
             raise ValueError(f"data file {path}: empty file (no header, no rows)") from err
         except (pd.errors.ParserError, UnicodeDecodeError) as err:
             raise ValueError(f"data file {path}: cannot parse as CSV: {err}") from err
+        except pd.errors.ParserWarning as err:
+            # by default pandas would silently turn the extra leading fields into an index and
+            # shift every value into the wrong column
+            raise ValueError(
+                f"data file {path}: the rows have more fields than the header "
+                f"(an unquoted separator in a value?): {err}"
+            ) from err
     if len(df) == 0:
         raise ValueError(f"data file {path}: empty file (header only, no rows)")
     return df
