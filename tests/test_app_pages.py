@@ -233,7 +233,15 @@ def test_missing_data_gives_an_error_card_on_every_page(monkeypatch, tmp_path):
     shutil.copytree(DEFAULT, root / "lost-data")
     meta_path = root / "lost-data" / "meta.json"
     meta = json.loads(meta_path.read_text())
-    meta["data"]["description"]["source"] = f"movielens-100k:{tmp_path / 'nowhere'}"
+    nowhere = tmp_path / "nowhere"
+    meta["data"]["description"]["source"] = f"movielens-100k:{nowhere}"
+    # the data's recorded location (meta.json data.location) points at the missing folder too
+    meta["data"]["location"] = {
+        "source": f"movielens-100k:{nowhere}",
+        "kind": "movielens-100k",
+        "fingerprint": meta["data"].get("fingerprint"),
+        "folder": {"absolute": str(nowhere), "relative_to_run": "../../nowhere"},
+    }
     meta_path.write_text(json.dumps(meta))
     monkeypatch.setenv("CESAA_CHECKPOINTS", str(root))
     for page in PAGES:
