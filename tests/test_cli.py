@@ -264,14 +264,15 @@ def test_train_defaults_are_the_benchmark_protocol():
     accuracy = docs.split("<!-- bench:accuracy -->")[1].split("<!-- /bench:accuracy -->")[0]
     m = re.search(
         r"Adam lr ([\d.e-]+), weight decay ([\d.e-]+), batch (\d+), early stopping on "
-        r"validation AUC \(patience (\d+), at most (\d+) epochs\)",
+        r"validation AUC \(patience (\d+), at most (\d+) epochs, not before (\d+) optimizer steps\)",
         accuracy,
     )
     assert m, "the accuracy section no longer states its protocol"
-    lr, wd, batch, patience, epochs = m.groups()
+    lr, wd, batch, patience, epochs, min_steps = m.groups()
     cfg = TrainConfig()
     assert (cfg.lr, cfg.weight_decay, cfg.batch_size) == (float(lr), float(wd), int(batch))
     assert (cfg.patience, cfg.epochs, cfg.monitor) == (int(patience), int(epochs), "auc")
+    assert cfg.min_steps == int(min_steps)
 
 
 def test_old_metrics_jsonl_reads_with_todays_names(tmp_path):
