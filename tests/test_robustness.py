@@ -38,10 +38,18 @@ def clicks(n: int = 40, seed: int = 0) -> pd.DataFrame:
     )
 
 
-def write(folder: Path, df: pd.DataFrame, name: str = "clicks.parquet", **schema) -> Path:
+def write(
+    folder: Path,
+    df: pd.DataFrame,
+    name: str = "clicks.parquet",
+    *,
+    row_group_size: int = 8,
+    **schema,
+) -> Path:
+    """Write ``df`` and a schema naming label click, domain tab (home/search), city, price."""
     data = folder / name
     if name.endswith(".parquet"):
-        df.to_parquet(data, index=False, row_group_size=8)
+        df.to_parquet(data, index=False, row_group_size=row_group_size)
     else:
         df.to_csv(data, index=False)
     s = {

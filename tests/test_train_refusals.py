@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
+from test_robustness import write
 
 import cesaa.train as train_module
 from cesaa.config import TrainConfig
@@ -38,23 +38,7 @@ def clicks(n: int = 300, seed: int = 0, users: bool = False) -> pd.DataFrame:
 
 
 def write_table(folder, df: pd.DataFrame, name: str = "clicks.parquet", **schema):
-    data = folder / name
-    if name.endswith(".parquet"):
-        df.to_parquet(data, index=False, row_group_size=64)
-    else:
-        df.to_csv(data, index=False)
-    s = {
-        "data": name,
-        "label": "click",
-        "domain": "tab",
-        "domains": ["home", "search"],
-        "categorical": ["city"],
-        "numeric": ["price"],
-        **schema,
-    }
-    path = folder / "clicks.yaml"
-    path.write_text(yaml.safe_dump(s))
-    return path
+    return write(folder, df, name, row_group_size=64, **schema)
 
 
 def _fit(data, out=None, **train_kw):
