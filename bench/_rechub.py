@@ -12,6 +12,8 @@ The adapters are registered in the ``cesaa`` model registry under ``rechub_mmoe`
 split, features, optimizer, early stopping and evaluation.  Dimensions come from ``ModelConfig``:
 experts ``expert_hidden + (expert_dim,)``, towers ``tower_hidden`` then 1, ``embed_dim``,
 ``mmoe_experts`` (0 = one per domain), ``ple_levels`` / ``ple_specific`` / ``ple_shared``.
+They declare the search spaces of our MMoE and PLE, so ``cesaa bench --setup bench._rechub:register``
+tunes them with the same budget over the same choices.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from torch import nn
 
 from cesaa.config import ModelConfig
 from cesaa.features import FeatureSpec
-from cesaa.models import registry
+from cesaa.models import registry, search_spaces
 from cesaa.models.baselines.blocks import reject_routing
 from cesaa.models.output import ModelOutput, RoutingOverride
 
@@ -91,6 +93,11 @@ def register() -> str | None:
     except ImportError as e:
         return f"torch_rechub is not importable ({e}); install the 'bench' extra"
     if "rechub_mmoe" not in registry.model_names():
-        registry.register("rechub_mmoe", "torch-rechub MMOE, one task per domain")(RechubMMoE)
-        registry.register("rechub_ple", "torch-rechub PLE, one task per domain")(RechubPLE)
+        # the same search spaces as our MMoE / PLE: equal tuning budgets over equal choices
+        registry.register(
+            "rechub_mmoe", "torch-rechub MMOE, one task per domain", search_spaces.mmoe
+        )(RechubMMoE)
+        registry.register(
+            "rechub_ple", "torch-rechub PLE, one task per domain", search_spaces.ple
+        )(RechubPLE)
     return None

@@ -45,10 +45,23 @@ def clean_registry():
     """The accuracy/throughput benchmarks register torch-rechub adapters: undo that afterwards."""
     from cesaa.models import registry
 
-    before = dict(registry._REGISTRY)
+    before, spaces = dict(registry._REGISTRY), dict(registry._SPACES)
     yield
     registry._REGISTRY.clear()
     registry._REGISTRY.update(before)
+    registry._SPACES.clear()
+    registry._SPACES.update(spaces)
+
+
+def test_rechub_adapters_are_tuned_over_our_mmoe_and_ple_spaces(clean_registry) -> None:
+    """`cesaa bench --setup bench._rechub:register` gives the peers the same choices as ours."""
+    pytest.importorskip("torch_rechub")
+    from bench import _rechub
+    from cesaa.models import registry, search_spaces
+
+    assert _rechub.register() is None
+    assert registry.model_search_space("rechub_mmoe") is search_spaces.mmoe
+    assert registry.model_search_space("rechub_ple") is search_spaces.ple
 
 
 @pytest.mark.parametrize("module", list(BENCHES))
