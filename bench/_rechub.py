@@ -97,7 +97,7 @@ def register() -> str | None:
         registry.register(
             "rechub_mmoe", "torch-rechub MMOE, one task per domain", search_spaces.mmoe
         )(RechubMMoE)
-        registry.register(
-            "rechub_ple", "torch-rechub PLE, one task per domain", search_spaces.ple
-        )(RechubPLE)
+        registry.register("rechub_ple", "torch-rechub PLE, one task per domain", search_spaces.ple)(
+            RechubPLE
+        )
     return None

@@ -20,6 +20,10 @@ import time
 from importlib.metadata import entry_points
 from pathlib import Path
 
+# cesaa.data.splits.TRAIN_SPLITS, spelled out: the CLI imports no torch before it must (a test
+# checks they agree)
+TRAIN_SPLITS = ("random", "temporal", "files")
+
 COMMAND_GROUP = "cesaa.commands"
 DATA_HELP = (
     "data source: 'synthetic' (optionally 'synthetic:rows=50000,domains=4,seed=1'), "
@@ -60,7 +64,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--out", default=None, help="run folder (default runs/<model>-<time>)")
     t.add_argument(
-        "--split", default=None, choices=["random", "temporal"], help="8:1:1 split kind (random)"
+        "--split",
+        default=None,
+        choices=TRAIN_SPLITS,
+        help="random (8:1:1, default), temporal (per user, by time) or files (Ali-CCP's "
+        "distributed train / val / test files)",
     )
     t.add_argument("--data-seed", type=int, default=None, help="seed of the data split (0)")
     t.add_argument(

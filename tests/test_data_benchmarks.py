@@ -296,3 +296,28 @@ def test_kuairand_folder_problems_are_named(tmp_path):
     empty.mkdir()
     with pytest.raises(FileNotFoundError, match="is a folder without log_standard_"):
         load_benchmark("kuairand", empty)
+
+
+def test_train_and_bench_keep_aliccps_distributed_files(tmp_path, capsys) -> None:
+    """`--split files` reaches the loader from `cesaa train` and from `cesaa bench`."""
+    import json
+
+    from cesaa import cli
+    from cesaa.data.splits import TRAIN_SPLITS
+
+    assert cli.TRAIN_SPLITS == TRAIN_SPLITS  # the CLI's torch-free copy agrees
+    src = f"aliccp:{need(ALICCP)}"
+    run = tmp_path / "run"
+    args = ["train", "--data", src, "--model", "mlp", "--split", "files", "--out", str(run)]
+    sets = ["--set", "train.epochs=1", "--set", "train.min_steps=0", "--quiet"]
+    assert cli.main([*args, *sets]) == 0
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["data"]["description"]["split"] == "files"
+    assert "(100/50/50 rows" in capsys.readouterr().out  # the files' rows, not 160/20/20
+    out = tmp_path / "bench"
+    bench = ["bench", "--data", src, "--models", "mlp", "--split", "files", "--seeds", "1"]
+    assert cli.main([*bench, "--epochs", "1", "--set", "train.min_steps=0", "--out", str(out)]) == 0
+    lb = json.loads((out / "leaderboard.json").read_text())
+    assert "--split files" in lb["meta"]["command"]
+    (rec,) = json.loads((out / "runs.json").read_text())
+    assert rec["test"]["rows"] == 50 and rec["val"]["rows"] == 50  # the distributed files' rows

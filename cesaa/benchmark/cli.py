@@ -55,6 +55,13 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
     )
     b.add_argument("--max-train", type=int, default=0, help="use only the first N training rows")
     b.add_argument("--data-seed", type=int, default=0, help="seed of the 8:1:1 split (default 0)")
+    b.add_argument(
+        "--split",
+        default="random",
+        choices=("random", "temporal", "files"),
+        help="random (8:1:1, default), temporal (per user, by time) or files (Ali-CCP's "
+        "distributed train / val / test files)",
+    )
     b.add_argument("--device", default="cpu", help="torch device of every run (default cpu)")
     b.add_argument("--level", type=float, default=0.95, help="confidence level (default 0.95)")
     b.add_argument(
@@ -87,7 +94,11 @@ def protocol_from_args(args: argparse.Namespace) -> Protocol:
             )
         train[name] = _parse_value(raw, getattr(base, name), key)
     return Protocol(
-        train=train, device=args.device, max_train=args.max_train, split_seed=args.data_seed
+        train=train,
+        device=args.device,
+        max_train=args.max_train,
+        split_seed=args.data_seed,
+        split=args.split,
     )
 
 
@@ -149,6 +160,8 @@ def command_line(args: argparse.Namespace) -> str:
         parts += ["--max-train", str(args.max_train)]
     if args.data_seed:
         parts += ["--data-seed", str(args.data_seed)]
+    if args.split != "random":
+        parts += ["--split", args.split]
     if args.device != "cpu":
         parts += ["--device", args.device]
     if args.level != 0.95:

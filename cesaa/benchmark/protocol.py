@@ -27,15 +27,22 @@ class Protocol:
 
     ``train``: ``TrainConfig`` overrides for every run (e.g. ``{"epochs": 30, "patience": 4}``);
     ``device``: torch device of every run; ``max_train``: keep only the first N training rows
-    (0 = all); ``split_seed``: seed of the 8:1:1 split, the same for every model and seed.
+    (0 = all); ``split_seed``: seed of the 8:1:1 split, the same for every model and seed;
+    ``split``: ``random`` (8:1:1), ``temporal`` (per user, by time) or ``files`` (Ali-CCP's
+    distributed train / val / test files).
     """
 
     train: dict[str, Any] = field(default_factory=dict)
     device: str = "cpu"
     max_train: int = 0
     split_seed: int = 0
+    split: str = "random"
 
     def __post_init__(self) -> None:
+        from cesaa.data.splits import TRAIN_SPLITS
+
+        if self.split not in TRAIN_SPLITS:
+            raise ValueError(f"split={self.split!r} must be one of {list(TRAIN_SPLITS)}")
         unknown = sorted(set(self.train) - TRAIN_FIELDS)
         if unknown:
             raise ValueError(
@@ -76,13 +83,13 @@ def run_setup(setup: str | None) -> None:
     getattr(importlib.import_module(mod), fn)()
 
 
-def load_source(source: str, split_seed: int = 0, max_train: int = 0) -> Any:
-    """``load_data`` (or ``open_stream`` for ``stream:``), cached per process.
+def load_source(source: str, split_seed: int = 0, max_train: int = 0, split: str = "random") -> Any:
+    """``load_data`` (or ``open_stream`` for ``stream:``) with ``split``, cached per process.
 
     ``max_train`` keeps the first N training rows of an in-memory table (a stream is used whole:
     asking to cap one raises ``ValueError``).
     """
-    key = (source, split_seed, max_train)
+    key = (source, split, split_seed, max_train)
     if key in _DATA_CACHE:
         return _DATA_CACHE[key]
     from cesaa.data import load_data
@@ -91,9 +98,9 @@ def load_source(source: str, split_seed: int = 0, max_train: int = 0) -> Any:
     if is_stream_source(source):
         if max_train:
             raise ValueError(f"--max-train cannot cap a stream source ({source!r})")
-        data = open_stream(source, seed=split_seed)
+        data = open_stream(source, split=split, seed=split_seed)
     else:
-        data = load_data(source, seed=split_seed)
+        data = load_data(source, split=split, seed=split_seed)
         if max_train and len(data.train) > max_train:
             import torch
 
@@ -146,7 +153,8 @@ def run_task(
 
     t = RunTask.from_dict(task) if isinstance(task, dict) else task
     run_setup(t.setup)
-    data = load_source(t.source, t.protocol.split_seed, t.protocol.max_train)
+    p = t.protocol
+    data = load_source(t.source, p.split_seed, p.max_train, p.split)
     mcfg, tcfg = build_configs(t.model, t.params, t.protocol, t.seed)
     t0 = time.perf_counter()
     res = train(mcfg, tcfg, data, callback=callback)

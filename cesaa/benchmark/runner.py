@@ -155,7 +155,7 @@ def warmup_epochs(spec: BenchSpec) -> int:
 
     cfg = TrainConfig(**spec.protocol.train, device=spec.protocol.device)
     p = spec.protocol
-    rows = len(load_source(spec.source, p.split_seed, p.max_train).train)
+    rows = len(load_source(spec.source, p.split_seed, p.max_train, p.split).train)
     return max(2, math.ceil(cfg.min_steps / steps_per_epoch(rows, cfg.batch_size)))
 
 

@@ -13,6 +13,9 @@ import pandas as pd
 import torch
 
 SPLITS = ("random", "temporal", "none")
+# what a training run may ask for: ``files`` keeps a benchmark's distributed train / val / test files
+# (Ali-CCP, see cesaa.data.benchmarks); ``none`` has no training rows
+TRAIN_SPLITS = ("random", "temporal", "files")
 DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
 
 Split = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # train, val, test: sorted [n_i] long
