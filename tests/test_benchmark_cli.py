@@ -229,3 +229,35 @@ def test_pruner_waits_out_min_steps(tmp_path) -> None:
         TINY, ("mlp",), str(tmp_path), trials=1, protocol=Protocol(train={"min_steps": 0})
     )
     assert warmup_epochs(spec0) == 2
+
+
+def test_a_rerun_keeps_finished_final_runs_and_redoes_changed_ones(tmp_path, monkeypatch) -> None:
+    """A stopped benchmark loses nothing finished: rerunning the same command trains nothing new;
+    a record made for another task (here another epoch cap) or a damaged one is redone."""
+    from cesaa.benchmark import runner
+
+    args = ("--models", "mlp,shared_bottom", "--seeds", "2")
+    assert _bench(tmp_path, *args) == 0
+    first = json.loads((tmp_path / "runs.json").read_text())
+    saved = sorted(p.name for p in (tmp_path / "final").iterdir())
+    assert saved == [f"{m}-seed{s}.json" for m in ("mlp", "shared_bottom") for s in (0, 1)]
+
+    calls: list[tuple[str, int]] = []
+    real = runner.run_task
+
+    def counting(task, callback=None):
+        calls.append((task["model"], task["seed"]))
+        return real(task, callback)
+
+    monkeypatch.setattr(runner, "run_task", counting)
+    assert _bench(tmp_path, *args) == 0
+    assert calls == []  # everything was already finished
+    assert json.loads((tmp_path / "runs.json").read_text()) == json.loads(json.dumps(first))
+
+    (tmp_path / "final" / "mlp-seed1.json").write_text("{not json", encoding="utf-8")
+    assert _bench(tmp_path, *args) == 0
+    assert calls == [("mlp", 1)]  # only the damaged record
+
+    calls.clear()
+    assert main(["bench", "--data", TINY, "--epochs", "1", "--out", str(tmp_path), *args]) == 0
+    assert sorted(calls) == [("mlp", 0), ("mlp", 1), ("shared_bottom", 0), ("shared_bottom", 1)]

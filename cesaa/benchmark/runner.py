@@ -4,13 +4,20 @@ configuration with fresh seeds and rank the models on test.
 Stages: ``tune`` (only the Optuna studies: run it on several machines against one RDB storage),
 ``final`` (read the studies' best configurations, train seeds 0..S-1, write the leaderboard) or
 ``all`` (both).  With ``trials = 0`` every model runs with its registry defaults.
+
+Nothing finished is lost when a long benchmark stops: the studies live in the Optuna storage, and
+every final run's record is written to ``<out>/final/<model>-seed<s>.json`` as soon as it ends.
+Rerunning the same command resumes the studies and trains only the final runs whose record is
+missing or was made for another task (other data, parameters, protocol or setup).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -121,12 +128,38 @@ def parallel_map(
     return [r for r in out if r is not None]
 
 
-def _final_run(task: dict) -> dict:
+FINAL_DIR = "final"  # <out>/final/<model>-seed<s>.json: one finished final run each
+
+
+def final_record_path(out: str | Path, task: dict) -> Path:
+    return Path(out) / FINAL_DIR / f"{task['model']}-seed{task['seed']}.json"
+
+
+def load_final_record(path: Path, task: dict) -> dict | None:
+    """The record saved at ``path`` if it was made for exactly ``task``, else None."""
+    if not path.is_file():
+        return None
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # a damaged file is redone, never trusted
+    if saved.get("task") != json.loads(json.dumps(task)):
+        return None
+    return saved["record"]
+
+
+def _final_run(job: dict) -> dict:
+    task = job["task"]
     rec = run_task(task)
     rec["summary"] = (
         f"test auc {rec['test'].get('auc', float('nan')):.4f}, "
         f"val auc {rec['val'].get('auc', float('nan')):.4f}, {rec['epochs']} epochs"
     )
+    path = Path(job["path"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"task": task, "record": rec}), encoding="utf-8")
+    os.replace(tmp, path)  # atomic: a record is there whole or not at all
     return rec
 
 
@@ -211,14 +244,24 @@ def run_benchmark(
         for s in range(spec.seeds)
         for m in spec.models
     ]
-    runs = parallel_map(
-        _final_run,
-        tasks,
-        spec.jobs,
-        spec.setup,
-        progress,
-        label=lambda t: f"{t['model']} seed {t['seed']}",
+    saved = [load_final_record(final_record_path(spec.out, t), t) for t in tasks]
+    todo = [t for t, r in zip(tasks, saved, strict=True) if r is None]
+    if progress is not None and len(todo) < len(tasks):
+        progress(
+            f"{len(tasks) - len(todo)} of {len(tasks)} final runs already finished in "
+            f"{Path(spec.out) / FINAL_DIR}: kept, not retrained"
+        )
+    fresh = iter(
+        parallel_map(
+            _final_run,
+            [{"task": t, "path": str(final_record_path(spec.out, t))} for t in todo],
+            spec.jobs,
+            spec.setup,
+            progress,
+            label=lambda j: f"{j['task']['model']} seed {j['task']['seed']}",
+        )
     )
+    runs = [r if r is not None else next(fresh) for r in saved]
     lb = build_leaderboard(runs, spec.level, tuning, _meta(spec, runs, time.perf_counter() - t0))
     write_leaderboard(lb, spec.out, runs)
     return lb
