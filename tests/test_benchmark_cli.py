@@ -261,3 +261,41 @@ def test_a_rerun_keeps_finished_final_runs_and_redoes_changed_ones(tmp_path, mon
     calls.clear()
     assert main(["bench", "--data", TINY, "--epochs", "1", "--out", str(tmp_path), *args]) == 0
     assert sorted(calls) == [("mlp", 0), ("mlp", 1), ("shared_bottom", 0), ("shared_bottom", 1)]
+
+
+def test_a_killed_tuning_run_is_resumed_to_exactly_the_budget(tmp_path) -> None:
+    """A trial left RUNNING by a killed worker (here a process that has exited) and the surplus
+    trials of racing workers hold no share of the budget: rerunning trains exactly what is missing."""
+    import socket
+    import subprocess
+    import sys
+
+    optuna = pytest.importorskip("optuna")
+    from optuna.trial import TrialState
+
+    from cesaa.benchmark.tuning import open_storage
+
+    url = f"journal:{tmp_path / 'optuna.journal'}"
+    common = ["--models", "mlp", "--trials", "3", "--storage", url, "--stage", "tune"]
+    assert _bench(tmp_path, *common[:3], "2", *common[4:]) == 0  # 2 of the 3 trials done
+    study = optuna.load_study(study_name="cesaa-bench-mlp", storage=open_storage(url))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], check=True,
+                          capture_output=True, text=True)  # fmt: skip
+    killed = study.ask()  # the third trial, whose worker was killed mid-training
+    killed.set_user_attr("owner", f"{socket.gethostname()}:{int(dead.stdout)}")
+    killed.set_user_attr("heartbeat", 0.0)
+    surplus = study.ask()  # a racing worker's surplus trial: pruned, trained nothing
+    surplus.set_user_attr("surplus", True)
+    study.tell(surplus, state=TrialState.PRUNED)
+
+    assert _bench(tmp_path, *common) == 0
+    trials = optuna.load_study(study_name="cesaa-bench-mlp", storage=open_storage(url)).trials
+    assert trials[killed.number].state == TrialState.FAIL  # released, not counted
+    trained = [t for t in trials if "params" in t.user_attrs]
+    done = (TrialState.COMPLETE, TrialState.PRUNED)
+    assert [t.state in done for t in trained] == [True] * 3  # exactly the budget
+    assert [t.number for t in trained] == [0, 1, surplus.number + 1]
+    assert _bench(tmp_path, *common) == 0  # full: nothing more
+    assert len(
+        optuna.load_study(study_name="cesaa-bench-mlp", storage=open_storage(url)).trials
+    ) == (surplus.number + 2)

@@ -13,6 +13,9 @@ study between machines, ``journal:PATH``).  Optuna is imported lazily: ``pip ins
 from __future__ import annotations
 
 import math
+import os
+import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,9 @@ from typing import Any
 from cesaa.benchmark.protocol import RunTask, run_task
 
 SURPLUS = "surplus"  # user attr of a trial started past the budget by a racing worker (not trained)
+NO_IMPROVEMENT = "no_improvement"  # user attr of a failed trial that trained (it used its share)
+OWNER, BEAT = "owner", "heartbeat"  # user attrs: "host:pid" of the worker, time of its last epoch
+STALE_AFTER_S = 6 * 3600.0  # a running trial of another machine silent this long is interrupted
 TUNE_SEED = 10_000  # model seed of every tuning trial: distinct from the final seeds 0..S-1
 
 
@@ -67,6 +73,59 @@ class _Pruned(Exception):
     pass
 
 
+def _counts(t: Any) -> bool:
+    """Whether a trial uses the budget: complete, pruned (not surplus), running, or failed because
+    its training never improved.  A trial failed otherwise (its worker was killed or crashed) is
+    redone."""
+    from optuna.trial import TrialState
+
+    if t.user_attrs.get(SURPLUS):
+        return False
+    return t.state != TrialState.FAIL or bool(t.user_attrs.get(NO_IMPROVEMENT))
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _alive(owner: str, beat: float, now: float, stale_after_s: float) -> bool:
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname():
+        return now - beat < stale_after_s
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError):
+        return True
+    return True
+
+
+def fail_interrupted(study: Any, stale_after_s: float = STALE_AFTER_S) -> list[int]:
+    """Mark the running trials whose worker is gone (a killed benchmark) as failed, so that they
+    stop holding a share of the budget and are redone; returns their numbers.  A worker on this
+    machine is gone when its process is; one elsewhere when its last heartbeat (an epoch) is
+    older than ``stale_after_s``."""
+    from optuna.trial import TrialState
+
+    now, gone = time.time(), []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = t.user_attrs.get(OWNER)
+        beat = float(t.user_attrs.get(BEAT, 0.0))
+        if owner is None or _alive(owner, beat, now, stale_after_s):
+            continue  # a trial of an older version has no owner: left alone
+        study.tell(t.number, state=TrialState.FAIL)
+        gone.append(t.number)
+    return gone
+
+
+def _budget_used(study: Any) -> int:
+    from optuna.trial import TrialState
+
+    done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    return sum(_counts(t) for t in study.get_trials(deepcopy=False, states=done))
+
+
 def _objective(job: TuneJob) -> Any:
     from cesaa.models.registry import model_search_space
 
@@ -79,7 +138,12 @@ def _objective(job: TuneJob) -> Any:
     sign = -1.0 if monitor == "logloss" else 1.0
 
     def objective(trial: Any) -> float:
-        if trial.number >= job.trials:  # parallel workers raced past the budget: train nothing
+        trial.set_user_attr(OWNER, _owner())
+        trial.set_user_attr(BEAT, time.time())
+        before = sum(
+            _counts(t) for t in trial.study.get_trials(deepcopy=False) if t.number < trial.number
+        )
+        if before >= job.trials:  # parallel workers raced past the budget: train nothing
             trial.set_user_attr(SURPLUS, True)
             trial.study.stop()
             raise optuna.TrialPruned()
@@ -92,6 +156,7 @@ def _objective(job: TuneJob) -> Any:
                 return
             seen["epochs"] += 1
             seen["seconds"] += float(event.get("time_s", 0.0))
+            trial.set_user_attr(BEAT, time.time())
             value = event.get(f"val/{monitor}", math.nan)
             if math.isfinite(value):
                 trial.report(sign * value, event["epoch"])
@@ -99,8 +164,13 @@ def _objective(job: TuneJob) -> Any:
                     raise _Pruned()
 
         task = RunTask(**{**vars(base), "params": params, "seed": TUNE_SEED, "phase": "tune"})
+        from cesaa.monitor import NoImprovementError
+
         try:
             rec = run_task(task, callback=report)
+        except NoImprovementError:
+            trial.set_user_attr(NO_IMPROVEMENT, True)
+            raise
         except _Pruned:
             trial.set_user_attr("epochs", seen["epochs"])
             trial.set_user_attr("seconds", seen["seconds"])
@@ -117,7 +187,6 @@ def run_tune_job(job: TuneJob | dict) -> dict:
     optuna = _optuna()
     job = TuneJob(**job) if isinstance(job, dict) else job
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    from optuna.trial import TrialState
 
     study = optuna.create_study(
         study_name=job.study_name,
@@ -127,11 +196,15 @@ def run_tune_job(job: TuneJob | dict) -> dict:
         pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=job.warmup_epochs),
         load_if_exists=True,
     )
-    done = (TrialState.COMPLETE, TrialState.PRUNED)
-    stop = optuna.study.MaxTrialsCallback(job.trials, states=done)
+    fail_interrupted(study)  # a killed earlier run's trials are redone, not counted
+
+    def stop(study: Any, _trial: Any) -> None:
+        if _budget_used(study) >= job.trials:
+            study.stop()
+
     # workers racing for the last trial may start one too many: it is marked surplus and trains
-    # nothing, so exactly the first ``trials`` trial numbers are trained and counted
-    if len(study.get_trials(deepcopy=False, states=done)) < job.trials:
+    # nothing, so exactly ``trials`` trials (complete, pruned or failed) are trained and counted
+    if _budget_used(study) < job.trials:
         from cesaa.monitor import NoImprovementError
 
         # a configuration whose training never improves on its initial weights is a failed trial
@@ -157,7 +230,7 @@ def study_summary(study_name: str, storage: str) -> dict:
             f"study {study_name!r} not found in {storage}: run --stage tune (or all) first, with "
             "the same --storage and --study-prefix"
         ) from None
-    trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(SURPLUS)]
+    trials = [t for t in study.get_trials(deepcopy=False) if _counts(t)]
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if not complete:
         raise ValueError(f"study {study_name!r}: no complete trial (all pruned or failed)")
