@@ -28,8 +28,9 @@ BENCHES = {  # module -> (section, extra arguments)
     "retrieval": ("retrieval", ["--jobs", "1"]),
     "planted": ("planted", ["--jobs", "1"]),
     "plateau": ("plateau", ["--jobs", "1", "--models", "mlp,mmoe"]),
+    "best_shot": ("best_shot_age", ["--jobs", "1"]),
 }
-NEEDS_ML100K = {"throughput", "roofline", "accuracy", "tune", "retrieval"}
+NEEDS_ML100K = {"throughput", "roofline", "accuracy", "tune", "retrieval", "best_shot"}
 
 
 def _rechub() -> bool:

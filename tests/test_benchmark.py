@@ -207,3 +207,33 @@ def test_split_params_and_protocol_reject_unknown_keys() -> None:
         Protocol(train={"seed": 3})
     with pytest.raises(ValueError, match="patience=-1"):
         Protocol(train={"patience": -1})
+
+
+def test_best_shot_verdict_compares_cesaa_with_the_best_other_model() -> None:
+    """bench.best_shot's verdict: CESAA minus the best non-CESAA model, paired by seed, relative to
+    that model's mean AUC, against the +0.25 % goal (closed form on hand-made runs)."""
+    from scipy import stats
+
+    from bench.best_shot import verdict
+
+    runs = [r for r in _runs() if r["model"] != "c"]
+    for r in runs:  # 'b' (a + 0.01) becomes CESAA; 'a' is the best (and only) other model
+        r["model"] = {"b": "cesaa", "a": "mmoe"}[r["model"]]
+    for s, bump in enumerate([0.0, 0.002, -0.001, 0.003]):  # give the differences a spread
+        next(r for r in runs if (r["model"], r["seed"]) == ("cesaa", s))["test"]["auc"] += bump
+    lb = build_leaderboard(runs, level=0.95)
+    text, nums = verdict(runs, lb)
+    d = [0.01, 0.012, 0.009, 0.013]
+    mean, sd = sum(d) / 4, stats.tstd(d)
+    half = stats.t.ppf(0.975, 3) * sd / 2
+    base = (0.70 + 0.72 + 0.69 + 0.71) / 4
+    assert nums["baseline"] == "mmoe"
+    assert nums["diff"] == pytest.approx(mean)
+    assert (nums["lo"], nums["hi"]) == pytest.approx((mean - half, mean + half))
+    assert nums["rel"] == pytest.approx(mean / base)
+    assert "met" in text and "missed" not in text and "cannot be told apart" not in text
+    for r in runs:  # CESAA 0.001 above on average: +0.14 %, short of the goal, interval spans 0
+        if r["model"] == "cesaa":
+            r["test"]["auc"] -= 0.01 + (0.002 if r["seed"] % 2 else -0.0005)
+    text, nums = verdict(runs, build_leaderboard(runs, level=0.95))
+    assert nums["rel"] < 0.0025 and "missed" in text and "cannot be told apart" in text
