@@ -1,5 +1,6 @@
-"""Ranking accuracy on MovieLens-100k (age domains): CESAA, its ablations, our baselines and
-torch-rechub's MMoE / PLE, side by side, at their defaults (tuned comparisons: ``cesaa bench``).
+"""Ranking accuracy on MovieLens-100k (age domains): CESAA, its ablations, our baselines (incl.
+AdaSparse, PEPNet, HMoE, M2M) and torch-rechub's MMoE / PLE, side by side, at their defaults (tuned
+comparisons: ``cesaa bench``, ``bench.best_shot``).
 
 Protocol (Scenario-Wise Rec benchmark): one random 8:1:1 split (split seed 0, the same for every
 model and seed), embedding dim 16, Adam lr 1e-3, weight decay 1e-5, batch 1024, early stopping on
@@ -44,6 +45,10 @@ def variants(num_experts: int, top_k: int) -> list[tuple[str, str, dict]]:
         ("STAR", "star", {}),
         ("Shared-Bottom", "shared_bottom", {}),
         ("MLP + domain feature", "mlp", {}),
+        ("AdaSparse", "adasparse", {}),
+        ("PEPNet", "pepnet", {}),
+        ("HMoE", "hmoe", {}),
+        ("M2M", "m2m", {}),
         ("torch-rechub MMoE", "rechub_mmoe", {}),
         ("torch-rechub PLE", "rechub_ple", {}),
     ]
