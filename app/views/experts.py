@@ -25,10 +25,11 @@ if not caps["has_gate"]:
 r = components.require(inspection.rows, path)
 names = loaders.domain_names(path)
 summary, per_domain = components.require(inspection.profiles, path)
-st.caption(
-    f"{len(r['rows']):,} rows of the test split (seeded sample); an expert's rows are those with "
-    f"it among {r['routed_by']}."
-)
+n, total, source = len(r["rows"]), r["total"], r["source"]
+read = f"All {total:,} rows of {source}"
+if n < total:
+    read = f"{n:,} of {total:,} rows of {source}, seeded sample"
+st.caption(f"{read}; an expert's rows are those with it among {r['routed_by']}.")
 st.dataframe(summary, key="ex_summary", hide_index=True)
 
 c = st.columns([1, 3, 1])
