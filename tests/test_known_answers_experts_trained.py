@@ -13,7 +13,8 @@ on routing shuffled within each domain (nothing significant) and with the truth 
 or three places over, but passes with the truth of the next domain; it says little about
 domain-specific features.  Shuffled routing is not asserted to give no discovery: on this model's
 routing, 5 of 24 (3 shuffles x 8 experts) Benjamini-Hochberg tables still flag values, nearly all
-rare ids (a user seen in 4 rows), more than the 5% the correction promises (see issue 12 notes).
+rare ids (a user seen in 4 rows), more than the 5% the correction promises
+(docs/measures-inspection.md, "Limit — rare values").
 """
 
 from __future__ import annotations
