@@ -8,7 +8,7 @@ import inspection
 import loaders
 import streamlit as st
 
-from analysis.experts import top_values
+from analysis.experts import MIN_EXPECTED, top_values
 from analysis.figures.inspection import log_odds_bars, matrix_heatmap
 
 st.title("Experts")
@@ -45,7 +45,9 @@ components.chart(fig, key="ex_logodds")
 st.caption(
     "Mantel-Haenszel log-odds ratio stratified by domain, 95% interval; coloured bars are "
     f"significant after Benjamini-Hochberg at 5% ({int(table['significant'].sum())} of "
-    f"{len(table)} values tested).  Over-represented does not mean used by the gate."
+    f"{int(table['p_value'].notna().sum())} values tested; a value expected in fewer than "
+    f"{MIN_EXPECTED:g} of the expert's rows is shown but not tested).  Over-represented does not "
+    "mean used by the gate."
 )
 with st.expander("Top values per feature"):
     st.dataframe(top_values(table, 3), key="ex_top_table", hide_index=True)
