@@ -109,10 +109,8 @@ def launch(port: int, log, runs: Path) -> subprocess.Popen:
 def write_record(runs: Path) -> Path:
     """``cesaa record checkpoints/cesaa`` into the runs folder the dashboard's sidebar scans."""
     out = runs / RECORD
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-    }
+    path = [str(REPO), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
     cmd = [sys.executable, "-m", "cesaa", "record", str(REPO / "checkpoints" / "cesaa")]
     cmd += ["--out", str(out), "--sample", "300"]
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
