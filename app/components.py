@@ -231,6 +231,30 @@ def alarm_list(found: list[dict]) -> None:
         )
 
 
+def alarm_summary(found: list[dict], domain_names: list[str], key: str) -> None:
+    """The health alarms as ``analysis.alarm_summary`` folds them (past 8 domains, one line per
+    kind of per-domain alarm with the per-domain boxes in an expander), then the raw values
+    table (widget key ``key``)."""
+    from analysis.alarm_summary import summarize_alarms
+
+    groups = summarize_alarms(found, domain_names)
+    if not any(g.grouped for g in groups):
+        alarm_list(found)
+    else:
+        for g in groups:
+            if not g.grouped:
+                alarm_list([g.alarms[0].to_dict()])
+                continue
+            critical = g.level == "critical"
+            box = st.error if critical else st.warning
+            box(f"**{g.title}**", icon=":material/error:" if critical else ":material/warning:")
+            with st.expander(f"Per-domain detail: {g.code} ({len(g.alarms)} alarms)"):
+                alarm_list([a.to_dict() for a in g.alarms])
+    if found:
+        show = ["level", "code", "domain", "expert", "value", "threshold"]
+        show_table(pd.DataFrame(found)[show], key=key)
+
+
 def routing_controls(path: str, prefix: str) -> tuple:
     """k slider, shared-expert toggle and knock-out multiselect; returns the routing tuple
     ``(top_k, use_shared, knocked_out)`` (``loaders.AS_TRAINED`` when nothing changed).  The

@@ -17,35 +17,12 @@ MAX_ROWS = 20_000  # rows of the test split the Experts page reads (seeded sampl
 SWAP_ROWS = 1_000  # rows the domain-swap matrices average over
 
 
-def _sample_idx(n: int, size: int, seed: int = 0) -> np.ndarray:
+def sample_positions(n: int, size: int, seed: int = 0) -> np.ndarray:
+    """Sorted positions of a seeded uniform sample of ``size`` of ``n`` rows (all when n <= size);
+    the live-model and the record paths draw the same positions."""
     if n <= size:
         return np.arange(n)
     return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
-
-
-def _record_rows(path: str, size: int) -> dict:
-    """The same dict from a routing record: its first ``size`` rows and its ``keep.`` columns."""
-    from analysis.records.format import keep_column
-
-    rec = record_loaders.record(path)
-    g = rec.primary
-    cols = ["row", "domain", "label", "prediction", *g.columns()]
-    cols += [keep_column(k) for k in rec.meta.kept]
-    t = rec.read(cols, limit=size)
-    probs, topk = rec.gate_arrays(t, g.name)
-    how = "the selected (top-k) experts"
-    if topk is None:
-        topk, how = probs.argmax(1)[:, None], "the top-1 expert of the dense gate"
-    return {
-        "rows": t["row"].to_numpy(),
-        "domain": t["domain"].to_numpy().astype(np.int64),
-        "label": t["label"].to_numpy().astype(np.float64),
-        "prediction": t["prediction"].to_numpy().astype(np.float64),
-        "probs": probs,
-        "topk": topk.astype(np.int64),
-        "routed_by": how + f" (the record's first {t.num_rows:,} rows)",
-        "columns": {k: t[keep_column(k)].to_numpy(zero_copy_only=False) for k in rec.meta.kept},
-    }
 
 
 @st.cache_resource(show_spinner="Routing the rows…", max_entries=16)  # read-only, no copy
@@ -54,11 +31,8 @@ def _rows(path: str, tok: str, size: int) -> dict:
 
     from analysis.rows import kept_columns
 
-    if record_loaders.is_record(path):
-        return _record_rows(path, size)
-
     ckpt, table = checkpoint(path), getattr(data(path), SPLIT)
-    idx = _sample_idx(len(table), size)
+    idx = sample_positions(len(table), size)
     sub = table.subset(torch.as_tensor(idx))
     model = ckpt.model.eval()
     with torch.no_grad():
@@ -79,6 +53,8 @@ def _rows(path: str, tok: str, size: int) -> dict:
             cols.setdefault(entry["column"], vocab[ids.numpy().clip(0, len(vocab) - 1)])
     return {
         "rows": idx,
+        "total": len(table),
+        "source": "the test split",
         "domain": sub.domain.numpy(),
         "label": sub.label.numpy().astype(np.float64),
         "prediction": torch.sigmoid(out.logit).double().numpy(),
@@ -90,9 +66,10 @@ def _rows(path: str, tok: str, size: int) -> dict:
 
 
 def rows(path: str, size: int = MAX_ROWS) -> dict:
-    """A seeded sample of the test split routed once: ``rows`` (positions), ``domain``, ``label``,
-    ``prediction``, ``probs``, ``topk``, ``routed_by`` and the raw ``columns`` (for a routing
-    record: its stored rows and kept columns)."""
+    """A seeded sample of ``size`` rows of the test split routed once: ``rows`` (positions),
+    ``total`` (rows sampled from), ``source``, ``domain``, ``label``, ``prediction``, ``probs``,
+    ``topk``, ``routed_by`` and the raw ``columns`` (for a routing record: the same seeded sample of
+    its stored rows and kept columns)."""
     if record_loaders.is_record(path):
         return record_loaders.inspection_rows(path, size)
     return _rows(path, token(path), int(size))
@@ -185,7 +162,7 @@ def _swap(path: str, tok: str, size: int, seed: int) -> dict:
     ckpt, table = checkpoint(path), getattr(data(path), SPLIT)
     import torch
 
-    sub = table.subset(torch.as_tensor(_sample_idx(len(table), size, seed)))
+    sub = table.subset(torch.as_tensor(sample_positions(len(table), size, seed)))
     res = domain_swap(ckpt.model, sub.cat, sub.num, sub.domain, ckpt.spec.num_domains)
     return swap_matrices(res, ckpt.spec.num_domains)
 

@@ -201,15 +201,13 @@ def save_record_zip(name: str, content: bytes, max_mb: float, root: Path) -> str
 @st.cache_data(show_spinner="Reading the record's rows…", max_entries=16)
 def _inspection_rows(path: str, tok: str, size: int) -> dict:
     import numpy as np
+    from inspection import sample_positions
 
     from analysis.records.format import keep_column, prob_column, top_column
 
     rec = record(path)
     g = rec.primary
-    n = rec.rows
-    idx = np.arange(n)
-    if n > size:  # the same seeded positions as the live-model path (inspection._sample_idx)
-        idx = np.sort(np.random.default_rng(0).choice(n, size=size, replace=False))
+    idx = sample_positions(rec.rows, size)  # the same seeded positions as the live-model path
     cols = ["domain", "label", "prediction"]
     cols += [prob_column(g.name, e) for e in range(g.num_experts)]
     cols += [top_column(g.name, j) for j in range(g.top_k or 0)]
@@ -233,6 +231,8 @@ def _inspection_rows(path: str, tok: str, size: int) -> dict:
         how = "the selected (top-k) experts"
     return {
         "rows": idx,
+        "total": rec.rows,
+        "source": "the record",
         "domain": t["domain"].to_numpy().astype(np.int64),
         "label": t["label"].to_numpy().astype(np.float64),
         "prediction": t["prediction"].to_numpy().astype(np.float64),

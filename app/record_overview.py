@@ -70,4 +70,5 @@ def show(path: str) -> None:
     with right:
         components.show_table(components.metric_table(path), key="ov_rec_metrics")
     st.subheader("Health alarms")
-    components.alarm_list(components.require(derived.alarms, path))
+    found = components.require(derived.alarms, path)
+    components.alarm_summary(found, list(m.domains), key="ov_rec_alarm_values")

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_dashboard.py [--runs 3] [--toggles 6] [--no-write]
 
-Measures, on the default shipped checkpoint (``checkpoints/cesaa``):
+Measures, on the default shipped checkpoint (``checkpoints/cesaa``) unless said otherwise:
 
 - start -> first chart: from launching ``streamlit run app/main.py`` (a fresh process each run) to
   the first plotly chart painted on the Overview page;
@@ -11,7 +11,12 @@ Measures, on the default shipped checkpoint (``checkpoints/cesaa``):
   animation frame.  k alternates between
   the trained value and its neighbours, so both first visits (model run) and cached values count;
 - inspection pages (Experts, Rows, Routing over training): from a click on the page's link to its
-  first chart painted, on the first visit (cold: the page computes) and on a second visit (warm);
+  first chart painted, on the first visit (cold: the page computes) and on a second visit (warm),
+  on three selections in the sidebar: the default checkpoint (D=4), the many-domain shipped
+  checkpoint ``checkpoints/cesaa-d40`` (D=40, E=32) and a routing record of ``checkpoints/cesaa``
+  (written once per invocation with ``cesaa record`` into the server's runs folder, a temporary
+  folder the sidebar scans).  On the record, Rows and Routing over training need the model or the
+  run folder: their one-line info card is what gets painted and timed;
 - domain swap of 1,000 rows: ``analysis.rows.domain_swap`` + ``swap_matrices`` on 1,000 test rows
   of each checkpoint, in-process (the computation behind the Rows page's matrices; median of 5).
 
@@ -24,10 +29,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from datetime import datetime, timezone
@@ -42,12 +47,33 @@ CHROMIUM = "/usr/bin/chromium"
 ARGS = list(CHROMIUM_ARGS)  # the launch flags that work on these machines (SETUP-NOTES)
 FIRST_CHART_TARGET_S, TOGGLE_TARGET_S = 10.0, 1.0
 PAGE_WARM_TARGET_S, SWAP_TARGET_S = 2.0, 1.0
+LIVE = ':not([data-stale="true"])'  # an element of the current script run, not a stale one
+ALERT = f'[data-testid="stElementContainer"]{LIVE} [data-testid="stAlert"]'
 # page link -> what its first chart is (or the info card a checkpoint without snapshots gets)
 INSPECTION = {
-    "Experts": ".st-key-ex_logodds .main-svg",
-    "Rows": ".st-key-rw_swap_logit .main-svg",
-    "Routing over training": '.st-key-ev_lines .main-svg, [data-testid="stAlert"]',
+    "Experts": f".st-key-ex_logodds{LIVE} .main-svg",
+    "Rows": f".st-key-rw_swap_logit{LIVE} .main-svg",
+    "Routing over training": f".st-key-ev_lines{LIVE} .main-svg, {ALERT}",
 }
+# on a routing record: Experts reads the record; the other two say what they need (an info card)
+INSPECTION_RECORD = {
+    "Experts": INSPECTION["Experts"],
+    "Rows": ALERT,
+    "Routing over training": ALERT,
+}
+RECORD = "bench-record"  # the routing record's folder name in the server's runs folder
+# what the pages are timed on: (table label, sidebar option or None = the default, the Overview's
+# first chart once that selection is loaded, page selectors)
+SELECTIONS = (
+    ("cesaa (D=4)", None, None, INSPECTION),
+    ("cesaa-d40 (D=40)", "cesaa-d40", f".st-key-ov_auc_bars{LIVE} .main-svg", INSPECTION),
+    (
+        "record of cesaa (D=4)",
+        f"{RECORD} (record)",
+        f".st-key-ov_rec_auc_bars{LIVE} .main-svg",
+        INSPECTION_RECORD,
+    ),
+)
 SWAP_CHECKPOINTS = ("cesaa", "cesaa-d40")
 BARS = ".st-key-abl_auc text.bartext"
 # what the charts show now: the AUC bar labels and the "now" heatmap's cells (plotly's gd.data)
@@ -73,11 +99,39 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(port: int, log) -> subprocess.Popen:
+def launch(port: int, log, runs: Path) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port)]
     cmd += ["--server.headless", "true", "--server.fileWatcherType", "none"]
-    env = {**os.environ, "CESAA_DASHBOARD_RUNS": str(REPO / "runs" / "bench-dashboard")}
+    env = {**os.environ, "CESAA_DASHBOARD_RUNS": str(runs)}
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def write_record(runs: Path) -> Path:
+    """``cesaa record checkpoints/cesaa`` into the runs folder the dashboard's sidebar scans."""
+    out = runs / RECORD
+    path = [str(REPO), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+    cmd = [sys.executable, "-m", "cesaa", "record", str(REPO / "checkpoints" / "cesaa")]
+    cmd += ["--out", str(out), "--sample", "300"]
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stdout}{done.stderr}")
+    return out
+
+
+def select(page, option: str, ready: str) -> None:
+    """Pick ``option`` in the sidebar's checkpoint box (on the Overview) and wait until the
+    Overview of that selection painted ``ready``, so its model and data are loaded before the
+    page visits (as they are for the default checkpoint)."""
+    page.locator('[data-testid="stSidebarNav"] a', has_text="Overview").first.click()
+    page.wait_for_selector("h1:has-text('Overview')", timeout=60_000)
+    page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').first.click()
+    page.get_by_role("option", name=option, exact=True).click()
+    page.wait_for_selector(ready, timeout=180_000)
+    page.wait_for_function(
+        "!document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=180_000
+    )
+    page.evaluate(FRAME)
 
 
 def wait_health(port: int, timeout: float = 60) -> None:
@@ -101,19 +155,22 @@ def visit(page, title: str, selector: str) -> float:
     """Seconds from a click on the page link ``title`` to its first chart painted."""
     t = time.perf_counter()
     page.locator('[data-testid="stSidebarNav"] a', has_text=title).first.click()
+    page.wait_for_selector(f"h1:has-text('{title}')", timeout=120_000)
     page.wait_for_selector(selector, timeout=120_000)
     page.evaluate(FRAME)
     return time.perf_counter() - t
 
 
-def one_run(browser, toggles: int) -> tuple[float, list[float], dict[str, list[float]]]:
+def one_run(
+    browser, toggles: int, runs: Path
+) -> tuple[float, list[float], dict[tuple[str, str], list[float]]]:
     """(seconds from process start to the first painted chart, k-toggle latencies, inspection
-    page visits: title -> [cold, warm])."""
+    page visits: (selection, title) -> [cold, warm])."""
     port = free_port()
     log = open(REPO / "runs" / "bench-dashboard.log", "w")  # noqa: SIM115
     page = browser.new_page(viewport={"width": 1400, "height": 2000})
     t0 = time.perf_counter()
-    proc = launch(port, log)
+    proc = launch(port, log, runs)
     try:
         wait_health(port)
         page.goto(f"http://127.0.0.1:{port}/")
@@ -136,11 +193,14 @@ def one_run(browser, toggles: int) -> tuple[float, list[float], dict[str, list[f
             page.evaluate(FRAME)
             lat.append(time.perf_counter() - t)
             time.sleep(0.3)  # let the run finish before the next key press
-        pages: dict[str, list[float]] = {}
-        for _ in range(2):  # cold, then warm
-            for title, selector in INSPECTION.items():
-                pages.setdefault(title, []).append(visit(page, title, selector))
-                time.sleep(0.3)
+        pages: dict[tuple[str, str], list[float]] = {}
+        for name, option, ready, selectors in SELECTIONS:
+            if option is not None:
+                select(page, option, ready)
+            for _ in range(2):  # cold, then warm
+                for title, selector in selectors.items():
+                    pages.setdefault((name, title), []).append(visit(page, title, selector))
+                    time.sleep(0.3)
         return first, lat, pages
     finally:
         page.close()
@@ -186,32 +246,40 @@ def table(
     firsts: list[float],
     lats: list[float],
     runs: int,
-    pages: dict[str, list[list[float]]] | None = None,
+    pages: dict[tuple[str, str], list[list[float]]] | None = None,
     swaps: dict[str, float] | None = None,
+    machine_line: str = "",
 ) -> str:
     def row(name: str, xs: list[float], target: float) -> str:
         med, worst = statistics.median(xs), max(xs)
         ok = "yes" if worst <= target else "no"
         return f"| {name} | {len(xs)} | {med:.2f} | {min(xs):.2f} | {worst:.2f} | ≤ {target:g} | {ok} |"
 
-    cpu = os.cpu_count()
+    def what(name: str, title: str) -> str:
+        painted = "first chart"
+        if name.startswith("record") and title != "Experts":
+            painted = "info card (needs the model / run folder)"
+        return f"{title} on {name}: click → {painted}"
+
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return "\n".join(
         [
             "## Dashboard",
             "",
             "Browser timings of `streamlit run app/main.py` on the default shipped checkpoint "
-            "(`checkpoints/cesaa`), headless Debian Chromium driven by Playwright; "
-            f"`bench/bench_dashboard.py`, {runs} fresh server processes, {when}, "
-            f"{platform.machine()} with {cpu} CPU cores (shared).",
+            "(`checkpoints/cesaa`), the many-domain one (`checkpoints/cesaa-d40`) and a routing "
+            "record of `checkpoints/cesaa` (6,000 test rows, written by `cesaa record`), "
+            "headless Debian Chromium driven by Playwright; "
+            f"`bench/bench_dashboard.py`, {runs} fresh server processes, {when}.  ",
+            f"Machine: {machine_line}",
             "",
             "| measurement | n | median s | min s | max s | target s | met |",
             "|---|---|---|---|---|---|---|",
             row("process start → first chart painted (Overview)", firsts, FIRST_CHART_TARGET_S),
             row("k toggle → updated charts (Ablations)", lats, TOGGLE_TARGET_S),
             *[
-                row(f"{title}: click → first chart, {kind}", [v[i] for v in visits], target)
-                for title, visits in (pages or {}).items()
+                row(f"{what(*key)}, {kind}", [v[i] for v in visits], target)
+                for key, visits in (pages or {}).items()
                 for i, (kind, target) in enumerate(
                     (("cold (computes)", FIRST_CHART_TARGET_S), ("warm", PAGE_WARM_TARGET_S))
                 )
@@ -224,11 +292,21 @@ def table(
             "The first chart waits for the first script run, most of it importing torch and "
             "loading the checkpoint and its data; a k toggle reruns the page's live-toggle "
             "fragment with the model re-routed at inference (cached per k after its first "
-            "visit) until the AUC bars and the routing heatmap show the new values.  Routing over "
-            "training counts its info card as painted on a checkpoint without snapshots.  The "
-            "domain swap runs in-process (median of 5), one CPU thread.",
+            "visit) until the AUC bars and the routing heatmap show the new values.  A page visit "
+            "runs after the selection's Overview painted (its model and data loaded).  Routing "
+            "over training counts its info card as painted on a checkpoint without snapshots.  "
+            "The domain swap runs in-process (median of 5), one CPU thread.",
         ]
     )
+
+
+def _machine() -> str:
+    """``bench._report.machine()``: CPU model, cores, RAM, versions, load average now."""
+    if str(REPO) not in sys.path:  # run as ``python bench/bench_dashboard.py``
+        sys.path.insert(0, str(REPO))
+    from bench._report import machine
+
+    return machine(threads=1)
 
 
 def write_section(path: Path, content: str) -> None:
@@ -261,21 +339,30 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from playwright.sync_api import sync_playwright
 
+    machine_line = _machine()  # load average before the runs
     (REPO / "runs").mkdir(exist_ok=True)
     firsts, lats, pages = [], [], {}
-    with sync_playwright() as pw:
+    with tempfile.TemporaryDirectory(prefix="bench-dashboard-") as tmp, sync_playwright() as pw:
+        runs = Path(tmp) / "runs"
+        write_record(runs)
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
             for i in range(args.runs):
-                first, lat, visits = one_run(browser, args.toggles)
+                first, lat, visits = one_run(browser, args.toggles, runs)
                 firsts.append(first)
                 lats.extend(lat)
-                for title, v in visits.items():
-                    pages.setdefault(title, []).append(v)
+                for key, v in visits.items():
+                    pages.setdefault(key, []).append(v)
                 print(f"run {i + 1}: first chart {first:.2f} s, k toggles {lat}", file=sys.stderr)
+                for (name, title), v in visits.items():
+                    print(
+                        f"  {title} on {name}: cold {v[0]:.2f} s, warm {v[1]:.2f} s",
+                        file=sys.stderr,
+                    )
         finally:
             browser.close()
-    out = table(firsts, lats, args.runs, pages, swap_timings(Path(args.swap_checkpoints)))
+    swaps = swap_timings(Path(args.swap_checkpoints))
+    out = table(firsts, lats, args.runs, pages, swaps, machine_line)
     print(out)
     if not args.no_write:
         write_section(DOC, out)

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import norm
 from sklearn.metrics import roc_auc_score
 
 from analysis.experts import (
@@ -126,6 +127,30 @@ def test_planted_mechanism_features_come_out_on_top():
         assert sig & reads
         top3 = set(best.index[:2])
         assert top3 <= reads | {"user_id", "item_id"}
+
+
+def test_values_expected_in_few_routed_rows_are_shown_but_not_tested():
+    # domain 0: 100 routed and 900 other rows, v in 2 routed and 3 other rows; domain 1: 50 and 50,
+    # v in 4 routed and 1 other.  Expected routed rows with v under no association:
+    # 100 * 5 / 1000 + 50 * 5 / 100 = 3.0, below the default 20: shown, not tested
+    cells = [(2, 98, 3, 897), (4, 46, 1, 49)]
+    feats, dom, routed = _table(cells)
+    t = feature_log_odds(feats, dom, routed)
+    v = t[t["value"] == "v"].iloc[0]
+    assert v["expected_routed"] == pytest.approx(3.0)
+    assert v["log_odds"] > 1.0 and v["ci_low"] > 0  # strongly over-represented on its face
+    assert math.isnan(v["p_value"]) and math.isnan(v["q_value"]) and not v["significant"]
+    w = t[t["value"] == "w"].iloc[0]  # the common value: 150 - 3 = 147 expected, tested
+    assert w["expected_routed"] == pytest.approx(147.0)
+    assert 0 <= w["p_value"] <= 1 and w["q_value"] == pytest.approx(w["p_value"])  # BH of one
+    # with no threshold both are tested and BH runs over the two p-values
+    t0 = feature_log_odds(feats, dom, routed, min_expected=0)
+    assert t0["p_value"].notna().all()
+    v0 = t0[t0["value"] == "v"].iloc[0]
+    se = (v0["ci_high"] - v0["log_odds"]) / 1.959964
+    assert v0["p_value"] == pytest.approx(2 * norm.sf(v0["log_odds"] / se))  # the Wald p-value
+    with pytest.raises(ValueError, match="min_expected=-1 must be >= 0"):
+        feature_log_odds(feats, dom, routed, min_expected=-1)
 
 
 def test_benjamini_hochberg_matches_hand_values():

@@ -226,5 +226,13 @@ def test_a_record_backed_session_in_a_real_browser(dashboard):
             assert page.get_by_text("The selected item is a routing record").count() == 1
             assert page.locator(".st-key-abl_auc").count() == 0
             assert page.locator('[data-testid="stException"]').count() == 0
+
+            # Experts reads the record alone: its chart paints from the record's rows
+            goto_page(page, "Experts")
+            page.wait_for_selector(".st-key-ex_logodds .main-svg", timeout=90_000)
+            wait_idle(page)
+            page.get_by_text("rows of the record").first.wait_for(timeout=30_000)
+            assert page.get_by_text("Unexpected error").count() == 0
+            assert page.locator('[data-testid="stException"]').count() == 0
         finally:
             browser.close()

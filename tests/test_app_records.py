@@ -7,6 +7,7 @@ import io
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from apptest_support import (  # noqa: F401  (fixtures)
     DEFAULT,
@@ -165,3 +166,43 @@ def test_inspection_pages_on_a_record(rec_dir):
     at = _run("evolution", rec_dir)
     assert not at.exception and not at.error
     assert any("run folder" in i.value for i in at.info)
+
+
+# ---- the Experts page reads a seeded sample of a record's rows, not its head ----------------------
+
+
+@pytest.fixture(scope="module")
+def blocked_rec(tmp_path_factory) -> tuple[Path, dict]:
+    """A 30,000-row record written domain by domain: rows 0-9,999 are domain a, then b, then c,
+    so the record's first 20,000 rows hold no row of c."""
+    n = 30_000
+    a = _arrays(n, seed=3)
+    a["domain"] = np.repeat(np.arange(3), n // 3)
+    path = tmp_path_factory.mktemp("blocked") / "recs" / "blocked"
+    _write(path, a, [0, 7_000, n], sample_size=200, row_group_rows=4_096)
+    return path, a
+
+
+def test_experts_page_on_a_record_reads_a_seeded_sample_of_all_its_rows(blocked_rec):
+    import inspection
+
+    path, a = blocked_rec
+    at = _run("experts", path)
+    assert_clean(at)
+    assert any(
+        "20,000 of 30,000 rows of the record, seeded sample" in c.value for c in at.caption
+    ), [c.value for c in at.caption]
+    r = inspection.rows(str(path.resolve()))
+    pos = r["rows"]
+    assert len(pos) == 20_000 and len(np.unique(pos)) == 20_000
+    assert r["total"] == 30_000
+    # every sampled row is the record's row at that position (domain, label, kept user id)
+    np.testing.assert_array_equal(r["domain"], a["domain"][pos])
+    np.testing.assert_array_equal(r["label"], a["label"][pos])
+    np.testing.assert_array_equal(r["columns"]["user"], a["user"][pos])
+    # a uniform draw without replacement: each domain block holds 20,000 / 3 rows in expectation
+    # (hypergeometric sd = sqrt(20000 * 1/3 * 2/3 * 10000 / 29999) ~ 38); the head would hold none
+    # of domain c
+    counts = np.bincount(r["domain"], minlength=3)
+    assert counts.sum() == 20_000
+    assert np.all(np.abs(counts - 20_000 / 3) < 6 * 38), counts

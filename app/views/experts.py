@@ -8,7 +8,7 @@ import inspection
 import loaders
 import streamlit as st
 
-from analysis.experts import top_values
+from analysis.experts import MIN_EXPECTED, top_values
 from analysis.figures.inspection import log_odds_bars, matrix_heatmap
 
 st.title("Experts")
@@ -25,10 +25,11 @@ if not caps["has_gate"]:
 r = components.require(inspection.rows, path)
 names = loaders.domain_names(path)
 summary, per_domain = components.require(inspection.profiles, path)
-st.caption(
-    f"{len(r['rows']):,} rows of the test split (seeded sample); an expert's rows are those with "
-    f"it among {r['routed_by']}."
-)
+n, total, source = len(r["rows"]), r["total"], r["source"]
+read = f"All {total:,} rows of {source}"
+if n < total:
+    read = f"{n:,} of {total:,} rows of {source}, seeded sample"
+st.caption(f"{read}; an expert's rows are those with it among {r['routed_by']}.")
 st.dataframe(summary, key="ex_summary", hide_index=True)
 
 c = st.columns([1, 3, 1])
@@ -44,7 +45,9 @@ components.chart(fig, key="ex_logodds")
 st.caption(
     "Mantel-Haenszel log-odds ratio stratified by domain, 95% interval; coloured bars are "
     f"significant after Benjamini-Hochberg at 5% ({int(table['significant'].sum())} of "
-    f"{len(table)} values tested).  Over-represented does not mean used by the gate."
+    f"{int(table['p_value'].notna().sum())} values tested; a value expected in fewer than "
+    f"{MIN_EXPECTED:g} of the expert's rows is shown but not tested).  Over-represented does not "
+    "mean used by the gate."
 )
 with st.expander("Top values per feature"):
     st.dataframe(top_values(table, 3), key="ex_top_table", hide_index=True)

@@ -12,7 +12,6 @@ import record_loaders
 import streamlit as st
 
 from analysis import figures
-from analysis.alarm_summary import summarize_alarms
 from cesaa.models import model_description
 
 st.title("Overview")
@@ -67,24 +66,7 @@ with right:
 
 st.subheader("Health alarms")
 found = components.require(derived.alarms, path)
-groups = summarize_alarms(found, ckpt.domain_names)  # folds per-domain alarms past 8 domains
-if not any(g.grouped for g in groups):
-    components.alarm_list(found)
-else:
-    for g in groups:
-        if not g.grouped:
-            components.alarm_list([g.alarms[0].to_dict()])
-            continue
-        critical = g.level == "critical"
-        box = st.error if critical else st.warning
-        box(f"**{g.title}**", icon=":material/error:" if critical else ":material/warning:")
-        with st.expander(f"Per-domain detail: {g.code} ({len(g.alarms)} alarms)"):
-            components.alarm_list([a.to_dict() for a in g.alarms])
-if found:
-    components.show_table(
-        pd.DataFrame(found)[["level", "code", "domain", "expert", "value", "threshold"]],
-        key="ov_alarm_values",
-    )
+components.alarm_summary(found, ckpt.domain_names, key="ov_alarm_values")
 st.caption(
     "Each alarm fires on a constructed bad case and stays silent on healthy routing (decisive "
     "per-domain routing is healthy).  Definitions, thresholds and the tests that pin them: "
