@@ -7,17 +7,83 @@ one gate, I = input width, O = output width.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from cesaa.experts import StackedMLP
 from cesaa.models.output import RoutingOverride
 
-__all__ = ["StackedMLP", "override_dense_gate", "reject_routing", "select_domain"]
+_COLUMNS = 16  # GEMM output widths are padded to a multiple of this (fused_linear)
+
+__all__ = [
+    "StackedMLP",
+    "fused_linear",
+    "mix_experts",
+    "override_dense_gate",
+    "reject_routing",
+    "select_domain",
+    "softmax_rows",
+]
 
 
 def select_domain(t: torch.Tensor, domain: torch.Tensor) -> torch.Tensor:
-    """Each row's own domain slice: t [B, D, ...], domain [B] long -> [B, ...]."""
-    return t[torch.arange(t.shape[0], device=t.device), domain]
+    """Each row's own domain slice: t [B, D, ...], domain [B] long -> [B, ...].
+
+    A ``gather`` along dim 1 (``t[arange(B), domain]`` computed faster on strided views).
+    """
+    rest = t.shape[2:]
+    idx = domain.view(-1, 1, *(1 for _ in rest)).expand(t.shape[0], 1, *rest)  # [B, 1, ...]
+    return t.gather(1, idx).squeeze(1)
+
+
+def fused_linear(
+    x: torch.Tensor, parts: Sequence[tuple[torch.Tensor, torch.Tensor]]
+) -> list[torch.Tensor]:
+    """Several linear maps of one input as one GEMM: x [B, I], parts [(w_j [I, N_j], b_j [N_j])]
+    -> [x @ w_j + b_j, each [B, N_j]] (column views of one [B, N] output).
+
+    Reading x once for every part beats one narrow GEMM per part (a gate's few columns run far
+    below the GEMM's speed).  The concatenated width is zero-padded to a multiple of 16 columns:
+    a ragged width falls off the kernels' fast path (the padded columns are computed as zeros and
+    never read).
+    """
+    widths = [w.shape[1] for w, _ in parts]
+    ws, bs = [w for w, _ in parts], [b for _, b in parts]
+    pad = -sum(widths) % _COLUMNS
+    if pad:
+        ws.append(ws[0].new_zeros(ws[0].shape[0], pad))
+        bs.append(bs[0].new_zeros(pad))
+    h = torch.addmm(torch.cat(bs), x, torch.cat(ws, dim=1))  # [B, N (+ pad)]
+    starts = [sum(widths[:j]) for j in range(len(widths))]
+    # one narrow per part (not ``split``): a consumer may run an in-place activation on its view
+    return [h.narrow(1, s, n) for s, n in zip(starts, widths, strict=True)]
+
+
+def softmax_rows(logits: torch.Tensor) -> torch.Tensor:
+    """``softmax(logits, dim=-1)`` for a [B, E] gate with few experts: [B, E] -> [B, E].
+
+    Computed over dim 0 of the [E, B] transpose, where the kernel vectorizes over the B rows
+    rather than over E (a handful of columns).  The result is a (strided) view of [E, B].
+    """
+    return torch.softmax(logits.t(), dim=0).t()  # [B, E]
+
+
+def mix_experts(gates: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
+    """Gate-weighted sum of expert outputs in group-major order: gates [B, E], experts [E, B, H]
+    (any strides, e.g. ``StackedMLP.forward_grouped``'s view) -> [B, H] = sum_e gates[:, e] * experts[e].
+
+    No permuted copy of the experts and no B tiny GEMMs (what ``einsum("bn,bnh->bh")`` lowers to):
+    without autograd, E fused multiply-adds over [B, H]; with it, one broadcast product and a sum
+    (whose backward is two ops, where per-expert slices would each zero-fill a full gradient).
+    """
+    w = gates.to(experts.dtype).t().unsqueeze(-1)  # [E, B, 1]
+    if torch.is_grad_enabled() and (w.requires_grad or experts.requires_grad):
+        return (experts * w).sum(0)  # [B, H]
+    out = experts[0] * w[0]  # [B, H]
+    for e in range(1, experts.shape[0]):
+        out = out.addcmul_(experts[e], w[e])  # [B, H]
+    return out
 
 
 def override_dense_gate(
