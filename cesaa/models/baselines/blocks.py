@@ -24,6 +24,7 @@ __all__ = [
     "reject_routing",
     "select_domain",
     "softmax_rows",
+    "switched_off",
 ]
 
 
@@ -69,19 +70,31 @@ def softmax_rows(logits: torch.Tensor) -> torch.Tensor:
     return torch.softmax(logits.t(), dim=0).t()  # [B, E]
 
 
-def mix_experts(gates: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
-    """Gate-weighted sum of expert outputs in group-major order: gates [B, E], experts [E, B, H]
-    (any strides, e.g. ``StackedMLP.forward_grouped``'s view) -> [B, H] = sum_e gates[:, e] * experts[e].
+def mix_experts(
+    gates: torch.Tensor, experts: torch.Tensor | Sequence[torch.Tensor]
+) -> torch.Tensor:
+    """Gate-weighted sum of expert outputs: gates [B, E], experts [E, B, H] in group-major order
+    (any strides, e.g. ``StackedMLP.forward_grouped``'s view) or a sequence of E [B, H] tensors
+    -> [B, H] = sum_e gates[:, e] * experts[e].
 
     No permuted copy of the experts and no B tiny GEMMs (what ``einsum("bn,bnh->bh")`` lowers to):
     without autograd, E fused multiply-adds over [B, H]; with it, one broadcast product and a sum
-    (whose backward is two ops, where per-expert slices would each zero-fill a full gradient).
+    over a tensor (whose backward is two ops, where per-expert slices would each zero-fill a full
+    gradient), or a sum of products over a sequence.
     """
-    w = gates.to(experts.dtype).t().unsqueeze(-1)  # [E, B, 1]
-    if torch.is_grad_enabled() and (w.requires_grad or experts.requires_grad):
-        return (experts * w).sum(0)  # [B, H]
+    dtype = experts[0].dtype
+    w = gates.to(dtype).t().unsqueeze(-1)  # [E, B, 1]
+    if torch.is_grad_enabled() and (
+        w.requires_grad or any(experts[e].requires_grad for e in range(len(experts)))
+    ):
+        if isinstance(experts, torch.Tensor):
+            return (experts * w).sum(0)  # [B, H]
+        out = experts[0] * w[0]  # [B, H]
+        for e in range(1, len(experts)):
+            out = out + experts[e] * w[e]
+        return out
     out = experts[0] * w[0]  # [B, H]
-    for e in range(1, experts.shape[0]):
+    for e in range(1, len(experts)):
         out = out.addcmul_(experts[e], w[e])  # [B, H]
     return out
 
@@ -105,6 +118,24 @@ def override_dense_gate(
     if routing is None or routing.is_identity:
         return probs, probs, None
     e = probs.shape[-1]
+    off = switched_off(routing, e, shared)
+    left = e - len(off)
+    if off:
+        keep = torch.ones(e, dtype=probs.dtype, device=probs.device)
+        keep[list(off)] = 0.0
+        probs = probs * keep
+        probs = probs / probs.sum(dim=-1, keepdim=True)  # [..., E]
+    if routing.top_k is None or routing.top_k == left:
+        return probs, probs, None
+    vals, topk_idx = probs.topk(routing.top_k, dim=-1)  # [..., k]
+    gates = torch.zeros_like(probs).scatter(-1, topk_idx, vals / vals.sum(dim=-1, keepdim=True))
+    return probs, gates, topk_idx
+
+
+def switched_off(routing: RoutingOverride, e: int, shared: tuple[int, ...] = ()) -> set[int]:
+    """The experts an override switches off among ``e`` (knocked out, plus ``shared`` ones when
+    ``use_shared=False``), after checking it: ``ValueError`` for an index outside [0, e), for no
+    expert left, and for ``top_k`` outside [1, experts left]."""
     off = set(routing.knocked_out) | (set() if routing.use_shared else set(shared))
     bad = sorted(i for i in off if not 0 <= i < e)
     if bad:
@@ -112,18 +143,9 @@ def override_dense_gate(
     left = e - len(off)
     if left < 1:
         raise ValueError(f"routing override leaves no expert: {e} experts, all switched off")
-    if off:
-        keep = torch.ones(e, dtype=probs.dtype, device=probs.device)
-        keep[list(off)] = 0.0
-        probs = probs * keep
-        probs = probs / probs.sum(dim=-1, keepdim=True)  # [..., E]
     if routing.top_k is not None and not 1 <= routing.top_k <= left:
         raise ValueError(f"top_k={routing.top_k} must be in [1, {left}] (experts left switched on)")
-    if routing.top_k is None or routing.top_k == left:
-        return probs, probs, None
-    vals, topk_idx = probs.topk(routing.top_k, dim=-1)  # [..., k]
-    gates = torch.zeros_like(probs).scatter(-1, topk_idx, vals / vals.sum(dim=-1, keepdim=True))
-    return probs, gates, topk_idx
+    return off
 
 
 def reject_routing(routing: RoutingOverride | None, model: str) -> None:
