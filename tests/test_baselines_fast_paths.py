@@ -26,6 +26,7 @@ from cesaa.models.baselines.blocks import (
 from cesaa.models.baselines.grouped import override_dense_gate_rows
 from cesaa.models.baselines.mmoe import MMoE
 from cesaa.models.baselines.ple import PLE
+from cesaa.models.baselines.star import STAR
 from cesaa.models.output import RoutingOverride
 
 SPEC = FeatureSpec(("user", "item", "ctx"), (10, 12, 8), ("n0", "n1"), ("d0", "d1", "d2"))
@@ -340,3 +341,68 @@ def test_grouped_linear_is_each_rows_own_groups_map(monkeypatch, available):
     want = torch.autograd.grad((ref * go).sum(), [x, w, b])
     for a, r in zip(got, want, strict=True):
         torch.testing.assert_close(a, r, **TOL)
+
+
+@pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode])
+def test_grouped_gemm_probe_under_no_grad_does_not_disable_it(monkeypatch, mode):
+    """The probe runs a backward: first called without autograd it used to fail and cache
+    "unavailable" for the process, so PLE and STAR silently ran their fallback."""
+    from cesaa import experts
+
+    if not hasattr(torch, "_grouped_mm"):
+        pytest.skip("this torch has no torch._grouped_mm")
+    monkeypatch.setattr(experts, "_GROUPED_MM_OK", {})
+    torch.manual_seed(0)
+    model = PLE(ModelConfig(name="ple"), SPEC).eval()
+    cat, num, domain, _ = _batch()
+    with mode():
+        model(cat, num, domain)
+    assert experts._GROUPED_MM_OK == {("cpu", torch.float32): True}
+
+
+def reference_star(model: STAR, cat, num, domain) -> torch.Tensor:
+    """STAR written out row by row: PN with the batch's (training) or running (eval) moments of
+    the row's domain, the row's own FCN path (W * W_d, b + b_d), plus the auxiliary network."""
+    x = model.embedding(cat, num)
+    norm, fcn = model.norm, model.fcn
+    if model.training:
+        mean = torch.stack([x[domain == d].mean(0) for d in range(3)])
+        var = torch.stack([x[domain == d].var(0, unbiased=False) for d in range(3)])
+    else:
+        mean, var = norm.running_mean, norm.running_var
+    out = []
+    for r in range(len(domain)):
+        d = domain[r]
+        z = (x[r] - mean[d]) / torch.sqrt(var[d] + norm.eps)
+        h = z * norm.gamma * norm.domain_gamma[d] + norm.beta + norm.domain_beta[d]
+        for i in range(len(fcn.weights)):
+            h = (
+                h @ (fcn.weights[i] * fcn.domain_weights[i][d])
+                + fcn.biases[i]
+                + fcn.domain_biases[i][d]
+            )
+            h = torch.relu(h) if i < len(fcn.weights) - 1 else h
+        out.append(h[0])
+    aux = model.aux(torch.cat([model.domain_embedding(domain), x], dim=1)).squeeze(-1)
+    return torch.stack(out) + aux
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_star_with_pn_folded_into_layer_0_matches_the_row_by_row_reference(training):
+    torch.manual_seed(0)
+    model = STAR(ModelConfig(name="star"), SPEC)
+    with torch.no_grad():  # away from the init (ones, zeros) so every term matters
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+        model.norm.running_mean.normal_()
+        model.norm.running_var.uniform_(0.5, 2.0)
+    model.train(training)
+    cat, num, domain, label = _batch(4)
+    params = list(model.parameters())
+    out = model(cat, num, domain).logit  # (the reference reads no running moment in training)
+    ref = reference_star(model, cat, num, domain)
+    torch.testing.assert_close(out, ref, **TOL)
+    got = torch.autograd.grad(F.binary_cross_entropy_with_logits(out, label), params)
+    want = torch.autograd.grad(F.binary_cross_entropy_with_logits(ref, label), params)
+    for (name, _), a, r in zip(model.named_parameters(), got, want, strict=True):
+        torch.testing.assert_close(a, r, **TOL, msg=name)

@@ -27,6 +27,14 @@ def group_ends(sorted_group: torch.Tensor, groups: int) -> torch.Tensor:
     return torch.searchsorted(sorted_group, ids, right=True).to(torch.int32)
 
 
+def grouped_gemm_ok(device: torch.device, dtype: torch.dtype) -> bool:
+    """:func:`cesaa.experts.grouped_mm_available`, probed with autograd on: its one-time probe runs
+    a backward, which fails under ``no_grad``/``inference_mode`` and would cache "unavailable"
+    (every later grouped layer falling back) for the whole process."""
+    with torch.inference_mode(False), torch.enable_grad():
+        return grouped_mm_available(device, dtype)
+
+
 def _align(t: torch.Tensor, cols: int) -> torch.Tensor:
     """t [R, c] as a tensor of ``cols`` >= c columns (zeros after c) whose rows start on 16 bytes,
     as ``torch._grouped_mm`` needs; t itself when it already qualifies."""
@@ -54,7 +62,7 @@ def grouped_linear(
     Widths are zero-padded to 16 bytes for the grouped GEMM (the padding stays 0 and is cut off).
     """
     i, o = w.shape[1], w.shape[2]
-    if grouped_mm_available(x.device, x.dtype):
+    if grouped_gemm_ok(x.device, x.dtype):
         align = max(1, 16 // x.element_size())
         pi, po = -(-i // align) * align, -(-o // align) * align
         w = F.pad(w, (0, po - o, 0, pi - i)) if (pi, po) != (i, o) else w.contiguous()
