@@ -19,6 +19,7 @@ from cesaa.features import FeatureSpec
 from cesaa.models.baselines.blocks import (
     fused_linear,
     mix_experts,
+    mix_experts_per_domain,
     override_dense_gate,
     select_domain,
     softmax_rows,
@@ -155,6 +156,23 @@ def test_mix_experts_is_the_gate_weighted_sum(grad):
     torch.testing.assert_close(out, ref, **TOL)
     if grad:
         g = torch.randn(B, 6)
+        got = torch.autograd.grad((out * g).sum(), [gates, experts])
+        want = torch.autograd.grad((ref * g).sum(), [gates, experts])
+        for a, r in zip(got, want, strict=True):
+            torch.testing.assert_close(a, r, **TOL)
+
+
+@pytest.mark.parametrize("grad", [True, False])
+def test_mix_experts_per_domain_is_every_domains_weighted_sum(grad):
+    torch.manual_seed(0)
+    gates = torch.softmax(torch.randn(B, 3, 4), -1).requires_grad_(grad)  # [B, D, E]
+    experts = torch.randn(B, 4, 6).transpose(0, 1).requires_grad_(grad)  # [E, B, H] strided
+    with torch.set_grad_enabled(grad):
+        out = mix_experts_per_domain(gates, experts)
+    ref = torch.einsum("bde,ebh->bdh", gates, experts)
+    torch.testing.assert_close(out, ref, **TOL)
+    if grad:
+        g = torch.randn(B, 3, 6)
         got = torch.autograd.grad((out * g).sum(), [gates, experts])
         want = torch.autograd.grad((ref * g).sum(), [gates, experts])
         for a, r in zip(got, want, strict=True):

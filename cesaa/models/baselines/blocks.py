@@ -20,6 +20,7 @@ __all__ = [
     "StackedMLP",
     "fused_linear",
     "mix_experts",
+    "mix_experts_per_domain",
     "override_dense_gate",
     "reject_routing",
     "select_domain",
@@ -96,6 +97,22 @@ def mix_experts(
     out = experts[0] * w[0]  # [B, H]
     for e in range(1, len(experts)):
         out = out.addcmul_(experts[e], w[e])  # [B, H]
+    return out
+
+
+def mix_experts_per_domain(gates: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
+    """Every domain's gate-weighted sum: gates [B, D, E], experts [E, B, H] (any strides)
+    -> [B, D, H] = sum_e gates[:, :, e] * experts[e] (broadcast over D).
+
+    ``einsum("bdn,bnh->bdh")`` lowers to B tiny GEMMs; this is E fused multiply-adds over
+    [B, D, H] without autograd, one broadcast product and a sum with it.
+    """
+    w = gates.to(experts.dtype).permute(2, 0, 1).unsqueeze(-1)  # [E, B, D, 1]
+    if torch.is_grad_enabled() and (w.requires_grad or experts.requires_grad):
+        return (w * experts.unsqueeze(2)).sum(0)  # [B, D, H]
+    out = w[0] * experts[0].unsqueeze(1)  # [B, D, H]
+    for e in range(1, experts.shape[0]):
+        out = out.addcmul_(w[e], experts[e].unsqueeze(1))  # [B, D, H]
     return out
 
 
