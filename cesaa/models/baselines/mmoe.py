@@ -69,8 +69,9 @@ class MMoE(nn.Module):
             x, [self.experts.flat_first_layer(), self.gates.flat_first_layer()]
         )  # [B, n*H0], [B, D*n]
         experts = self.experts.forward_rest(h0)  # [n, B, H] (a strided view)
-        every = gate_logits.view(-1, self.gates.groups, self.num_experts)  # [B, D, n]
-        logits = select_domain(every, domain)  # [B, n]
+        n = self.num_experts  # the row's domain's gate: columns d*n .. d*n + n - 1
+        cols = domain.unsqueeze(1) * n + torch.arange(n, device=domain.device)  # [B, n]
+        logits = gate_logits.gather(1, cols)  # [B, n]
         probs = softmax_rows(logits.float())  # [B, n], fp32 softmax
         probs, gates, topk_idx = override_dense_gate(probs, routing)
         mixed = mix_experts(gates, experts)  # [B, H]
