@@ -56,7 +56,7 @@ class OwnOutput(NamedTuple):
     probs: torch.Tensor  # [B, R] the row's domain gate (local columns: S specific, Sh shared)
     gates: torch.Tensor  # [B, R]
     topk_idx: torch.Tensor | None  # [B, k] local columns, only under a top_k override
-    experts: torch.Tensor  # [B, R, H]
+    experts: torch.Tensor | None  # [B, R, H], only when asked for (``return_experts``)
 
 
 class CGCLevel(nn.Module):
@@ -112,12 +112,13 @@ class CGCLevel(nn.Module):
         domain: torch.Tensor,
         ends: torch.Tensor,
         routing: list[RoutingOverride | None] | None,
+        return_experts: bool = False,
     ) -> OwnOutput:
         """Each row's own domain path only.  Rows are sorted by domain: ``domain`` [B] ascending,
         ``ends`` [D] the end of each domain's rows (:func:`group_ends`); h [B, I] the row's domain
         input, h_sh [B, I] the shared input (None when Sh = 0).  ``routing[d]``: domain d's
-        override in local columns.  Levels with a shared gate need every domain's path and must
-        use ``forward``.
+        override in local columns; ``return_experts``: also return the row's R expert outputs.
+        Levels with a shared gate need every domain's path and must use ``forward``.
 
         Layer 0 of the domain's S specific experts and its gate run as one grouped GEMM over the
         sorted rows (weights [D, I, S*O_0 + R]), later layers as one grouped GEMM per specific
@@ -148,7 +149,8 @@ class CGCLevel(nn.Module):
         shared_idx = tuple(range(self.s, self.s + self.sh))
         probs, gates, topk_idx = override_dense_gate_rows(probs, routing, domain, shared_idx)
         out = mix_experts(gates, experts)  # [B, H]
-        return OwnOutput(out, probs, gates, topk_idx, torch.stack(experts, dim=1))
+        stacked = torch.stack(experts, dim=1) if return_experts else None  # [B, R, H]
+        return OwnOutput(out, probs, gates, topk_idx, stacked)
 
 
 @register(
@@ -256,7 +258,7 @@ class PLE(nn.Module):
         last = len(self.levels) - 1
         for i in range(full, last + 1):
             own = self.levels[i].forward_own(
-                h, h_sh, sorted_domain, ends, local if i == last else None
+                h, h_sh, sorted_domain, ends, local if i == last else None, return_expert_outputs
             )
             h, h_sh = own.out, None  # [B, H]; own-path levels have no shared gate
         logit = grouped_stack(self.towers, h, sorted_domain, ends)[:, 0]  # [B] sorted
