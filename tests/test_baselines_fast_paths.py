@@ -265,3 +265,15 @@ def test_mmoe_empty_batch_and_determinism():
         runs.append([p.detach().clone() for p in m.parameters()])
     for a, b in zip(*runs, strict=True):
         assert torch.equal(a, b)
+
+
+def test_fused_linear_backward_with_an_unused_part():
+    torch.manual_seed(0)
+    x = torch.randn(B, 5, requires_grad=True)
+    (w1, b1), (w2, b2) = [(torch.randn(5, n, requires_grad=True), torch.randn(n)) for n in (4, 6)]
+    first, _ = fused_linear(x, [(w1, b1), (w2, b2)])
+    got = torch.autograd.grad(first.sum(), [x, w1, w2])
+    want = torch.autograd.grad((x @ w1 + b1).sum(), [x, w1])
+    torch.testing.assert_close(got[0], want[0], **TOL)
+    torch.testing.assert_close(got[1], want[1], **TOL)
+    assert torch.equal(got[2], torch.zeros(5, 6))  # the unused part's weight gets exactly 0

@@ -48,7 +48,8 @@ def fused_linear(
     Reading x once for every part beats one narrow GEMM per part (a gate's few columns run far
     below the GEMM's speed).  The concatenated width is zero-padded to a multiple of 16 columns:
     a ragged width falls off the kernels' fast path (the padded columns are computed as zeros and
-    never read).
+    never read).  With autograd, the backward joins the parts' gradients into one [B, N] matrix
+    for the GEMM's backward (where a view per part would zero-fill a full-width gradient each).
     """
     widths = [w.shape[1] for w, _ in parts]
     ws, bs = [w for w, _ in parts], [b for _, b in parts]
@@ -56,10 +57,43 @@ def fused_linear(
     if pad:
         ws.append(ws[0].new_zeros(ws[0].shape[0], pad))
         bs.append(bs[0].new_zeros(pad))
-    h = torch.addmm(torch.cat(bs), x, torch.cat(ws, dim=1))  # [B, N (+ pad)]
+    w, b = torch.cat(ws, dim=1), torch.cat(bs)  # [I, N (+ pad)], [N (+ pad)]
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (x, w, b)):
+        return list(_FusedLinear.apply(x, w, b, tuple(widths)))
+    h = torch.addmm(b, x, w)  # [B, N (+ pad)]
     starts = [sum(widths[:j]) for j in range(len(widths))]
     # one narrow per part (not ``split``): a consumer may run an in-place activation on its view
     return [h.narrow(1, s, n) for s, n in zip(starts, widths, strict=True)]
+
+
+class _FusedLinear(torch.autograd.Function):
+    """``x @ w + b`` returned as column parts of the given widths (the rest, padding, dropped)."""
+
+    @staticmethod
+    def forward(ctx, x, w, b, widths):  # x [B, I], w [I, N], b [N] -> parts [B, N_j]
+        h = torch.addmm(b, x, w)  # [B, N]
+        ctx.save_for_backward(x, w)
+        ctx.widths = widths
+        starts = [sum(widths[:j]) for j in range(len(widths))]
+        return tuple(h.narrow(1, s, n) for s, n in zip(starts, widths, strict=True))
+
+    @staticmethod
+    def backward(ctx, *grads):
+        x, w = ctx.saved_tensors
+        ref = next(g for g in grads if g is not None)
+        cols = [
+            g if g is not None else ref.new_zeros(ref.shape[0], n)
+            for g, n in zip(grads, ctx.widths, strict=True)
+        ]
+        pad = w.shape[1] - sum(ctx.widths)
+        if pad:
+            cols.append(ref.new_zeros(ref.shape[0], pad))
+        g = torch.cat(cols, dim=1)  # [B, N]: the GEMM output's gradient
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        grad_x = g @ w.to(g.dtype).t() if need_x else None  # [B, I]
+        grad_w = x.to(g.dtype).t() @ g if need_w else None  # [I, N]
+        grad_b = g.sum(0) if need_b else None  # [N]
+        return grad_x, grad_w, grad_b, None
 
 
 def softmax_rows(logits: torch.Tensor) -> torch.Tensor:
