@@ -165,7 +165,10 @@ class PLE(nn.Module):
     and each row runs only its own domain's path (specific experts, gate, tower) — except levels
     that feed a shared gate (``ple_levels`` >= 2 with shared experts), whose shared gate mixes every
     domain's specific experts, so those levels compute every path (``forward_every_domain`` is the
-    all-paths oracle, to the last level too).
+    all-paths oracle, to the last level too).  The grouping happens on the device (rows sorted by
+    domain, grouped GEMMs with group ends from ``searchsorted``): nothing is read back to the host.
+    With dropout in training, the masks are drawn in this grouped layout (the same distribution as
+    the per-domain loop before, not the same draws).
 
     ``probs``/``gates`` [B, G] are the last level's gate of the row's domain in the global expert
     index (module docstring): a row of domain d has non-zeros only on domain d's specific experts
