@@ -247,18 +247,23 @@ def test_mmoe_training_gradients_match_the_reference(hidden):
         torch.testing.assert_close(a, r, **TOL, msg=name)
 
 
-def test_mmoe_empty_batch_and_determinism():
+@pytest.mark.parametrize("name", ["mmoe", "ple", "star", "shared_bottom", "hmoe", "m2m"])
+@pytest.mark.parametrize("dropout", [0.0, 0.2])
+def test_empty_batch_and_determinism_under_a_seed(name, dropout):
+    from cesaa.models import build_model, default_config
+
     torch.manual_seed(0)
-    model = MMoE(ModelConfig(name="mmoe"), SPEC)
+    model = build_model(default_config(name), SPEC).eval()
     cat, num, domain, label = _batch(2)
     assert model(cat[:0], num[:0], domain[:0]).logit.shape == (0,)
     runs = []
-    for _ in range(2):  # the same seed, the same training step: the same parameters, bit for bit
+    for _ in range(2):  # the same seed, the same training steps: the same parameters, bit for bit
         torch.manual_seed(0)
-        m = MMoE(ModelConfig(name="mmoe", dropout=0.2), SPEC).train()
+        m = build_model(default_config(name, dropout=dropout), SPEC).train()
         opt = torch.optim.Adam(m.parameters(), lr=1e-2)
         for _ in range(3):
-            loss = F.binary_cross_entropy_with_logits(m(cat, num, domain).logit, label)
+            out = m(cat, num, domain)
+            loss = F.binary_cross_entropy_with_logits(out.logit, label) + out.aux_loss
             opt.zero_grad()
             loss.backward()
             opt.step()
