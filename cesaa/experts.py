@@ -149,6 +149,12 @@ def _grouped_gemm_mlp(
     return h[:, :out_dim] if h.shape[1] != out_dim else h  # [R, O]
 
 
+def _relu(h: torch.Tensor) -> torch.Tensor:
+    """ReLU in place when autograd does not record it (inference), else out of place: an in-place
+    op on a view makes autograd rebuild the base's gradient (zero fills and copies of it)."""
+    return torch.relu(h) if torch.is_grad_enabled() and h.requires_grad else h.relu_()
+
+
 class StackedMLP(nn.Module):
     """G independent MLPs; layer l's weights are one tensor [G, d_l, d_{l+1}], biases [G, d_{l+1}].
 
@@ -205,24 +211,72 @@ class StackedMLP(nn.Module):
         """The ones-column bias trick needs hidden activations that keep 1 (no active dropout)."""
         return not (self.training and isinstance(self.dropout, nn.Dropout))
 
+    def _dropout_active(self) -> bool:
+        return self.training and isinstance(self.dropout, nn.Dropout)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: [B, I] (shared by every group) or [B, G, I] -> [B, G, O]."""
-        g = self.groups
-        layers = list(zip(self.weights, self.biases, strict=True))
-        if x.dim() == 2:  # a shared input: layer 0 of every group is one [B, I] x [I, G*O] GEMM
-            w, b = layers[0]
-            o = w.shape[2]
-            flat_w = w.permute(1, 0, 2).reshape(w.shape[1], g * o)  # [I, G*O]
-            h = torch.addmm(b.reshape(1, g * o), x, flat_w).view(-1, g, o)  # [B, G, O_0]
-            # [G, B, O] contiguous before the activation: dropout draws its mask in this layout
-            h = self._act(h.transpose(0, 1).contiguous(), 0)  # [G, B, O_0]
-            start = 1
-        else:
-            h, start = x.transpose(0, 1), 0  # [G, B, I]
-        for i in range(start, len(layers)):
-            w, b = layers[i]
-            h = self._act(torch.baddbmm(b.unsqueeze(1), h, w), i)  # [G, B, O_i]
-        return h.transpose(0, 1)  # [B, G, O]
+        """x: [B, I] (shared by every group) or [B, G, I] -> [B, G, O] (possibly a strided view)."""
+        return self.forward_grouped(x).transpose(0, 1)
+
+    def forward_grouped(self, x: torch.Tensor) -> torch.Tensor:
+        """``forward`` in group-major order: x [B, I] or [B, G, I] -> [G, B, O] (a view, strided).
+
+        With a shared input, layer 0 of every group is one [B, I] x [I, G*O] GEMM
+        (:meth:`flat_first_layer`) and :meth:`forward_rest` runs the other layers on its output.
+        """
+        if x.dim() == 2:
+            w, b = self.flat_first_layer()  # [I, G*O_0], [G*O_0]
+            return self.forward_rest(torch.addmm(b, x, w))  # [G, B, O]
+        h = x.transpose(0, 1)  # [G, B, I] view
+        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            h = self._layer(h, w, b, i, self._dropout_active())  # [G, B, O_i]
+        return h
+
+    def flat_first_layer(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Layer 0 of every group side by side: weight [I, G*O_0] (group g's columns
+        g*O_0 .. (g+1)*O_0 - 1) and bias [G*O_0], so ``x @ w + b`` runs layer 0 of all groups in
+        one GEMM (a model may concatenate several modules' into one wider GEMM)."""
+        w, b = self.weights[0], self.biases[0]  # [G, I, O_0], [G, O_0]
+        g, o = w.shape[0], w.shape[2]
+        return w.permute(1, 0, 2).reshape(w.shape[1], g * o), b.reshape(g * o)
+
+    def forward_rest(self, h0: torch.Tensor) -> torch.Tensor:
+        """Every layer after layer 0, from layer 0's pre-activation of every group on a shared
+        input: h0 [B, G*O_0] (``x @ w + b`` of :meth:`flat_first_layer`, or a column slice of a
+        wider GEMM) -> [G, B, O] (a strided view).
+
+        Later layers read h0 in place as [G, B, O_0] (strided batched GEMMs, no transposing
+        copy); without autograd the ReLUs run in place, on h0 too; a last layer of width 1 is a
+        multiply-and-sum rather than G matrix-vector products.
+        Training with active dropout keeps the layout in which its masks were always drawn
+        (contiguous [G, B, O]), so the draws are unchanged.
+        """
+        o = self.weights[0].shape[2]
+        h = h0.view(h0.shape[0], self.groups, o).transpose(0, 1)  # [G, B, O_0] view
+        drop = self._dropout_active()
+        last = len(self.weights) - 1
+        if drop:
+            h = self._act(h.contiguous(), 0)  # [G, B, O_0] in the masks' layout
+        elif last > 0 or self.out_relu:
+            h = _relu(h)
+        for i in range(1, last + 1):
+            h = self._layer(h, self.weights[i], self.biases[i], i, drop)  # [G, B, O_i]
+        return h
+
+    def _layer(
+        self, h: torch.Tensor, w: torch.Tensor, b: torch.Tensor, i: int, drop: bool
+    ) -> torch.Tensor:
+        """Layer i of every group and its activation: h [G, B, I_i] -> [G, B, O_i]."""
+        last = i == len(self.weights) - 1
+        if drop:  # the ops the dropout masks were always drawn after
+            return self._act(torch.baddbmm(b.unsqueeze(1), h, w), i)
+        if last and w.shape[2] == 1 and not self.out_relu:  # G dot products per row
+            if h.stride(1) > h.stride(0):  # rows outermost in memory: reduce in that order
+                out = (h.transpose(0, 1) * w.squeeze(2)).sum(-1) + b.squeeze(1)  # [B, G]
+                return out.t().unsqueeze(2)  # [G, B, 1]
+            return (h * w.transpose(1, 2)).sum(-1, keepdim=True) + b.unsqueeze(1)  # [G, B, 1]
+        h = torch.baddbmm(b.unsqueeze(1), h, w)  # [G, B, O_i]
+        return _relu(h) if not last or self.out_relu else h
 
     def forward_all(self, x: torch.Tensor) -> torch.Tensor:
         """Every group on every row: x [B, I] -> [B, G, O] (alias of ``forward``)."""

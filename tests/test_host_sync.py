@@ -51,25 +51,7 @@ VARIANTS = [(n, {}) for n in model_names() if not n.startswith("rechub")] + [
 ]
 
 
-# PLE's own-domain path splits the rows with per-domain counts read back to the host
-# (``bincount(...).tolist()`` in cesaa/models/baselines/ple.py); strict: fixing it fails this mark
-KNOWN_READS = {"ple": "PLE groups rows by domain with counts read back to the host"}
-
-
-@pytest.mark.parametrize(
-    ("name", "kw"),
-    [
-        pytest.param(
-            n,
-            kw,
-            marks=[pytest.mark.xfail(reason=KNOWN_READS[n], strict=True)]
-            if n in KNOWN_READS
-            else [],
-        )
-        for n, kw in VARIANTS
-    ],
-    ids=[f"{n}{kw}" for n, kw in VARIANTS],
-)
+@pytest.mark.parametrize(("name", "kw"), VARIANTS, ids=[f"{n}{kw}" for n, kw in VARIANTS])
 def test_forward_and_backward_read_nothing_back(monkeypatch, name: str, kw: dict) -> None:
     torch.manual_seed(0)
     model = build_model(default_config(name, **kw), SPEC)

@@ -108,12 +108,7 @@ def test_epoch_terms_are_row_weighted_means_of_the_steps(data, monkeypatch):
 def _models():
     from cesaa.models.registry import model_names
 
-    ple = pytest.mark.xfail(
-        strict=True,
-        reason="PLE groups rows by domain with a host read (cesaa/models/baselines/ple.py "
-        "`.tolist()` of the domain counts); remove this mark when it goes",
-    )
-    return [pytest.param(n, marks=ple) if n == "ple" else n for n in model_names()]
+    return list(model_names())
 
 
 @pytest.mark.parametrize("model_name", _models())

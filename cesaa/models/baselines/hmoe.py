@@ -34,7 +34,12 @@ from torch import nn
 
 from cesaa.config import ModelConfig
 from cesaa.features import FeatureEmbedding, FeatureSpec
-from cesaa.models.baselines.blocks import StackedMLP, override_dense_gate, select_domain
+from cesaa.models.baselines.blocks import (
+    StackedMLP,
+    mix_experts_per_domain,
+    override_dense_gate,
+    select_domain,
+)
 from cesaa.models.output import ModelOutput, RoutingOverride
 from cesaa.models.registry import register
 from cesaa.models.search_spaces import common
@@ -97,7 +102,7 @@ class HMoE(nn.Module):
         experts = self.experts(x)  # [B, n, H]
         probs = torch.softmax(self.gates(x).float(), dim=-1)  # [B, D, n], fp32 softmax
         probs, gates, topk_idx = override_dense_gate(probs, routing)
-        mixed = torch.einsum("bdn,bnh->bdh", gates.to(experts.dtype), experts)  # [B, D, H]
+        mixed = mix_experts_per_domain(gates, experts.transpose(0, 1))  # [B, D, H]
         scores = self.towers(mixed).squeeze(-1)  # [B, D]: every domain's logit
         w = torch.softmax(select_domain(self.label_gates(x), domain).float(), dim=-1)  # [B, D]
         logit = mix_with_gradient_cut(scores, w.to(scores.dtype), domain)  # [B]

@@ -42,7 +42,7 @@ from torch import nn
 
 from cesaa.config import ModelConfig
 from cesaa.features import FeatureEmbedding, FeatureSpec, mlp
-from cesaa.models.baselines.blocks import StackedMLP, override_dense_gate
+from cesaa.models.baselines.blocks import StackedMLP, mix_experts, override_dense_gate
 from cesaa.models.output import ModelOutput, RoutingOverride
 from cesaa.models.registry import register
 from cesaa.models.search_spaces import common
@@ -134,7 +134,7 @@ class M2M(nn.Module):
         scores = self.attention_v(hidden).squeeze(-1)  # [B, n]
         probs = torch.softmax(scores.float(), dim=-1)  # [B, n], fp32 softmax
         probs, gates, topk_idx = override_dense_gate(probs, routing)
-        h = torch.einsum("bn,bnh->bh", gates.to(experts.dtype), experts)  # [B, H]
+        h = mix_experts(gates, experts.transpose(0, 1))  # [B, H]
         for layer in self.meta_tower:
             h = torch.relu(layer(h, z_s, domain)) + h  # [B, H], residual
         logit = self.out(h).squeeze(-1)  # [B]

@@ -11,7 +11,14 @@ from torch import nn
 from cesaa.config import ModelConfig
 from cesaa.features import FeatureEmbedding, FeatureSpec
 from cesaa.models import search_spaces as spaces
-from cesaa.models.baselines.blocks import StackedMLP, override_dense_gate, select_domain
+from cesaa.models.baselines.blocks import (
+    StackedMLP,
+    fused_linear,
+    mix_experts,
+    override_dense_gate,
+    select_domain,
+    softmax_rows,
+)
 from cesaa.models.output import ModelOutput, RoutingOverride
 from cesaa.models.registry import register
 
@@ -25,8 +32,9 @@ class MMoE(nn.Module):
     """logit = tower_d(sum_i g_d(x)_i E_i(x)),  g_d = softmax(x W_d + b_d),  d = the row's domain.
 
     ``n = cfg.mmoe_experts`` experts, or one per domain when it is 0 (Scenario-Wise Rec setting).
-    Experts, gates and towers are stacked; the D gates and towers run on every row (D is small) and
-    each row reads its own domain's.  ``probs`` = ``gates`` = that gate's softmax [B, n] (dense).
+    Experts, gates and towers are stacked; layer 0 of every expert and every domain's gate run as
+    one GEMM over x; the D gates and towers run on every row (D is small) and each row reads its
+    own domain's.  ``probs`` = ``gates`` = that gate's softmax [B, n] (dense).
 
     Routing overrides (inference ablations) act on the row's gate before mixing, see
     :func:`~cesaa.models.baselines.blocks.override_dense_gate`: ``knocked_out`` experts get 0 and the
@@ -56,11 +64,17 @@ class MMoE(nn.Module):
     ) -> ModelOutput:
         # cat: [B, C] long, num: [B, M] float, domain: [B] long
         x = self.embedding(cat, num)  # [B, I]
-        experts = self.experts(x)  # [B, n, H]
-        logits = select_domain(self.gates(x), domain)  # [B, D, n] -> [B, n]
-        probs = torch.softmax(logits.float(), dim=-1)  # [B, n], fp32 softmax
+        # layer 0 of every expert and every domain's gate: one GEMM over x
+        h0, gate_logits = fused_linear(
+            x, [self.experts.flat_first_layer(), self.gates.flat_first_layer()]
+        )  # [B, n*H0], [B, D*n]
+        experts = self.experts.forward_rest(h0)  # [n, B, H] (a strided view)
+        n = self.num_experts  # the row's domain's gate: columns d*n .. d*n + n - 1
+        cols = domain.unsqueeze(1) * n + torch.arange(n, device=domain.device)  # [B, n]
+        logits = gate_logits.gather(1, cols)  # [B, n]
+        probs = softmax_rows(logits.float())  # [B, n], fp32 softmax
         probs, gates, topk_idx = override_dense_gate(probs, routing)
-        mixed = torch.einsum("bn,bnh->bh", gates.to(experts.dtype), experts)  # [B, H]
+        mixed = mix_experts(gates, experts)  # [B, H]
         logit = select_domain(self.towers(mixed), domain).squeeze(-1)  # [B, D, 1] -> [B]
         return ModelOutput(
             logit=logit,
@@ -68,5 +82,5 @@ class MMoE(nn.Module):
             gates=gates,
             topk_idx=topk_idx,
             aux_loss=logit.new_zeros(()),
-            expert_outputs=experts if return_expert_outputs else None,
+            expert_outputs=experts.transpose(0, 1) if return_expert_outputs else None,  # [B, n, H]
         )

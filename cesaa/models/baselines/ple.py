@@ -21,7 +21,19 @@ from torch import nn
 from cesaa.config import ModelConfig
 from cesaa.features import FeatureEmbedding, FeatureSpec
 from cesaa.models import search_spaces as spaces
-from cesaa.models.baselines.blocks import StackedMLP, override_dense_gate, select_domain
+from cesaa.models.baselines.blocks import (
+    StackedMLP,
+    mix_experts,
+    override_dense_gate,
+    select_domain,
+    softmax_rows,
+)
+from cesaa.models.baselines.grouped import (
+    group_ends,
+    grouped_linear,
+    grouped_stack,
+    override_dense_gate_rows,
+)
 from cesaa.models.output import ModelOutput, RoutingOverride
 from cesaa.models.registry import register
 
@@ -44,20 +56,7 @@ class OwnOutput(NamedTuple):
     probs: torch.Tensor  # [B, R] the row's domain gate (local columns: S specific, Sh shared)
     gates: torch.Tensor  # [B, R]
     topk_idx: torch.Tensor | None  # [B, k] local columns, only under a top_k override
-    experts: torch.Tensor  # [B, R, H]
-
-
-def _groups(mlp: StackedMLP, x: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
-    """Groups lo..hi-1 of a StackedMLP on rows x: [N, I] -> [N, hi - lo, O] (same layers)."""
-    last = len(mlp.weights) - 1
-    for i, (w, b) in enumerate(zip(mlp.weights, mlp.biases, strict=True)):
-        eq = "bi,gio->bgo" if x.dim() == 2 else "bgi,gio->bgo"
-        x = torch.einsum(eq, x, w[lo:hi]) + b[lo:hi]  # [N, hi - lo, O_i]
-        if i < last:
-            x = mlp.dropout(torch.relu(x))
-        elif mlp.out_relu:
-            x = torch.relu(x)
-    return x
+    experts: torch.Tensor | None  # [B, R, H], only when asked for (``return_experts``)
 
 
 class CGCLevel(nn.Module):
@@ -110,47 +109,48 @@ class CGCLevel(nn.Module):
         self,
         h: torch.Tensor,
         h_sh: torch.Tensor | None,
-        counts: list[int],
+        domain: torch.Tensor,
+        ends: torch.Tensor,
         routing: list[RoutingOverride | None] | None,
+        return_experts: bool = False,
     ) -> OwnOutput:
-        """Each row's own domain path only.  Rows are sorted by domain, ``counts[d]`` rows of domain
-        d; h [B, I] the row's domain input, h_sh [B, I] the shared input (None when Sh = 0).
-        ``routing[d]``: domain d's override in local columns.  Levels with a shared gate need every
-        domain's path and must use ``forward``."""
+        """Each row's own domain path only.  Rows are sorted by domain: ``domain`` [B] ascending,
+        ``ends`` [D] the end of each domain's rows (:func:`group_ends`); h [B, I] the row's domain
+        input, h_sh [B, I] the shared input (None when Sh = 0).  ``routing[d]``: domain d's
+        override in local columns; ``return_experts``: also return the row's R expert outputs.
+        Levels with a shared gate need every domain's path and must use ``forward``.
+
+        Layer 0 of the domain's S specific experts and its gate run as one grouped GEMM over the
+        sorted rows (weights [D, I, S*O_0 + R]), later layers as one grouped GEMM per specific
+        expert; the shared experts run on every row.  Nothing is read back to the host."""
         if self.shared_gate is not None:
             raise ValueError("a CGC level with a shared gate needs every domain's path (forward)")
-        shared = self.shared(h_sh) if self.shared is not None else None  # [B, Sh, H]
+        spec, s, d = self.specific, self.s, self.gates.groups
+        w0, b0 = spec.weights[0], spec.biases[0]  # [D*S, I, O_0], [D*S, O_0]
+        i, o0 = w0.shape[1], w0.shape[2]
+        w = torch.cat(
+            [w0.view(d, s, i, o0).transpose(1, 2).reshape(d, i, s * o0), self.gates.weights[0]],
+            dim=2,
+        )  # [D, I, S*O_0 + R]: domain d's specific experts side by side, then its gate
+        b = torch.cat([b0.view(d, s * o0), self.gates.biases[0]], dim=1)  # [D, S*O_0 + R]
+        y = grouped_linear(h, w, b, domain, ends)  # [B, S*O_0 + R]
+        experts = []
+        for j in range(s):  # the row's domain's j-th specific expert
+            e = spec._act(y[:, j * o0 : (j + 1) * o0], 0)  # [B, O_0]
+            for layer in range(1, len(spec.weights)):
+                wl, bl = spec.weights[layer], spec.biases[layer]  # [D*S, I_l, O_l], [D*S, O_l]
+                wj = wl.view(d, s, *wl.shape[1:])[:, j]  # [D, I_l, O_l]
+                bj = bl.view(d, s, -1)[:, j]  # [D, O_l]
+                e = spec._act(grouped_linear(e, wj, bj, domain, ends), layer)  # [B, O_l]
+            experts.append(e)
+        if self.shared is not None and h_sh is not None:
+            experts.extend(self.shared.forward_grouped(h_sh).unbind(0))  # Sh x [B, H]
+        probs = softmax_rows(y[:, s * o0 :].float())  # [B, R], fp32 softmax
         shared_idx = tuple(range(self.s, self.s + self.sh))
-        outs: list[list[torch.Tensor]] = [[], [], [], []]
-        topks: list[torch.Tensor | None] = []
-        lo = 0
-        for d, n in enumerate(counts):
-            if n == 0 and h.shape[0] > 0:  # (an empty batch runs domain 0 on its zero rows)
-                continue
-            rows = slice(lo, lo + n)
-            lo += n
-            parts = [_groups(self.specific, h[rows], d * self.s, (d + 1) * self.s)]  # [n, S, H]
-            if shared is not None:
-                parts.append(shared[rows])  # [n, Sh, H]
-            experts = torch.cat(parts, dim=1)  # [n, R, H]
-            logits = _groups(self.gates, h[rows], d, d + 1)[:, 0]  # [n, R]
-            probs = torch.softmax(logits.float(), dim=-1)  # [n, R], fp32 softmax
-            probs, gates, topk = override_dense_gate(
-                probs, None if routing is None else routing[d], shared=shared_idx
-            )
-            out = torch.einsum("be,beh->bh", gates.to(experts.dtype), experts)  # [n, H]
-            for acc, t in zip(outs, (out, probs, gates, experts), strict=True):
-                acc.append(t)
-            topks.append(topk)
-        topk_idx = None
-        if any(t is not None for t in topks):  # top_k below some domain's experts left
-            k = next(t for t in topks if t is not None).shape[-1]
-            # a domain whose k equals its experts left keeps its dense gate: all of them selected
-            pairs = zip(topks, outs[1], strict=True)
-            topks = [t if t is not None else p.topk(k, dim=-1)[1] for t, p in pairs]
-            topk_idx = torch.cat(topks)  # [B, k]
-        out, probs, gates, experts = (torch.cat(acc) for acc in outs)
-        return OwnOutput(out, probs, gates, topk_idx, experts)
+        probs, gates, topk_idx = override_dense_gate_rows(probs, routing, domain, shared_idx)
+        out = mix_experts(gates, experts)  # [B, H]
+        stacked = torch.stack(experts, dim=1) if return_experts else None  # [B, R, H]
+        return OwnOutput(out, probs, gates, topk_idx, stacked)
 
 
 @register(
@@ -165,7 +165,10 @@ class PLE(nn.Module):
     and each row runs only its own domain's path (specific experts, gate, tower) — except levels
     that feed a shared gate (``ple_levels`` >= 2 with shared experts), whose shared gate mixes every
     domain's specific experts, so those levels compute every path (``forward_every_domain`` is the
-    all-paths oracle, to the last level too).
+    all-paths oracle, to the last level too).  The grouping happens on the device (rows sorted by
+    domain, grouped GEMMs with group ends from ``searchsorted``): nothing is read back to the host.
+    With dropout in training, the masks are drawn in this grouped layout (the same distribution as
+    the per-domain loop before, not the same draws).
 
     ``probs``/``gates`` [B, G] are the last level's gate of the row's domain in the global expert
     index (module docstring): a row of domain d has non-zeros only on domain d's specific experts
@@ -251,20 +254,19 @@ class PLE(nn.Module):
             h_dom, h_sh = out.out_dom, out.out_sh  # [B, D, H], [B, H] or None
         h = x if full == 0 else select_domain(h_dom, domain)  # [B, I] the row's own path input
 
-        order = torch.argsort(domain, stable=True)  # rows grouped by domain
-        counts = torch.bincount(domain, minlength=self.num_domains).tolist()  # host sync
-        h = h[order]
-        h_sh = None if h_sh is None else h_sh[order]
+        sorted_domain, order = torch.sort(domain, stable=True)  # rows grouped by domain
+        ends = group_ends(sorted_domain, self.num_domains)  # [D] on the device: no host read
+        h = h.index_select(0, order)  # [B, I]
+        h_sh = None if h_sh is None else h if full == 0 else h_sh.index_select(0, order)
         last = len(self.levels) - 1
         for i in range(full, last + 1):
-            own = self.levels[i].forward_own(h, h_sh, counts, local if i == last else None)
+            own = self.levels[i].forward_own(
+                h, h_sh, sorted_domain, ends, local if i == last else None, return_expert_outputs
+            )
             h, h_sh = own.out, None  # [B, H]; own-path levels have no shared gate
-        logit, lo = [], 0
-        for d, n in enumerate(counts):
-            if n or (d == 0 and not x.shape[0]):
-                logit.append(_groups(self.towers, h[lo : lo + n], d, d + 1)[:, 0, 0])  # [n]
-                lo += n
-        inverse = torch.argsort(order)  # sorted position of each original row
+        logit = grouped_stack(self.towers, h, sorted_domain, ends)[:, 0]  # [B] sorted
+        b = order.shape[0]
+        inverse = torch.empty_like(order).scatter_(0, order, torch.arange(b, device=order.device))
         cols = self.columns[domain]  # [B, R] global index of the row's gate columns
         zeros = x.new_zeros(x.shape[0], self.num_experts, dtype=own.probs.dtype)  # [B, G]
         experts = None
@@ -275,7 +277,7 @@ class PLE(nn.Module):
             )  # [B, G, H]
         topk = None if own.topk_idx is None else cols.gather(1, own.topk_idx[inverse])  # [B, k]
         return ModelOutput(
-            logit=torch.cat(logit)[inverse],  # [B]
+            logit=logit[inverse],  # [B]
             probs=zeros.scatter(1, cols, own.probs[inverse]),  # [B, G]
             gates=zeros.scatter(1, cols, own.gates[inverse]),  # [B, G]
             topk_idx=topk,

@@ -15,6 +15,7 @@ from cesaa.experts import grouped_mlp
 from cesaa.features import FeatureEmbedding, FeatureSpec, mlp
 from cesaa.models import search_spaces as spaces
 from cesaa.models.baselines.blocks import reject_routing, select_domain
+from cesaa.models.baselines.grouped import grouped_gemm_ok
 from cesaa.models.output import ModelOutput, RoutingOverride
 from cesaa.models.registry import register
 
@@ -42,13 +43,26 @@ class PartitionedNorm(nn.Module):
 
     def forward(self, x: torch.Tensor, domain: torch.Tensor) -> torch.Tensor:
         # x: [B, I], domain: [B] long
-        if self.training:
-            mean, var = self._batch_moments(x, domain)  # [D, I] each
-        else:
-            mean, var = self.running_mean, self.running_var  # [D, I] each
+        mean, var = self.moments(x, domain)  # [D, I] each
         x_hat = (x - mean[domain]) / torch.sqrt(var[domain] + self.eps)  # [B, I]
         scale = self.gamma * self.domain_gamma[domain]  # [B, I]
         return scale * x_hat + self.beta + self.domain_beta[domain]  # [B, I]
+
+    def moments(self, x: torch.Tensor, domain: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """mu_d, var_d [D, I]: the batch's per domain in training (updating the running ones),
+        the running ones in eval."""
+        if self.training:
+            return self._batch_moments(x, domain)
+        return self.running_mean, self.running_var
+
+    def affine(self, x: torch.Tensor, domain: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """PN as one affine map per domain: PN(x) = x * a_d + c_d on a row of domain d, with
+        a_d = gamma * gamma_d / sqrt(var_d + eps) and c_d = beta + beta_d - mu_d * a_d, [D, I] each
+        (moments as in ``forward``, which this replaces when a linear layer follows: see
+        :meth:`StarFCN.forward`'s ``norm``)."""
+        mean, var = self.moments(x, domain)  # [D, I] each
+        a = self.gamma * self.domain_gamma / torch.sqrt(var + self.eps)  # [D, I]
+        return a, self.beta + self.domain_beta - mean * a  # [D, I] each
 
     def _batch_moments(
         self, x: torch.Tensor, domain: torch.Tensor
@@ -91,17 +105,39 @@ class StarFCN(nn.Module):
         self.domain_biases = nn.ParameterList(nn.Parameter(torch.zeros(d, o)) for _, o in pairs)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
-    def forward(self, x: torch.Tensor, domain: torch.Tensor) -> torch.Tensor:
-        """x: [B, I], domain: [B] long -> [B], each row through its own domain's path only.
+    def paths(
+        self, norm: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Every domain's layers: weights [D, I_l, O_l] = W_l * W_{l,d}, biases [D, O_l].
+
+        ``norm = (a, c)`` [D, I] each folds a per-domain affine map of the input (x * a_d + c_d,
+        :meth:`PartitionedNorm.affine`) into layer 0: weight a_d * W_0d (row-scaled), bias
+        b_0d + c_d @ W_0d, so the normalized input is never materialized."""
+        weights = [w * dw for w, dw in zip(self.weights, self.domain_weights, strict=True)]
+        biases = [b + db for b, db in zip(self.biases, self.domain_biases, strict=True)]
+        if norm is not None:
+            a, c = norm  # [D, I] each
+            biases[0] = biases[0] + torch.einsum("di,dio->do", c, weights[0])  # [D, O_0]
+            weights[0] = a.unsqueeze(2) * weights[0]  # [D, I, O_0]
+        return weights, biases
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        domain: torch.Tensor,
+        norm: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """x: [B, I], domain: [B] long -> [B], each row through its own domain's path only;
+        ``norm`` (a, c) [D, I]: the input is x * a_d + c_d (folded into layer 0, see ``paths``).
 
         Rows are sorted by domain and each layer runs as one grouped GEMM (``grouped_mlp``).  In
         training with dropout, every path runs on every row instead (``forward_all_paths``), so
         the dropout draws are those of the layout the model was trained with.
         """
         if self.training and isinstance(self.dropout, nn.Dropout):
-            return self.forward_all_paths(x, domain)
-        weights = [w * dw for w, dw in zip(self.weights, self.domain_weights, strict=True)]
-        biases = [b + db for b, db in zip(self.biases, self.domain_biases, strict=True)]
+            return self.forward_all_paths(x, domain, norm)
+        weights, biases = self.paths(norm)
+        grouped_gemm_ok(x.device, x.dtype)  # probe with autograd on, even when called without
         sorted_domain, order = torch.sort(domain, stable=True)  # rows grouped by domain
         h = grouped_mlp(x, order, sorted_domain, weights, biases, self._act)  # [B, 1] sorted
         return x.new_empty(x.shape[0]).index_copy(0, order, h.squeeze(1))  # [B], input order
@@ -109,13 +145,18 @@ class StarFCN(nn.Module):
     def _act(self, h: torch.Tensor, layer: int) -> torch.Tensor:
         return self.dropout(torch.relu(h)) if layer < len(self.weights) - 1 else h
 
-    def forward_all_paths(self, x: torch.Tensor, domain: torch.Tensor) -> torch.Tensor:
+    def forward_all_paths(
+        self,
+        x: torch.Tensor,
+        domain: torch.Tensor,
+        norm: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         """Every domain's path on every row, then each row's own: [B, I] -> [B] (the oracle)."""
         h = x  # [B, I], fanned out to every domain's path by the first layer
-        last = len(self.weights) - 1
+        weights, biases = self.paths(norm)
+        last = len(weights) - 1
         for i in range(last + 1):
-            w = self.weights[i] * self.domain_weights[i]  # [D, I, O]
-            b = self.biases[i] + self.domain_biases[i]  # [D, O]
+            w, b = weights[i], biases[i]  # [D, I, O], [D, O]
             eq = "bi,dio->bdo" if h.dim() == 2 else "bdi,dio->bdo"
             h = torch.einsum(eq, h, w) + b  # [B, D, O]
             if i < last:
@@ -153,7 +194,7 @@ class STAR(nn.Module):
         # cat: [B, C] long, num: [B, M] float, domain: [B] long
         reject_routing(routing, "star")
         x = self.embedding(cat, num)  # [B, I]
-        main = self.fcn(self.norm(x, domain), domain)  # [B]
+        main = self.fcn(x, domain, norm=self.norm.affine(x, domain))  # [B]: FCN_d(PN_d(x))
         aux = self.aux(torch.cat([self.domain_embedding(domain), x], dim=1)).squeeze(-1)  # [B]
         logit = main + aux  # [B]
         return ModelOutput(logit=logit, aux_loss=logit.new_zeros(()))
