@@ -34,25 +34,29 @@ def _pad_to(n: int, multiple: int) -> int:
 def grouped_mm_available(device: torch.device, dtype: torch.dtype) -> bool:
     """Whether ``torch._grouped_mm`` runs here, forward and backward, and agrees with a loop of mm.
 
-    Probed once per (device type, dtype) on a tiny problem with an empty group; cached.
+    Probed once per (device type, dtype) on a tiny problem with an empty group; cached.  The probe
+    runs with gradients enabled whatever the caller's mode (a first call under ``torch.no_grad``,
+    e.g. an evaluation, must not cache "unavailable" for the training steps that follow).
     """
     key = (device.type, dtype)
     if key not in _GROUPED_MM_OK:
-        ok = False
-        if hasattr(torch, "_grouped_mm"):
-            try:
-                g = torch.Generator().manual_seed(0)
-                a = torch.randn(6, 8, generator=g).to(device, dtype).requires_grad_(True)
-                w = torch.randn(3, 8, 4, generator=g).to(device, dtype).requires_grad_(True)
-                offs = torch.tensor([2, 2, 6], device=device, dtype=torch.int32)
-                y = torch._grouped_mm(a, w, offs=offs)  # [6, 4]
-                ref = torch.cat([a[:2] @ w[0], a[2:] @ w[2]])
-                y.backward(torch.ones_like(y))
-                ok = bool(torch.allclose(y, ref, atol=1e-2, rtol=1e-2)) and a.grad is not None
-            except (RuntimeError, NotImplementedError, TypeError, ValueError):
-                ok = False
-        _GROUPED_MM_OK[key] = ok
+        _GROUPED_MM_OK[key] = hasattr(torch, "_grouped_mm") and _probe_grouped_mm(device, dtype)
     return _GROUPED_MM_OK[key]
+
+
+@torch.enable_grad()
+def _probe_grouped_mm(device: torch.device, dtype: torch.dtype) -> bool:
+    try:
+        g = torch.Generator().manual_seed(0)
+        a = torch.randn(6, 8, generator=g).to(device, dtype).requires_grad_(True)
+        w = torch.randn(3, 8, 4, generator=g).to(device, dtype).requires_grad_(True)
+        offs = torch.tensor([2, 2, 6], device=device, dtype=torch.int32)
+        y = torch._grouped_mm(a, w, offs=offs)  # [6, 4]
+        ref = torch.cat([a[:2] @ w[0], a[2:] @ w[2]])
+        y.backward(torch.ones_like(y))
+        return bool(torch.allclose(y, ref, atol=1e-2, rtol=1e-2)) and a.grad is not None
+    except (RuntimeError, NotImplementedError, TypeError, ValueError):
+        return False
 
 
 def grouped_mlp(

@@ -204,3 +204,16 @@ def test_sparse_dispatch_is_deterministic(dispatch: str) -> None:
         results.append([out.detach(), *_grads(experts, x, topk_vals, gates, out)])
     for a, b in zip(*results, strict=True):
         assert torch.equal(a, b)
+
+
+def test_grouped_mm_probe_does_not_depend_on_the_callers_grad_mode(monkeypatch) -> None:
+    # a first call under no_grad (an evaluation) once cached "unavailable" for the whole process,
+    # sending every later training step down the per-expert loop
+    key = ("cpu", torch.float32)
+    monkeypatch.delitem(experts_module._GROUPED_MM_OK, key, raising=False)
+    with torch.enable_grad():
+        with_grad = grouped_mm_available(torch.device("cpu"), torch.float32)
+    monkeypatch.delitem(experts_module._GROUPED_MM_OK, key)
+    with torch.no_grad():
+        without_grad = grouped_mm_available(torch.device("cpu"), torch.float32)
+    assert without_grad == with_grad == hasattr(torch, "_grouped_mm")
