@@ -282,3 +282,21 @@ class StackedExperts(StackedMLP):
         self, num_experts: int, in_dim: int, hidden: tuple[int, ...], out_dim: int
     ) -> None:
         super().__init__(num_experts, in_dim, hidden, out_dim, out_relu=True)
+
+    def first_layer(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Layer 0 of every expert as one linear map, experts side by side:
+        ``(w [I, n*O_0], b [n*O_0])``, so that ``x @ w + b`` is what ``forward_after_first_layer``
+        reads (a caller may widen that GEMM with other maps of the same x)."""
+        w, b = self.weights[0], self.biases[0]  # [n, I, O_0], [n, O_0]
+        n, i, o = w.shape
+        return w.permute(1, 0, 2).reshape(i, n * o), b.reshape(n * o)
+
+    def forward_after_first_layer(self, pre: torch.Tensor) -> torch.Tensor:
+        """``forward_all`` given layer 0's pre-activation ``x @ w + b`` ([B, n*O_0], laid out as
+        ``first_layer``'s): the same operations from there on.  Returns [B, n, O]."""
+        n, o = self.groups, self.weights[0].shape[2]
+        h = self._act(pre.reshape(-1, n, o).transpose(0, 1).contiguous(), 0)  # [n, B, O_0]
+        for i in range(1, len(self.weights)):
+            w, b = self.weights[i], self.biases[i]
+            h = self._act(torch.baddbmm(b.unsqueeze(1), h, w), i)  # [n, B, O_i]
+        return h.transpose(0, 1)  # [B, n, O]
