@@ -260,7 +260,7 @@ class StackedMLP(nn.Module):
         )  # [P, O]
         g = gates.gather(1, topk_idx).reshape(-1).index_select(0, order)  # [P] sorted
         weighted = y.to(dtype) * g.to(dtype).unsqueeze(1)  # [P, O]
-        return x.new_zeros(b, self.out_dim, dtype=dtype).index_add(0, rows, weighted)  # [B, O]
+        return x.new_zeros(b, self.out_dim, dtype=dtype).index_add_(0, rows, weighted)  # [B, O]
 
     def forward_dense_masked(self, x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
         """The oracle: sum_e gates[:, e] * expert_e(x), every expert computed.
@@ -277,6 +277,12 @@ class StackedExperts(StackedMLP):
         self, num_experts: int, in_dim: int, hidden: tuple[int, ...], out_dim: int
     ) -> None:
         super().__init__(num_experts, in_dim, hidden, out_dim, out_relu=True)
+
+    def _act(self, h: torch.Tensor, layer: int) -> torch.Tensor:
+        # every layer ends in a ReLU (no dropout); without autograd it runs in place on the fresh
+        # GEMM output: one [rows, width] temporary less per layer (at inference batch sizes, each
+        # new buffer costs page faults comparable to the ReLU itself)
+        return torch.relu(h) if torch.is_grad_enabled() else h.relu_()
 
     def first_layer(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Layer 0 of every expert as one linear map, experts side by side:
