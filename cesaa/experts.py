@@ -123,14 +123,21 @@ def _grouped_gemm_mlp(
     extra = 1 if bias_in_gemm else 0
     d_in = x.shape[1]
     p_in = _pad_to(d_in + extra, align)
-    if p_in != d_in:
-        cols = [x]
-        if bias_in_gemm:
-            cols.append(x.new_ones(x.shape[0], 1))
-        if p_in > d_in + extra:
-            cols.append(x.new_zeros(x.shape[0], p_in - d_in - extra))
-        x = torch.cat(cols, dim=1)  # [B, I'] = [x, 1, 0...]
-    h = x.index_select(0, rows)  # [R, I'] rows grouped by group
+    if p_in != d_in and not torch.is_grad_enabled():
+        # inference: gather the rows straight into the padded buffer (no padded copy of x)
+        h = x.new_empty(rows.shape[0], p_in)  # [R, I'] = [x[rows], 1, 0...]
+        torch.index_select(x, 0, rows, out=h[:, :d_in])
+        h[:, d_in : d_in + extra] = 1.0
+        h[:, d_in + extra :] = 0.0
+    else:
+        if p_in != d_in:
+            cols = [x]
+            if bias_in_gemm:
+                cols.append(x.new_ones(x.shape[0], 1))
+            if p_in > d_in + extra:
+                cols.append(x.new_zeros(x.shape[0], p_in - d_in - extra))
+            x = torch.cat(cols, dim=1)  # [B, I'] = [x, 1, 0...]
+        h = x.index_select(0, rows)  # [R, I'] rows grouped by group
     for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
         d_i, d_o = w.shape[1], w.shape[2]
         p_out = _pad_to(d_o, align)
@@ -259,7 +266,8 @@ class StackedMLP(nn.Module):
             x, rows, sorted_expert, self.weights, self.biases, self._act, self._bias_in_gemm()
         )  # [P, O]
         g = gates.gather(1, topk_idx).reshape(-1).index_select(0, order)  # [P] sorted
-        weighted = y.to(dtype) * g.to(dtype).unsqueeze(1)  # [P, O]
+        y, g = y.to(dtype), g.to(dtype).unsqueeze(1)  # [P, O], [P, 1]
+        weighted = y * g if torch.is_grad_enabled() else y.mul_(g)  # [P, O]; y is fresh
         return x.new_zeros(b, self.out_dim, dtype=dtype).index_add_(0, rows, weighted)  # [B, O]
 
     def forward_dense_masked(self, x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
