@@ -302,9 +302,15 @@ class StackedExperts(StackedMLP):
 
     def forward_after_first_layer(self, pre: torch.Tensor) -> torch.Tensor:
         """``forward_all`` given layer 0's pre-activation ``x @ w + b`` ([B, n*O_0], laid out as
-        ``first_layer``'s): the same operations from there on.  Returns [B, n, O]."""
+        ``first_layer``'s): the same operations from there on.  Returns [B, n, O].
+
+        ``pre`` may be a column slice of a wider GEMM output; without autograd its activation
+        runs in place (``pre`` is overwritten), with autograd it is left unchanged."""
         n, o = self.groups, self.weights[0].shape[2]
-        h = self._act(pre.reshape(-1, n, o).transpose(0, 1).contiguous(), 0)  # [n, B, O_0]
+        if n == 1:  # [1, B, O_0] is a strided view: the batched GEMM reads it where it lies
+            h = self._act(pre.unsqueeze(0), 0)  # [1, B, O_0]
+        else:
+            h = self._act(pre.reshape(-1, n, o).transpose(0, 1).contiguous(), 0)  # [n, B, O_0]
         for i in range(1, len(self.weights)):
             w, b = self.weights[i], self.biases[i]
             h = self._act(torch.baddbmm(b.unsqueeze(1), h, w), i)  # [n, B, O_i]
