@@ -107,7 +107,12 @@ def test_fused_select_matches_the_unfused_modules(overrides: dict, training: boo
         for name, a, b in zip(("logit", "probs", "gates"), got, ref[:3], strict=True):
             assert torch.allclose(a, b, atol=1e-5, rtol=1e-5), (name, routing)
         assert torch.allclose(out.aux_loss, ref[4], atol=1e-6)
-        if not training:
+        if not training:  # inference (no autograd) takes in-place paths: same values
+            with torch.no_grad():
+                fast = m(cat, num, domain, routing)
+            assert torch.equal(fast.topk_idx, ref[3]), routing
+            assert torch.allclose(fast.logit, ref[0], atol=1e-5, rtol=1e-5), routing
+            assert torch.allclose(fast.gates, ref[2], atol=1e-5, rtol=1e-5), routing
             continue
         params = [p for p in m.parameters() if p.requires_grad]
         got = torch.autograd.grad(
