@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     from cesaa.data import load_data
     from cesaa.models import build_model, default_config
+    from cesaa.train import make_optimizer
 
     data = load_data(_common.ml100k_source(), seed=0)
     table = data.train
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in models:
         torch.manual_seed(0)
         m = build_model(default_config(name), data.spec)
-        built[name] = (m, torch.optim.Adam(m.parameters(), lr=1e-3, weight_decay=1e-5))
+        built[name] = (m, make_optimizer(m, lr=1e-3, weight_decay=1e-5))  # the trainer's
     fpr = {name: flops_per_row(m, table, args.batch) for name, (m, _) in built.items()}
     gen = torch.Generator().manual_seed(0)
     n = len(table)

@@ -2,9 +2,9 @@
 torch-rechub's MMoE and PLE with the same dimensions, measured in one run, alternating.
 
 Every model gets the same batches of the training split (batch 1024; a training step = slicing
-the in-memory batch, forward, BCE, backward, Adam step, as in ``cesaa.train``).  A round runs
-``--steps`` steps of every model, in an order that rotates every round, so load changes on a
-shared machine hit all models alike; rows/s is the median over rounds.  Inference: eval mode, no
+the in-memory batch, forward, BCE, backward, an Adam step with the trainer's optimizer
+``cesaa.train.make_optimizer``, for every model).  A round runs ``--steps`` steps of every model,
+in an order that rotates every round, so load changes on a shared machine hit all models alike; rows/s is the median over rounds.  Inference: eval mode, no
 gradient, batches of 8192 over the training split.  Ratios are ours / theirs, from the medians.
 Goal: our training rows/s >= 3x torch-rechub's.
 
@@ -43,10 +43,12 @@ GOALS = (
 
 def _build(name: str, spec) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
     from cesaa.models import build_model, default_config
+    from cesaa.train import make_optimizer
 
     torch.manual_seed(0)
     model = build_model(default_config(name), spec)
-    return model, torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-5)
+    # every model, ours and theirs, gets the trainer's optimizer (fused Adam where torch has it)
+    return model, make_optimizer(model, lr=1e-3, weight_decay=1e-5)
 
 
 def train_steps(model, opt, table, batches: list[torch.Tensor]) -> float:

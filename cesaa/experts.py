@@ -34,25 +34,29 @@ def _pad_to(n: int, multiple: int) -> int:
 def grouped_mm_available(device: torch.device, dtype: torch.dtype) -> bool:
     """Whether ``torch._grouped_mm`` runs here, forward and backward, and agrees with a loop of mm.
 
-    Probed once per (device type, dtype) on a tiny problem with an empty group; cached.
+    Probed once per (device type, dtype) on a tiny problem with an empty group; cached.  The probe
+    runs with gradients enabled whatever the caller's mode (a first call under ``torch.no_grad``,
+    e.g. an evaluation, must not cache "unavailable" for the training steps that follow).
     """
     key = (device.type, dtype)
     if key not in _GROUPED_MM_OK:
-        ok = False
-        if hasattr(torch, "_grouped_mm"):
-            try:
-                g = torch.Generator().manual_seed(0)
-                a = torch.randn(6, 8, generator=g).to(device, dtype).requires_grad_(True)
-                w = torch.randn(3, 8, 4, generator=g).to(device, dtype).requires_grad_(True)
-                offs = torch.tensor([2, 2, 6], device=device, dtype=torch.int32)
-                y = torch._grouped_mm(a, w, offs=offs)  # [6, 4]
-                ref = torch.cat([a[:2] @ w[0], a[2:] @ w[2]])
-                y.backward(torch.ones_like(y))
-                ok = bool(torch.allclose(y, ref, atol=1e-2, rtol=1e-2)) and a.grad is not None
-            except (RuntimeError, NotImplementedError, TypeError, ValueError):
-                ok = False
-        _GROUPED_MM_OK[key] = ok
+        _GROUPED_MM_OK[key] = hasattr(torch, "_grouped_mm") and _probe_grouped_mm(device, dtype)
     return _GROUPED_MM_OK[key]
+
+
+@torch.enable_grad()
+def _probe_grouped_mm(device: torch.device, dtype: torch.dtype) -> bool:
+    try:
+        g = torch.Generator().manual_seed(0)
+        a = torch.randn(6, 8, generator=g).to(device, dtype).requires_grad_(True)
+        w = torch.randn(3, 8, 4, generator=g).to(device, dtype).requires_grad_(True)
+        offs = torch.tensor([2, 2, 6], device=device, dtype=torch.int32)
+        y = torch._grouped_mm(a, w, offs=offs)  # [6, 4]
+        ref = torch.cat([a[:2] @ w[0], a[2:] @ w[2]])
+        y.backward(torch.ones_like(y))
+        return bool(torch.allclose(y, ref, atol=1e-2, rtol=1e-2)) and a.grad is not None
+    except (RuntimeError, NotImplementedError, TypeError, ValueError):
+        return False
 
 
 def grouped_mlp(
@@ -70,8 +74,8 @@ def grouped_mlp(
     weights[l]: [G, d_l, d_{l+1}], biases[l]: [G, d_{l+1}]; ``act(h, l)`` follows layer l.  One
     grouped GEMM per layer (group ends found on the device: no host sync) where the installed
     torch runs it for this device and dtype; otherwise one ``addmm`` chain per non-empty group.
-    ``bias_in_gemm`` (allowed when every hidden ``act`` maps 1 to 1, e.g. ReLU without dropout)
-    folds each bias into its GEMM through a constant-1 input column instead of gathering it per row.
+    ``bias_in_gemm`` folds layer 0's bias into its GEMM through a constant-1 input column (in the
+    grouped-GEMM path; later layers gather their biases per row) instead of gathering it per row.
     """
     if grouped_mm_available(x.device, x.dtype):
         return _grouped_gemm_mlp(x, rows, sorted_group, weights, biases, act, bias_in_gemm)
@@ -103,15 +107,15 @@ def _grouped_gemm_mlp(
 ) -> torch.Tensor:
     """``grouped_mlp`` with ``torch._grouped_mm``.
 
-    Widths are zero-padded to 16 bytes (the kernel's stride rule).  With ``bias_in_gemm`` each
-    layer's input carries a column of ones right after its d_in features and the weight a bias row
-    there; a hidden layer's weight gets an extra output column (weights 0, bias 1) that becomes the
-    next layer's ones column.  Otherwise the bias is gathered per row.  Padding stays 0; the output
-    is cut to O.
+    Widths are zero-padded to 16 bytes (the kernel's stride rule).  With ``bias_in_gemm`` the
+    input carries a column of ones right after its d_in features (in the padding the stride rule
+    needs anyway) and layer 0's weight a bias row there.  Later layers add their bias gathered per
+    row: a ones column carried through a hidden layer would widen its GEMM's output past an
+    efficient width (64 -> 68 costs MKL about 15 % on a 64-wide layer).  Padding stays 0; the
+    output is cut to O.
     """
     groups = weights[0].shape[0]
     out_dim = weights[-1].shape[2]
-    last = len(weights) - 1
     align = max(1, 16 // x.element_size())
     ids = torch.arange(groups, device=x.device)  # [G]
     # end of each group's slice; searchsorted, not bincount (which syncs on CUDA)
@@ -119,25 +123,27 @@ def _grouped_gemm_mlp(
     extra = 1 if bias_in_gemm else 0
     d_in = x.shape[1]
     p_in = _pad_to(d_in + extra, align)
-    if p_in != d_in:
-        cols = [x]
-        if bias_in_gemm:
-            cols.append(x.new_ones(x.shape[0], 1))
-        if p_in > d_in + extra:
-            cols.append(x.new_zeros(x.shape[0], p_in - d_in - extra))
-        x = torch.cat(cols, dim=1)  # [B, I'] = [x, 1, 0...]
-    h = x.index_select(0, rows)  # [R, I'] rows grouped by group
+    if p_in != d_in and not torch.is_grad_enabled():
+        # inference: gather the rows straight into the padded buffer (no padded copy of x)
+        h = x.new_empty(rows.shape[0], p_in)  # [R, I'] = [x[rows], 1, 0...]
+        torch.index_select(x, 0, rows, out=h[:, :d_in])
+        h[:, d_in : d_in + extra] = 1.0
+        h[:, d_in + extra :] = 0.0
+    else:
+        if p_in != d_in:
+            cols = [x]
+            if bias_in_gemm:
+                cols.append(x.new_ones(x.shape[0], 1))
+            if p_in > d_in + extra:
+                cols.append(x.new_zeros(x.shape[0], p_in - d_in - extra))
+            x = torch.cat(cols, dim=1)  # [B, I'] = [x, 1, 0...]
+        h = x.index_select(0, rows)  # [R, I'] rows grouped by group
     for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
         d_i, d_o = w.shape[1], w.shape[2]
-        ones_out = extra if i < last else 0
-        p_out = _pad_to(d_o + ones_out, align)
-        if bias_in_gemm:
-            bias_row = b.unsqueeze(1)  # [G, 1, O]
-            if ones_out:  # the next layer's ones column: weight 0, bias 1
-                w = torch.cat([w, w.new_zeros(groups, d_i, 1)], dim=2)
-                bias_row = torch.cat([bias_row, b.new_ones(groups, 1, 1)], dim=2)
-            w = torch.cat([w, bias_row], dim=1)  # [G, I + 1, O (+1)]
-            w = F.pad(w, (0, p_out - w.shape[2], 0, p_in - w.shape[1]))  # [G, I', O']
+        p_out = _pad_to(d_o, align)
+        if i == 0 and bias_in_gemm:
+            w = torch.cat([w, b.unsqueeze(1)], dim=1)  # [G, I + 1, O]: the bias row
+            w = F.pad(w, (0, p_out - d_o, 0, p_in - d_i - 1))  # [G, I', O']
             h = act(torch._grouped_mm(h, w, offs=offs), i)  # [R, O']
         else:
             if (d_i, d_o) != (p_in, p_out):
@@ -314,8 +320,9 @@ class StackedMLP(nn.Module):
             x, rows, sorted_expert, self.weights, self.biases, self._act, self._bias_in_gemm()
         )  # [P, O]
         g = gates.gather(1, topk_idx).reshape(-1).index_select(0, order)  # [P] sorted
-        weighted = y.to(dtype) * g.to(dtype).unsqueeze(1)  # [P, O]
-        return x.new_zeros(b, self.out_dim, dtype=dtype).index_add(0, rows, weighted)  # [B, O]
+        y, g = y.to(dtype), g.to(dtype).unsqueeze(1)  # [P, O], [P, 1]
+        weighted = y * g if torch.is_grad_enabled() else y.mul_(g)  # [P, O]; y is fresh
+        return x.new_zeros(b, self.out_dim, dtype=dtype).index_add_(0, rows, weighted)  # [B, O]
 
     def forward_dense_masked(self, x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
         """The oracle: sum_e gates[:, e] * expert_e(x), every expert computed.
@@ -332,3 +339,33 @@ class StackedExperts(StackedMLP):
         self, num_experts: int, in_dim: int, hidden: tuple[int, ...], out_dim: int
     ) -> None:
         super().__init__(num_experts, in_dim, hidden, out_dim, out_relu=True)
+
+    def _act(self, h: torch.Tensor, layer: int) -> torch.Tensor:
+        # every layer ends in a ReLU (no dropout); without autograd it runs in place on the fresh
+        # GEMM output: one [rows, width] temporary less per layer (at inference batch sizes, each
+        # new buffer costs page faults comparable to the ReLU itself)
+        return torch.relu(h) if torch.is_grad_enabled() else h.relu_()
+
+    def first_layer(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Layer 0 of every expert as one linear map, experts side by side:
+        ``(w [I, n*O_0], b [n*O_0])``, so that ``x @ w + b`` is what ``forward_after_first_layer``
+        reads (a caller may widen that GEMM with other maps of the same x)."""
+        w, b = self.weights[0], self.biases[0]  # [n, I, O_0], [n, O_0]
+        n, i, o = w.shape
+        return w.permute(1, 0, 2).reshape(i, n * o), b.reshape(n * o)
+
+    def forward_after_first_layer(self, pre: torch.Tensor) -> torch.Tensor:
+        """``forward_all`` given layer 0's pre-activation ``x @ w + b`` ([B, n*O_0], laid out as
+        ``first_layer``'s): the same operations from there on.  Returns [B, n, O].
+
+        ``pre`` may be a column slice of a wider GEMM output; without autograd its activation
+        runs in place (``pre`` is overwritten), with autograd it is left unchanged."""
+        n, o = self.groups, self.weights[0].shape[2]
+        if n == 1:  # [1, B, O_0] is a strided view: the batched GEMM reads it where it lies
+            h = self._act(pre.unsqueeze(0), 0)  # [1, B, O_0]
+        else:
+            h = self._act(pre.reshape(-1, n, o).transpose(0, 1).contiguous(), 0)  # [n, B, O_0]
+        for i in range(1, len(self.weights)):
+            w, b = self.weights[i], self.biases[i]
+            h = self._act(torch.baddbmm(b.unsqueeze(1), h, w), i)  # [n, B, O_i]
+        return h.transpose(0, 1)  # [B, n, O]

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
@@ -98,7 +97,10 @@ class FeatureEmbedding(nn.Module):
         # cat: [B, C] long, num: [B, M] float
         self._check_range(cat)
         b, c = cat.shape
-        emb = F.embedding(cat + self.offsets, self.weight).reshape(b, c * self.weight.shape[1])
+        # index_select, not F.embedding: the same rows, and its backward is one index_add into
+        # the table where embedding_dense_backward sorts the indices first (CPU)
+        rows = (cat + self.offsets).reshape(-1)  # [B*C] rows of the fused table
+        emb = self.weight.index_select(0, rows).reshape(b, c * self.weight.shape[1])  # [B, C*De]
         if num.shape[1] > 0:
             return torch.cat([emb, num], dim=1)  # [B, C*De + M]
         return emb  # [B, C*De]

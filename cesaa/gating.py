@@ -125,7 +125,7 @@ def noisy_top_k_gating(
         # from the task loss: weight the one expert by its router probability (Switch Transformer)
         topk_gates = F.softmax(h, dim=-1).gather(1, topk_idx)  # [B, 1], in (0, 1]
     else:
-        topk_gates = F.softmax(top_vals[:, :k], dim=-1)  # [B, k]
+        topk_gates = _softmax_descending(top_vals[:, :k])  # [B, k]
     gates = torch.zeros_like(h).scatter(1, topk_idx, topk_gates)  # [B, E]
 
     if smooth:
@@ -139,6 +139,19 @@ def noisy_top_k_gating(
             0, flat, torch.ones(flat.shape, dtype=dtype, device=h.device)
         )  # [E]
     return GateOutput(logits=clean, probs=probs, gates=gates, topk_idx=topk_idx, load=load)
+
+
+def _softmax_descending(v: torch.Tensor) -> torch.Tensor:
+    """softmax over the last dim of rows sorted in descending order ([B, k], k small).
+
+    Without autograd, exp(v - v[:, :1]) / sum: v[:, 0] is the row maximum, and these elementwise
+    ops beat the softmax kernel, whose last-dim loop is slow for a handful of columns.  With
+    autograd, ``F.softmax`` (its fused backward is the cheaper one).  Equal to float rounding.
+    """
+    if torch.is_grad_enabled() and v.requires_grad:
+        return F.softmax(v, dim=-1)
+    z = (v - v[:, :1]).exp_()  # [B, k]
+    return z.div_(z.sum(dim=-1, keepdim=True))
 
 
 def _prob_in_top_k(
@@ -196,6 +209,7 @@ class NoisyTopKGate(nn.Module):
             raise ValueError(f"gate_input={gate_input!r} must be one of {list(shapes)}")
         self.gate_input = gate_input
         self.num_experts = num_experts
+        self.domain_dim = domain_dim
         self.w_gate = nn.Parameter(torch.zeros(shapes[gate_input]))
         self.w_noise = nn.Parameter(torch.zeros(shapes[gate_input])) if noisy else None
 
@@ -207,6 +221,49 @@ class NoisyTopKGate(nn.Module):
             index = domain.view(-1, 1, 1).expand(-1, 1, w.shape[2])  # [B, 1, E]
             return every.gather(1, index).squeeze(1)  # [B, E]
         return u @ w  # [B, E]
+
+    def stacked_weights(self) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+        """The gate as one linear map of [x, e_d], for callers that fuse it into a wider GEMM.
+
+        Returns ``(w_x [Din, n*E], w_e [De, n*E] or None)`` with n = 2 (W_g then W_noise) when a
+        noise draw follows (training with W_noise), else n = 1 (W_g): the logits of
+        ``gate_from_logits`` are ``x @ w_x + e_d @ w_e`` (``w_e`` only for "concat").  None for
+        "per_domain" (one matrix per domain: no single linear map).
+        """
+        if self.gate_input == "per_domain":
+            return None
+        ws = [self.w_gate]
+        if self.training and self.w_noise is not None:
+            ws.append(self.w_noise)
+        din = self.w_gate.shape[0] - (0 if self.gate_input == "features" else self.domain_dim)
+        w_x = torch.cat([w[:din] for w in ws], dim=1) if len(ws) > 1 else ws[0][:din]
+        if self.gate_input == "features":
+            return w_x, None
+        w_e = torch.cat([w[din:] for w in ws], dim=1) if len(ws) > 1 else ws[0][din:]
+        return w_x, w_e  # [Din, n*E], [De, n*E]
+
+    def gate_from_logits(
+        self,
+        logits: torch.Tensor,
+        k: int,
+        knocked_out: Sequence[int] | None = None,
+        generator: torch.Generator | None = None,
+        trained_k: int | None = None,
+        smooth_load: bool = True,
+    ) -> GateOutput:
+        """``forward`` from the projected logits [B, n*E] laid out as ``stacked_weights``'s."""
+        e = self.num_experts
+        noise = logits[:, e:] if logits.shape[1] > e else None  # [B, E]
+        return noisy_top_k_gating(
+            logits[:, :e],
+            noise,
+            k,
+            self.training,
+            knocked_out,
+            generator,
+            trained_k=trained_k,
+            smooth_load=smooth_load,
+        )
 
     def forward(
         self,

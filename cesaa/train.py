@@ -74,8 +74,25 @@ class TrainResult:
     stopped_early: bool = False
 
 
+FUSED_DEVICES = ("cpu", "cuda")  # where torch's fused Adam kernel runs
+
+
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """The trainer's Adam: one fused kernel over all parameters where torch has it (CPU, CUDA).
+
+    The fused kernel computes the same update as the per-tensor loop (to float rounding) in one
+    call instead of ~10 small ops per parameter tensor, and reads nothing back to the host.
+    Parameters that are not floating point or live elsewhere get torch's default implementation.
+    """
+    params = list(model.parameters())
+    fused = bool(params) and all(
+        p.is_floating_point() and p.device.type in FUSED_DEVICES for p in params
+    )
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
+
+
 def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return make_optimizer(model, cfg.lr, cfg.weight_decay)
 
 
 def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -61,7 +61,12 @@ def save_optimizer(opt: torch.optim.Optimizer, path: Path, epoch: int) -> None:
     write_tensors(path, tensors, metadata=metadata)
 
 
-def load_optimizer(opt: torch.optim.Optimizer, path: Path, device: torch.device) -> None:
+def load_optimizer(
+    opt: torch.optim.Optimizer, path: Path, device: torch.device, model: nn.Module | None = None
+) -> None:
+    """Load ``optimizer.safetensors`` into ``opt``.  With ``model`` (whose parameters ``opt``
+    optimizes, in order), a state saved before the fused embedding table is upgraded first
+    (:func:`fuse_embedding_optimizer_state`)."""
     from safetensors import safe_open
 
     tensors = read_tensors(path)
@@ -78,7 +83,70 @@ def load_optimizer(opt: torch.optim.Optimizer, path: Path, device: torch.device)
         state.setdefault(int(idx), {})[name] = value.to(device) if name != "step" else value
     for idx, extra in scalars.items():
         state.setdefault(int(idx), {}).update(extra)
+    if model is not None:
+        state, groups = fuse_embedding_optimizer_state(model, state, groups, path)
     opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+def fuse_embedding_optimizer_state(
+    model: nn.Module, state: dict[int, dict], groups: list[dict], where: Path | str = "optimizer"
+) -> tuple[dict[int, dict], list[dict]]:
+    """Upgrade an optimizer state saved for per-column embedding tables to the fused table.
+
+    Before the fusion a ``FeatureEmbedding`` with C columns held C parameters (one table per
+    column, consecutive in ``model.parameters()``) where it now holds one (the tables stacked
+    row-wise).  When the saved state has exactly the old number of parameters, each group of C
+    per-column states becomes one: tensors of the table's shape (Adam's moments) concatenate
+    row-wise, and the step counts, equal in every column, are kept once; later parameters move
+    down.  Any other state is returned unchanged (``load_state_dict`` checks it).
+    """
+    from cesaa.features import FeatureEmbedding
+
+    columns = {
+        f"{name}.weight" if name else "weight": len(m.spec.cat_cardinalities)
+        for name, m in model.named_modules()
+        if isinstance(m, FeatureEmbedding)
+    }
+    old_to_new: list[int] = []  # new parameter index of each old one
+    for i, (name, _) in enumerate(model.named_parameters()):
+        old_to_new += [i] * columns.get(name, 1)
+    saved = sum(len(g["params"]) for g in groups)
+    if len(old_to_new) == len(list(model.parameters())) or saved != len(old_to_new):
+        return state, groups  # already fused (or not this model's state)
+    merged: dict[int, dict] = {}
+    for new in sorted(set(old_to_new)):
+        olds = [i for i, n in enumerate(old_to_new) if n == new]
+        parts = [state[i] for i in olds if i in state]
+        if not parts:
+            continue
+        if len(parts) != len(olds):
+            raise CheckpointError(
+                f"{where}: the per-column embedding tables {olds} have optimizer state for "
+                f"only {len(parts)} of them; cannot fuse it"
+            )
+        merged[new] = _merge_column_states(parts, where)
+    new_groups = []
+    for g in groups:
+        params = list(dict.fromkeys(old_to_new[i] for i in g["params"]))
+        new_groups.append({**g, "params": params})
+    return merged, new_groups
+
+
+def _merge_column_states(parts: list[dict], where: Path | str) -> dict:
+    out = {}
+    for key in parts[0]:
+        values = [p[key] for p in parts]
+        first = values[0]
+        if torch.is_tensor(first) and first.dim() > 0:
+            out[key] = torch.cat(values)  # [sum card_c, De]
+        elif all(torch.equal(torch.as_tensor(v), torch.as_tensor(first)) for v in values):
+            out[key] = first  # the step count: the same for every column
+        else:
+            raise CheckpointError(
+                f"{where}: per-column embedding tables disagree on optimizer state {key!r} "
+                f"({[float(torch.as_tensor(v)) for v in values]}); cannot fuse it"
+            )
+    return out
 
 
 def commit_epoch(
@@ -193,7 +261,7 @@ def resume_point(
         )
     check_resume_configs(run / META, old, model_cfg, train_cfg)
     model.load_state_dict(read_tensors(run / LAST))
-    load_optimizer(opt, run / OPTIMIZER, device)
+    load_optimizer(opt, run / OPTIMIZER, device, model)
     best_state = read_tensors(run / WEIGHTS) if (run / WEIGHTS).is_file() else None
     meta = {**old, "train": dataclasses.asdict(train_cfg), "status": "running"}
     return ResumePoint(

@@ -204,3 +204,44 @@ def test_sparse_dispatch_is_deterministic(dispatch: str) -> None:
         results.append([out.detach(), *_grads(experts, x, topk_vals, gates, out)])
     for a, b in zip(*results, strict=True):
         assert torch.equal(a, b)
+
+
+def test_grouped_mm_probe_does_not_depend_on_the_callers_grad_mode(monkeypatch) -> None:
+    # a first call under no_grad (an evaluation) once cached "unavailable" for the whole process,
+    # sending every later training step down the per-expert loop
+    key = ("cpu", torch.float32)
+    monkeypatch.delitem(experts_module._GROUPED_MM_OK, key, raising=False)
+    with torch.enable_grad():
+        with_grad = grouped_mm_available(torch.device("cpu"), torch.float32)
+    monkeypatch.delitem(experts_module._GROUPED_MM_OK, key)
+    with torch.no_grad():
+        without_grad = grouped_mm_available(torch.device("cpu"), torch.float32)
+    assert without_grad == with_grad == hasattr(torch, "_grouped_mm")
+
+
+@pytest.mark.parametrize("hidden", [(7,), (), (8, 5)])
+def test_inference_outputs_equal_the_autograd_ones(hidden, dispatch: str) -> None:
+    # without autograd the experts' ReLUs run in place on fresh GEMM outputs: same values,
+    # and nothing the caller holds (x, the gates, the weights) is modified
+    torch.manual_seed(0)
+    experts = StackedExperts(4, DIN, hidden, H)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(B, DIN, generator=g)
+    topk_idx = torch.randn(B, 4, generator=g).topk(2, dim=-1).indices
+    gates = torch.zeros(B, 4).scatter(1, topk_idx, 0.5)
+    calls = {
+        "all": lambda: experts.forward_all(x),
+        "sparse": lambda: experts.forward_sparse(x, topk_idx, gates),
+        "dense": lambda: experts.forward_dense_masked(x, gates),
+        "expert": lambda: experts.forward_expert(x, 2),
+    }
+    kept = [x.clone(), gates.clone(), *(p.detach().clone() for p in experts.parameters())]
+    for name, call in calls.items():
+        with torch.enable_grad():
+            want = call()
+        with torch.no_grad():
+            got = call()
+        assert not got.requires_grad and want.requires_grad
+        assert torch.equal(got, want.detach()), name
+    for a, b in zip(kept, [x, gates, *experts.parameters()], strict=True):
+        assert torch.equal(a, b)

@@ -369,3 +369,16 @@ def test_smooth_load_off_gives_selection_counts_and_the_same_gates() -> None:
     expected = torch.bincount(counts.topk_idx.flatten(), minlength=E).float()
     assert torch.equal(counts.load, expected)
     assert not torch.equal(smooth.load, counts.load)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 5])
+def test_eval_gates_equal_the_softmax_of_the_top_k_logits(k: int) -> None:
+    # without autograd the top-k softmax takes an elementwise path: same weights as F.softmax
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(64, 6, generator=g) * 4
+    with torch.no_grad():
+        out = noisy_top_k_gating(logits, None, k, training=False, trained_k=2)
+    top = logits.topk(k, dim=-1)
+    want = torch.zeros(64, 6).scatter(1, top.indices, torch.softmax(top.values, dim=-1))
+    assert torch.allclose(out.gates, want, atol=1e-6, rtol=0)
+    assert torch.allclose(out.gates.sum(dim=1), torch.ones(64), atol=1e-6)

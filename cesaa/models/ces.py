@@ -78,22 +78,60 @@ class CESBlock(nn.Module):
         e_d = self.domain_emb(domain)  # [B, De]
         # Shazeer's smooth load feeds only the balance loss: skipped when it is off or in eval
         smooth = self.training and cfg.beta > 0
+        use_shared = self.shared is not None and routing.use_shared
+        run_shared = self.shared is not None and (use_shared or keep_shared_outputs)
+        gate_args = (k, knocked_out, None, cfg.top_k, smooth)  # k, knock-outs, gen., trained k
+        stacked = self.gate.stacked_weights()
+        if stacked is None:  # per-domain gate matrices: their own projection
+            g = self.gate(x, e_d, domain, *gate_args)
+            shared_out = self.shared.forward_all(x) if run_shared else None  # [B, S, H]
+        else:
+            g, shared_out = self._gate_and_shared(x, domain, stacked, run_shared, gate_args)
         # gates/probs [B, E], topk_idx [B, k]; k != cfg.top_k renormalizes over the new top-k
-        g = self.gate(x, e_d, domain, k, knocked_out, trained_k=cfg.top_k, smooth_load=smooth)
         if cfg.dispatch == "sparse":
             h_spec = self.experts.forward_sparse(x, g.topk_idx, g.gates)  # [B, H]
         else:
             h_spec = self.experts.forward_dense_masked(x, g.gates)  # [B, H]
-        use_shared = self.shared is not None and routing.use_shared
-        shared_out = None
-        if self.shared is not None and (use_shared or keep_shared_outputs):
-            shared_out = self.shared.forward_all(x)  # [B, S, H]
         h_sh = shared_out.mean(dim=1) if use_shared else torch.zeros_like(h_spec)  # [B, H]
         if cfg.fusion == "sum":
             h = h_sh + h_spec  # [B, H]
         else:
             h = torch.cat([h_sh, h_spec], dim=1)  # [B, 2H]
         return CESOutput(x, e_d, h, g, shared_out)
+
+    def _gate_and_shared(
+        self,
+        x: torch.Tensor,
+        domain: torch.Tensor,
+        stacked: tuple[torch.Tensor, torch.Tensor | None],
+        run_shared: bool,
+        gate_args: tuple,
+    ) -> tuple[GateOutput, torch.Tensor | None]:
+        """The gate's projection of x and the shared experts' first layer as one GEMM.
+
+        The gate alone is a GEMM only E (or 2E with noise) columns wide, which runs far below
+        the machine's matmul rate, forward and backward; appended to the shared experts' layer 0
+        (S*H0 columns, same input x) it costs almost nothing.  The domain embedding's part of a
+        "concat" gate, e_d @ W[F:], takes one of D values: a [D, n*E] table gathered per row.
+        Same function as ``self.gate(x, e_d, ...)`` and ``self.shared.forward_all(x)``, to float
+        rounding.  Returns the gate output and the shared outputs [B, S, H] (None unless
+        ``run_shared``).
+        """
+        w_x, w_e = stacked  # [F, n*E], [De, n*E] or None
+        ws, bs = [w_x], [w_x.new_zeros(w_x.shape[1])]
+        if run_shared:
+            w0, b0 = self.shared.first_layer()  # [F, S*H0], [S*H0]
+            ws, bs = [w0, *ws], [b0, *bs]
+        both = torch.cat(ws, dim=1) if len(ws) > 1 else w_x  # [F, S*H0 + n*E]
+        out = torch.addmm(torch.cat(bs) if len(bs) > 1 else bs[0], x, both)  # [B, S*H0 + n*E]
+        logits = out[:, out.shape[1] - w_x.shape[1] :]  # [B, n*E]
+        if w_e is not None:
+            logits = logits + (self.domain_emb.weight @ w_e).index_select(0, domain)  # [B, n*E]
+        g = self.gate.gate_from_logits(logits, *gate_args)
+        if not run_shared:
+            return g, None
+        pre = out[:, : out.shape[1] - w_x.shape[1]]  # [B, S*H0]
+        return g, self.shared.forward_after_first_layer(pre)  # [B, S, H]
 
     def aea_loss(
         self, g: GateOutput, domain: torch.Tensor
