@@ -248,6 +248,33 @@ def _one_feature(
     )
 
 
+def domain_contrast(domain: Any, routed: Any, *, domains: list[int] | None = None) -> pd.DataFrame:
+    """Per domain in scope: how many rows went to the expert and how many elsewhere.
+
+    The log-odds compare routed with other rows *within* each domain, so a domain whose rows all
+    went to the expert (or none did) holds no contrast.  When no domain in scope does
+    (``contrast`` all False) the expert is chosen by the domain alone: no feature value can be
+    over-represented, and an empty table then means "specialized by domain", not "learned nothing".
+    Columns ``domain``, ``routed``, ``other``, ``contrast``; the scope is as in
+    :func:`feature_log_odds` (``domains``, default every domain with a routed row).
+    """
+    dom = check_routing_arrays(domain=domain).domain
+    routed = to_numpy(routed, "routed").astype(bool)
+    if routed.shape != dom.shape:
+        raise ValueError(f"routed has shape {routed.shape} but domain has {dom.shape}")
+    keep = np.unique(dom[routed]) if domains is None else np.unique(np.asarray(domains, int))
+    n_routed = np.array([int((routed & (dom == d)).sum()) for d in keep], dtype=np.int64)
+    n_other = np.array([int((~routed & (dom == d)).sum()) for d in keep], dtype=np.int64)
+    return pd.DataFrame(
+        {
+            "domain": keep.astype(np.int64),
+            "routed": n_routed,
+            "other": n_other,
+            "contrast": (n_routed > 0) & (n_other > 0),
+        }
+    )
+
+
 def top_values(table: pd.DataFrame, top_n: int = 5, *, significant_only: bool = False):
     """The ``top_n`` most over-represented values of each feature (by the lower CI end)."""
     if top_n < 1:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from analysis.experts import expert_profiles, feature_log_odds
+from analysis.experts import domain_contrast, expert_profiles, feature_log_odds
 from analysis.measures import json_safe
 from analysis.rows import domain_swap, kept_columns, swap_matrices
 from analysis.saturation import saturation_table, settled_statement
@@ -65,10 +65,13 @@ def inspection_section(
             domain_names=domain_names,
         )
         cols = kept_columns(sub.cat, sub.num, encoders)
-        top = []
+        top, by_domain = [], []
         for x in range(e):
             routed = (topk == x).any(axis=1)
             if not routed.any() or not cols:
+                continue
+            if not domain_contrast(dom, routed)["contrast"].any():
+                by_domain.append(x)  # chosen by the domain alone: nothing to contrast
                 continue
             t = feature_log_odds(cols, dom, routed)
             t = t[t["significant"] & (t["ci_low"] > 0)].head(top_n)  # over-represented only
@@ -80,6 +83,7 @@ def inspection_section(
                 )  # fmt: skip
         out["experts"] = summary.to_dict("records")
         out["top_values"] = top
+        out["domain_only_experts"] = by_domain
         out["rows"] = len(sub)
     swap_sub = table.subset(_sample(len(table), swap_rows, seed=1))
     m = swap_matrices(domain_swap(model, swap_sub.cat, swap_sub.num, swap_sub.domain, d), d)
@@ -140,6 +144,13 @@ def inspection_html(section: dict | None) -> str:
             if section["top_values"]
             else "<p class='note'>No significant feature value for any expert.</p>"
         )
+        only = section.get("domain_only_experts", [])
+        if only:
+            parts.append(
+                f"<p class='note'>Experts {', '.join(map(str, only))} receive every row of their "
+                "domains or none: the domain alone picks them, so no feature value can be "
+                "over-represented within a domain (specialized by domain, not empty).</p>"
+            )
     else:
         parts.append(f"<p class='note'>{html.escape(section['notes'].get('experts', ''))}</p>")
     s, domain_names = section["swap"], section["domain_names"]

@@ -93,6 +93,15 @@ def _features(path: str, tok: str, expert: int, domains: tuple[int, ...] | None)
         raise LoadError(str(e)) from None
 
 
+def contrast(path: str, expert: int, domains: tuple[int, ...] | None = None):
+    """``analysis.experts.domain_contrast`` of the rows routed to ``expert``."""
+    from analysis.experts import domain_contrast
+
+    r = rows(path)
+    routed = (r["topk"] == int(expert)).any(axis=1)
+    return domain_contrast(r["domain"], routed, domains=None if domains is None else list(domains))
+
+
 def features(path: str, expert: int, domains: tuple[int, ...] | None = None):
     """``analysis.experts.feature_log_odds`` of the rows routed to ``expert``."""
     return _features(path, token(path), int(expert), domains)

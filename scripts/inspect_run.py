@@ -64,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
             f"- expert {t['expert']}: {t['feature']} = {t['value']}: {t['log_odds']:+.2f} "
             f"[{t['ci_low']:+.2f}, {t['ci_high']:+.2f}], {t['routed_with']} / {t['other_with']}"
         )
+    if sec.get("domain_only_experts"):
+        print(
+            f"\nExperts {sec['domain_only_experts']} receive every row of their domains or none: "
+            "the domain alone picks them, so no value can be over-represented within a domain."
+        )
     m = np.asarray(sec["swap"]["mean_abs_dlogit"])
     tv = np.asarray(sec["swap"]["mean_tv"])
     print(f"\nDomain swap ({sec['swap_rows']} rows): mean |dlogit| (row = own, column = as if)\n")

@@ -202,3 +202,25 @@ def test_expert_profiles_against_sklearn():
         assert r["rows"] == md.sum()
         assert r["auc"] == pytest.approx(roc_auc_score(y[md], p[md]))
     assert isinstance(summary, pd.DataFrame) and summary["share"].sum() == pytest.approx(2.0)
+
+
+def test_domain_contrast_says_when_the_domain_alone_picks_the_expert() -> None:
+    """Hand-built: domain 0 sends every row to the expert, domain 1 half, domain 2 none."""
+    import numpy as np
+
+    from analysis.experts import domain_contrast, feature_log_odds
+
+    domain = np.array([0, 0, 0, 1, 1, 1, 1, 2, 2])
+    routed = np.array([1, 1, 1, 1, 0, 1, 0, 0, 0], dtype=bool)
+    t = domain_contrast(domain, routed)
+    assert t["domain"].tolist() == [0, 1]  # default scope: domains with a routed row
+    assert t["routed"].tolist() == [3, 2] and t["other"].tolist() == [0, 2]
+    assert t["contrast"].tolist() == [False, True]
+    t = domain_contrast(domain, routed, domains=[0, 2])
+    assert t["contrast"].tolist() == [False, False]  # all or none in each: domain alone decides
+    # routing that is a function of the domain: no contrast, and no value can come out significant
+    dom = np.repeat([0, 1], 500)
+    only = dom == 0
+    feat = {"f": np.where(np.arange(1000) % 2 == 0, "a", "b")}
+    assert not domain_contrast(dom, only)["contrast"].any()
+    assert not feature_log_odds(feat, dom, only)["significant"].any()

@@ -54,6 +54,22 @@ def test_experts_page_matches_the_analysis():
     at.radio(key="ex_method").set_value("cosine")
     at.toggle(key="ex_cluster").set_value(False).run()
     assert_clean(at)
+    # expert 1 takes every test row of domain_0 and none of the others (derived below from the
+    # routing): the page says the domain alone picks it instead of showing an empty chart as if
+    # the expert had learned nothing; expert 3 mixes, in domain_1 only
+    dom, topk = test.domain.numpy(), out.topk_idx.numpy()
+    for e, whole in ((1, True), (3, False)):
+        routed = (topk == e).any(axis=1)
+        used = np.unique(dom[routed])
+        mixed = [d for d in used if 0 < routed[dom == d].sum() < (dom == d).sum()]
+        assert (not mixed) == whole
+    at.multiselect(key="ex_domains").set_value([])
+    at.selectbox(key="ex_expert").set_value(1).run()
+    assert_clean(at)
+    assert any("the domain alone decides" in w.value for w in at.warning)
+    at.selectbox(key="ex_expert").set_value(3).run()
+    assert not any("the domain alone decides" in w.value for w in at.warning)
+    assert any("1 of 3 domains hold a contrast" in c.value for c in at.caption)
 
 
 def test_rows_page_lookup_contributions_and_swap():

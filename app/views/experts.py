@@ -40,6 +40,21 @@ chosen = c[1].multiselect(
 top_n = c[2].number_input("Top N", 3, 50, 15, key="ex_top")
 domains = tuple(names.index(d) for d in chosen) if chosen else None
 table = components.require(inspection.features, path, expert, domains)
+con = components.require(inspection.contrast, path, expert, domains)
+if not con["contrast"].any():
+    st.warning(
+        f"Expert {expert} receives every row of {', '.join(names[d] for d in con['domain'])} "
+        "or none of them: the domain alone decides whether a row goes to it, so no feature "
+        "value can be over-represented within a domain and the chart below has nothing to "
+        "show.  This expert is specialized by domain (see Routing), not empty-handed.",
+        icon=":material/info:",
+    )
+elif not con["contrast"].all():
+    st.caption(
+        f"{int(con['contrast'].sum())} of {len(con)} domains hold a contrast (rows routed to "
+        f"expert {expert} and rows routed elsewhere); the others go to it whole or not at all "
+        "and add nothing to the comparison."
+    )
 fig = log_odds_bars(table, f"Expert {expert}: most over-represented feature values", top_n=top_n)
 components.chart(fig, key="ex_logodds")
 st.caption(
