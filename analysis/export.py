@@ -102,20 +102,25 @@ def export_png(
     paths = {name: out / f"{name}.png" for name in figures}
     figs = list(figures.values())
     heights = [f.layout.height or 450 for f in figs]
-    try:
-        with _browser_env(find_chromium()):
-            pio.write_images(
-                figs,
-                [paths[n] for n in figures],
-                format="png",
-                width=width,
-                height=heights,
-                scale=scale,
-            )
-    except Exception as e:  # a browser failure must not lose the report
-        log.warning("PNG export failed: %s", e)
-        return f"skipped: PNG export failed ({type(e).__name__}: {e})"
-    return paths
+    for attempt in range(2):  # a browser that returns without writing (seen under load) retries
+        try:
+            with _browser_env(find_chromium()):
+                pio.write_images(
+                    figs,
+                    [paths[n] for n in figures],
+                    format="png",
+                    width=width,
+                    height=heights,
+                    scale=scale,
+                )
+        except Exception as e:  # a browser failure must not lose the report
+            log.warning("PNG export failed: %s", e)
+            return f"skipped: PNG export failed ({type(e).__name__}: {e})"
+        missing = [n for n, p in paths.items() if not p.is_file() or p.stat().st_size == 0]
+        if not missing:
+            return paths
+        log.warning("PNG export wrote no file for %s (attempt %d)", missing, attempt + 1)
+    return f"skipped: PNG export wrote no file for {missing} in {out} (the browser returned early)"
 
 
 def export_pdf(html_text: str, pdf_path: str | Path, *, timeout_s: float = 120.0) -> Path | str:

@@ -161,6 +161,31 @@ def test_static_export_is_skipped_cleanly_without_chromium(report, tmp_path, mon
 
 
 @pytest.mark.browser
+def test_png_export_that_writes_nothing_is_not_reported_as_written(tmp_path, monkeypatch):
+    """A browser that returns without writing the file (seen under heavy load) must not make
+    export_png report the PNG as written: it retries once, then says which files are missing."""
+    import plotly.graph_objects as go
+    import plotly.io as pio
+
+    calls = []
+    monkeypatch.setattr(export, "static_problem", lambda fmt: None)
+    monkeypatch.setattr(export, "find_chromium", lambda: "/usr/bin/chromium")
+    monkeypatch.setattr(pio, "write_images", lambda *a, **k: calls.append(a))
+    out = export.export_png({"fig_a": go.Figure()}, tmp_path)
+    assert isinstance(out, str) and out.startswith("skipped:")
+    assert "wrote no file for ['fig_a']" in out and len(calls) == 2
+
+    def writes(figs, paths, **kwargs):  # the second attempt writes
+        calls.append(paths)
+        if len(calls) > 3:
+            for p in paths:
+                p.write_bytes(b"\x89PNG\r\n\x1a\n")
+
+    monkeypatch.setattr(pio, "write_images", writes)
+    assert export.export_png({"fig_a": go.Figure()}, tmp_path) == {"fig_a": tmp_path / "fig_a.png"}
+    assert len(calls) == 4
+
+
 def test_real_png_and_pdf_export(report, tmp_path):
     if export.find_chromium() is None or export.kaleido_problem():
         pytest.skip("needs Chromium and kaleido >= 1")
