@@ -26,3 +26,13 @@ def small_data():
     from cesaa.data import load_data
 
     return load_data("synthetic:rows=20000,domains=3,seed=0")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: one intra-op thread is faster and steadier on a busy machine.  A module opts in
+    with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

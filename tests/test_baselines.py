@@ -39,13 +39,7 @@ VARIANTS = [(name, {}) for name in MODELS] + [("ple", {"ple_levels": 2})]
 IDS = [name + ("_2levels" if kw else "") for name, kw in VARIANTS]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster and steadier on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def build(name: str, **kw) -> torch.nn.Module:

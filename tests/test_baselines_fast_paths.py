@@ -32,12 +32,7 @@ B = 37  # not a multiple of anything
 TOL = {"atol": 1e-5, "rtol": 1e-4}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def reference_stacked(mlp: StackedMLP, x: torch.Tensor) -> torch.Tensor:

@@ -20,12 +20,7 @@ B = 48
 READS = ("item", "tolist", "__bool__", "__int__", "__float__", "__index__", "numpy")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _batch():
