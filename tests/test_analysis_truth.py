@@ -141,14 +141,6 @@ def test_truth_recovery_from_stats_and_validation():
         truth_recovery(mirror(), TRUTH, domain_names=["a", "b"])
 
 
-@pytest.fixture(scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
 def test_planted_truth_is_recovered_by_a_trained_cesaa(one_thread, seed):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from test_baselines_fast_paths import SPEC, TOL, B, _batch, _one_thread  # noqa: F401
+from test_baselines_fast_paths import SPEC, TOL, B, _batch
 
 from cesaa.config import ModelConfig
 from cesaa.models.baselines.blocks import override_dense_gate
@@ -15,6 +15,8 @@ from cesaa.models.baselines.grouped import override_dense_gate_rows
 from cesaa.models.baselines.ple import PLE
 from cesaa.models.baselines.star import STAR
 from cesaa.models.output import RoutingOverride
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 PLE_SHAPES = [(1, 2, 1), (2, 2, 1), (2, 1, 0), (1, 1, 2)]  # (levels, specific, shared)
 

@@ -7,11 +7,13 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from test_baselines import SPEC, B, D, H, _one_thread, batch, build  # noqa: F401  (fixture by name)
+from test_baselines import SPEC, B, D, H, batch, build
 
 from cesaa.models.baselines.blocks import select_domain
 from cesaa.models.baselines.ple import PLE
 from cesaa.models.output import RoutingOverride
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 PLE_SHAPES = [(1, 2, 1), (2, 2, 1), (1, 1, 2), (2, 1, 2), (1, 2, 0), (2, 2, 0), (3, 2, 1)]
 
