@@ -103,6 +103,8 @@ def export_png(
     figs = list(figures.values())
     heights = [f.layout.height or 450 for f in figs]
     for attempt in range(2):  # a browser that returns without writing (seen under load) retries
+        for p in paths.values():
+            p.unlink(missing_ok=True)  # a file from an earlier export must not pass for this one's
         try:
             with _browser_env(find_chromium()):
                 pio.write_images(

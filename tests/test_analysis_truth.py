@@ -5,7 +5,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 from analysis.collect import collect
 from analysis.stats import RoutingStats

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from test_baselines import SPEC, B, D, H, batch, build
+from test_baselines import B, D, H, batch, build
 
 from cesaa.models.baselines.blocks import select_domain
 from cesaa.models.baselines.ple import PLE
