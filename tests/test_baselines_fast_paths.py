@@ -137,34 +137,26 @@ def test_select_domain_is_each_rows_own_slice_on_strided_views():
         assert torch.equal(select_domain(t, domain), want)
 
 
-@pytest.mark.parametrize("grad", [True, False])
-def test_mix_experts_is_the_gate_weighted_sum(grad):
-    torch.manual_seed(0)
-    gates = torch.softmax(torch.randn(B, 4), -1).requires_grad_(grad)
-    experts = torch.randn(B, 4, 6).transpose(0, 1).requires_grad_(grad)  # [E, B, H] strided
-    with torch.set_grad_enabled(grad):
-        out = mix_experts(gates, experts)
-    ref = torch.einsum("be,ebh->bh", gates, experts)
-    torch.testing.assert_close(out, ref, **TOL)
-    if grad:
-        g = torch.randn(B, 6)
-        got = torch.autograd.grad((out * g).sum(), [gates, experts])
-        want = torch.autograd.grad((ref * g).sum(), [gates, experts])
-        for a, r in zip(got, want, strict=True):
-            torch.testing.assert_close(a, r, **TOL)
+MIXES = {  # name: (function, gate shape [B, ..., E], einsum reference, output shape)
+    "one gate per row": (mix_experts, (B, 4), "be,ebh->bh", (B, 6)),
+    "every domain's gate": (mix_experts_per_domain, (B, 3, 4), "bde,ebh->bdh", (B, 3, 6)),
+}
 
 
 @pytest.mark.parametrize("grad", [True, False])
-def test_mix_experts_per_domain_is_every_domains_weighted_sum(grad):
+@pytest.mark.parametrize("mix", list(MIXES))
+def test_mixing_is_the_gate_weighted_sum_of_experts(mix, grad):
+    fn, gate_shape, equation, out_shape = MIXES[mix]
     torch.manual_seed(0)
-    gates = torch.softmax(torch.randn(B, 3, 4), -1).requires_grad_(grad)  # [B, D, E]
+    gates = torch.softmax(torch.randn(gate_shape), -1).requires_grad_(grad)
     experts = torch.randn(B, 4, 6).transpose(0, 1).requires_grad_(grad)  # [E, B, H] strided
     with torch.set_grad_enabled(grad):
-        out = mix_experts_per_domain(gates, experts)
-    ref = torch.einsum("bde,ebh->bdh", gates, experts)
+        out = fn(gates, experts)
+    ref = torch.einsum(equation, gates, experts)
+    assert out.shape == out_shape
     torch.testing.assert_close(out, ref, **TOL)
     if grad:
-        g = torch.randn(B, 3, 6)
+        g = torch.randn(out_shape)
         got = torch.autograd.grad((out * g).sum(), [gates, experts])
         want = torch.autograd.grad((ref * g).sum(), [gates, experts])
         for a, r in zip(got, want, strict=True):
