@@ -170,6 +170,10 @@ def test_bench_movielens(tmp_path, ml100k_path) -> None:
         (["--models", "mlp,nope"], "unknown model(s) ['nope']"),
         (["--models", "mlp,mlp"], "['mlp'] listed twice"),
         (["--models", "mlp", "--seeds", "0"], "--seeds=0 must be >= 1"),
+        (["--models", "mlp", "--level", "1.5"], "--level=1.5 must be between 0 and 1"),
+        (["--models", "mlp", "--level", "95"], "--level=95.0 must be between 0 and 1"),
+        (["--models", "mlp", "--level", "0"], "--level=0.0 must be between 0 and 1"),
+        (["--models", "mlp", "--data", "criteo:/x"], "'stream:SCHEMA_PATH"),  # every valid form
         (["--models", "mlp", "--stage", "final"], "--stage=final needs --trials > 0"),
         (["--models", "mlp", "--set", "train.bogus=1"], "expected train.KEY=VALUE"),
         (["--models", "mlp", "--set", "train.seed=1"], "expected train.KEY=VALUE"),

@@ -333,6 +333,11 @@ def test_unknown_source_kind_lists_valid_ones() -> None:
         load_data("criteo:/x")
 
 
+def test_a_stream_source_is_not_read_into_memory_by_load_data() -> None:
+    with pytest.raises(ValueError, match=r"'stream:/x.toml' is a stream .* open_stream"):
+        load_data("stream:/x.toml")
+
+
 def test_unknown_table_option(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"unknown option\(s\) \['rows'\]"):
         load_data(f"table:{write(tmp_path, clicks())}", rows=3)

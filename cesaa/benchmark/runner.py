@@ -73,6 +73,10 @@ class BenchSpec:
             raise ValueError(f"--trials={self.trials} must be >= 0")
         if self.jobs < 1:
             raise ValueError(f"--jobs={self.jobs} must be >= 1")
+        if not 0.0 < self.level < 1.0:  # NaN fails this too
+            raise ValueError(
+                f"--level={self.level} must be between 0 and 1 (a confidence level: 0.95, not 95)"
+            )
         if self.stage not in STAGES:
             raise ValueError(f"--stage={self.stage!r} must be one of {list(STAGES)}")
         if self.stage != "all" and self.trials == 0:

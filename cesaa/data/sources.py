@@ -34,6 +34,8 @@ SOURCE_FORMS = (
     "table:SCHEMA_PATH",
     *(f"{kind}:PATH" for kind in BENCHMARK_KINDS),
 )
+# not a kind of load_data (an in-memory table), but of the commands that train (cesaa.data.stream)
+STREAM_FORM = "stream:SCHEMA_PATH"
 MOVIELENS_OPTIONS = ("domains",)
 DATA_DIR_ENV = "CESAA_DATA_DIR"  # default parent folder of movielens-100k/ and movielens-1m/
 # source option -> (make_planted argument, type)
@@ -56,9 +58,15 @@ def parse_source(source: str) -> tuple[str, str | None]:
     if not isinstance(source, str) or not source.strip():
         raise ValueError(f"data source must be a non-empty string, one of {list(SOURCE_FORMS)}")
     kind, _, rest = source.strip().partition(":")
+    if kind == "stream":
+        raise ValueError(
+            f"{source!r} is a stream (read row group by row group), not an in-memory table: "
+            "open it with cesaa.data.stream.open_stream"
+        )
     if kind not in SOURCE_KINDS:
         raise ValueError(
-            f"unknown data source kind {kind!r} in {source!r}; valid: {list(SOURCE_FORMS)}"
+            f"unknown data source kind {kind!r} in {source!r}; valid: {list(SOURCE_FORMS)}, "
+            f"or {STREAM_FORM!r} (Parquet larger than memory) where the command streams"
         )
     return kind, (rest.strip() or None)
 
