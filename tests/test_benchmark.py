@@ -237,3 +237,35 @@ def test_best_shot_verdict_compares_cesaa_with_the_best_other_model() -> None:
             r["test"]["auc"] -= 0.01 + (0.002 if r["seed"] % 2 else -0.0005)
     text, nums = verdict(runs, build_leaderboard(runs, level=0.95))
     assert nums["rel"] < 0.0025 and "missed" in text and "cannot be told apart" in text
+
+
+def test_best_shot_per_domain_pairs_cesaa_with_the_baseline_in_each_domain() -> None:
+    """bench.best_shot's per-domain table: CESAA minus the baseline within each domain, paired by
+    seed (t interval by hand), domains by test rows, the counts of domains ahead / behind and
+    the rank correlation with the domain's size (Spearman by hand: ranks 3 2 1 vs 2 1 3)."""
+    from scipy import stats
+
+    from bench.best_shot import per_domain
+
+    diffs = {
+        "x": [0.01, 0.02, 0.015, 0.005],  # ahead, interval above 0
+        "y": [-0.01, 0.01, 0.002, -0.004],  # behind on average, interval spans 0
+        "z": [-0.02, -0.021, -0.019, -0.02],  # behind, interval below 0
+    }
+    runs = []
+    for s in range(4):
+        base = {f"auc/{d}": 0.7 + 0.01 * s for d in diffs}
+        runs.append({"model": "m2m", "seed": s, "test": base, "domains": list(diffs)})
+        cesaa = {f"auc/{d}": 0.7 + 0.01 * s + diffs[d][s] for d in diffs}
+        runs.append({"model": "cesaa", "seed": s, "test": cesaa, "domains": list(diffs)})
+    text = per_domain(runs, "m2m", {"x": 100, "y": 300, "z": 200}, 0.95)
+    x = diffs["x"]
+    mean = sum(x) / 4
+    half = stats.t.ppf(0.975, 3) * stats.tstd(x) / 2
+    assert f"{mean:+.4f} [{mean - half:+.4f}, {mean + half:+.4f}]" in text
+    assert "ahead in 1 of 3 domains (1 with the interval above 0)" in text
+    assert "behind in 2 (1 with the interval below 0)" in text
+    assert "test rows: -0.50." in text  # 1 - 6 * (1 + 1 + 4) / (3 * 8)
+    table = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
+    assert [row.split(" | ")[0].strip("| ") for row in table[1:]] == ["y", "z", "x"]
+    assert per_domain([dict(r, domains=["x"]) for r in runs], "m2m", {}, 0.95) == ""
