@@ -47,10 +47,16 @@ def test_leaderboard_shows_the_folder(bench_dir) -> None:
     assert overall["AUC"].tolist() == ["0.7133 ± 0.0153", "0.7033 ± 0.0153"]
     assert overall.iloc[1]["Δ AUC vs best [95% CI]"].startswith("-0.0100 [-0.0100, -0.0100]")
     assert any("cesaa bench --data x --out y" in m.value for m in at.markdown)
-    domains = at.dataframe[1].value
+    # cesaa is mlp + 0.01 on every seed in both domains: a constant difference, p = 0
+    tally = at.dataframe[1].value
+    assert tally.values.tolist() == [
+        ["cesaa", "2 / 2", "0 / 2", "0 / 2"],
+        ["mlp", "0 / 2", "0 / 2", "2 / 2"],
+    ]
+    domains = at.dataframe[2].value
     assert domains.columns.tolist() == ["model", "young", "old"]
     at.radio(key="lb_metric").set_value("logloss").run()
-    assert at.dataframe[1].value.iloc[0]["young"] == "0.2867 ± 0.0153 *"
+    assert at.dataframe[2].value.iloc[0]["young"] == "0.2867 ± 0.0153 *"
 
 
 def test_leaderboard_without_folder_explains(monkeypatch) -> None:

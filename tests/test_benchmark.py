@@ -269,3 +269,39 @@ def test_best_shot_per_domain_pairs_cesaa_with_the_baseline_in_each_domain() -> 
     table = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
     assert [row.split(" | ")[0].strip("| ") for row in table[1:]] == ["y", "z", "x"]
     assert per_domain([dict(r, domains=["x"]) for r in runs], "m2m", {}, 0.95) == ""
+
+
+def test_domain_tally_counts_domains_won_level_and_worse() -> None:
+    """Three models, three domains, four seeds.  d1: m1 and m2 identical (difference 0: level),
+    m3 0.1 below on every seed (p = 0: worse).  d2: m2 best, m3 identical to it, m1 0.05 below.
+    d3: m3 best, m2 0.1 below, m1 noisy around it (its p by scipy's paired t-test)."""
+    from scipy import stats
+
+    from cesaa.benchmark.leaderboard import domain_tally
+
+    m1_d3 = [0.91, 0.88, 0.905, 0.895]
+    values = {  # model -> domain -> per-seed AUC
+        "m1": {"d1": [0.8] * 4, "d2": [0.85] * 4, "d3": m1_d3},
+        "m2": {"d1": [0.8] * 4, "d2": [0.9] * 4, "d3": [0.8] * 4},
+        "m3": {"d1": [0.7] * 4, "d2": [0.9] * 4, "d3": [0.9] * 4},
+    }
+    runs = []
+    for m, per_domain in values.items():
+        for s in range(4):
+            test = {"auc": 0.8, "gauc": 0.7, "logloss": 0.5}
+            for d, v in per_domain.items():
+                test.update({f"auc/{d}": v[s], f"gauc/{d}": 0.5, f"logloss/{d}": 0.5})
+            runs.append(
+                {"model": m, "seed": s, "test": test, "params": {}, "best_epoch": 1,
+                 "epochs": 1, "seconds": 1.0, "domains": ["d1", "d2", "d3"]}
+            )  # fmt: skip
+    p_m1 = stats.ttest_rel(m1_d3, [0.9] * 4).pvalue  # Holm with m2's p = 0: unchanged
+    assert p_m1 > 0.05
+    tally = {t.model: (t.best, t.level_with_best, t.worse) for t in domain_tally(
+        build_leaderboard(runs, level=0.95), "auc")}  # fmt: skip
+    assert tally == {"m1": (1, 1, 1), "m2": (1, 1, 1), "m3": (1, 1, 1)}
+    at_90 = {t.model: (t.best, t.level_with_best, t.worse) for t in domain_tally(
+        build_leaderboard(runs, level=1 - p_m1 - 1e-9), "auc")}  # fmt: skip
+    assert at_90["m1"] == (1, 0, 2)  # now m1's d3 difference is significant
+    no_domains = [dict(r, domains=[]) for r in runs]
+    assert domain_tally(build_leaderboard(no_domains), "auc") == []

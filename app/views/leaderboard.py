@@ -10,7 +10,14 @@ import components
 import pandas as pd
 import streamlit as st
 
-from cesaa.benchmark.report import TITLES, domain_rows, overall_rows, read_leaderboard
+from cesaa.benchmark.report import (
+    TALLY_NOTE,
+    TITLES,
+    domain_rows,
+    overall_rows,
+    read_leaderboard,
+    tally_rows,
+)
 
 st.title("Leaderboard")
 st.write(
@@ -62,6 +69,9 @@ if lb.domains:
     metric = st.radio(
         "Metric", list(TITLES), format_func=TITLES.get, horizontal=True, key="lb_metric"
     )
+    cols, rows = tally_rows(lb, metric)
+    st.dataframe(pd.DataFrame(rows, columns=cols), hide_index=True, key="lb_tally")
+    st.caption(f"{TALLY_NOTE}  {len(lb.domains)} domains.")
     cols, rows = domain_rows(lb, metric)
     st.dataframe(pd.DataFrame(rows, columns=cols), hide_index=True, key="lb_domains")
     st.caption("* marks each domain's best model.")

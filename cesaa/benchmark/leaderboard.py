@@ -95,6 +95,37 @@ class Leaderboard:
         )
 
 
+@dataclass
+class DomainTally:
+    """In how many domains a model is the best, statistically level with the best (its paired
+    difference not significant at the leaderboard's level, Holm-corrected), or worse."""
+
+    model: str
+    best: int
+    level_with_best: int
+    worse: int
+
+
+def domain_tally(lb: Leaderboard, metric: str) -> list[DomainTally]:
+    """Per model, over the domains: best / level with the best / significantly worse on
+    ``metric`` (alpha = 1 - level on the Holm-corrected paired t-test).  Ordered by domains won,
+    then domains level, then overall rank.  Empty without domains."""
+    alpha = 1.0 - lb.level
+    counts = {m.model: [0, 0, 0] for m in lb.models}
+    for c in lb.cells:
+        if c.scope == OVERALL or c.metric != metric:
+            continue
+        if c.is_best:
+            counts[c.model][0] += 1
+        elif math.isfinite(c.p_holm) and c.p_holm < alpha:
+            counts[c.model][2] += 1
+        else:  # not significant (a nan p: too few seeds to tell) counts as level
+            counts[c.model][1] += 1
+    order = {m.model: i for i, m in enumerate(lb.models)}
+    tally = [DomainTally(m, *v) for m, v in counts.items()] if lb.domains else []
+    return sorted(tally, key=lambda t: (-t.best, -t.level_with_best, order[t.model]))
+
+
 def build_leaderboard(
     runs: list[dict],
     level: float = 0.95,

@@ -13,7 +13,7 @@ import json
 import math
 from pathlib import Path
 
-from cesaa.benchmark.leaderboard import METRICS, OVERALL, Cell, Leaderboard
+from cesaa.benchmark.leaderboard import METRICS, OVERALL, Cell, Leaderboard, domain_tally
 
 FILES = ("leaderboard.md", "leaderboard.csv", "leaderboard.json", "leaderboard.html")
 TITLES = {"auc": "AUC", "gauc": "GAUC", "logloss": "logloss"}
@@ -96,6 +96,24 @@ def domain_rows(lb: Leaderboard, metric: str) -> tuple[list[str], list[list[str]
     return ["model", *lb.domains], rows
 
 
+def tally_rows(lb: Leaderboard, metric: str) -> tuple[list[str], list[list[str]]]:
+    """Per model: domains won, level with the best, significantly worse (``domain_tally``)."""
+    cols = ["model", "best in", "level with the best in", "worse in"]
+    d = len(lb.domains)
+    rows = [
+        [t.model, f"{t.best} / {d}", f"{t.level_with_best} / {d}", f"{t.worse} / {d}"]
+        for t in domain_tally(lb, metric)
+    ]
+    return cols, rows
+
+
+TALLY_NOTE = (
+    "Domains where the model has the best mean, where its seed-paired difference to that "
+    "domain's best is not significant (Holm-corrected paired t-test at 1 − the level), and where "
+    "it is significantly worse."
+)
+
+
 def _md_table(cols: list[str], rows: list[list[str]]) -> str:
     out = ["| " + " | ".join(cols) + " |", "|" + "|".join(["---"] * len(cols)) + "|"]
     out += ["| " + " | ".join(r) + " |" for r in rows]
@@ -132,6 +150,10 @@ def to_markdown(lb: Leaderboard) -> str:
         "Holm-corrected over the models compared with the best."
     )
     parts.append("## Overall\n\n" + _md_table(*overall_rows(lb)))
+    if lb.domains:
+        parts.append(
+            f"## Domains won (test AUC)\n\n{TALLY_NOTE}\n\n" + _md_table(*tally_rows(lb, "auc"))
+        )
     for metric in METRICS:
         parts.append(
             f"## Per domain: test {TITLES[metric]}\n\n" + _md_table(*domain_rows(lb, metric))
@@ -187,6 +209,12 @@ def to_html(lb: Leaderboard) -> str:
         "<h2>Overall</h2>",
         _html_table(*overall_rows(lb)),
     ]
+    if lb.domains:
+        parts += [
+            "<h2>Domains won (test AUC)</h2>",
+            f"<p>{html.escape(TALLY_NOTE)}</p>",
+            _html_table(*tally_rows(lb, "auc")),
+        ]
     for metric in METRICS:
         parts += [
             f"<h2>Per domain: test {TITLES[metric]}</h2>",
