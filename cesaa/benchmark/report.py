@@ -109,8 +109,8 @@ def tally_rows(lb: Leaderboard, metric: str) -> tuple[list[str], list[list[str]]
 
 TALLY_NOTE = (
     "Domains where the model has the best mean, where its seed-paired difference to that "
-    "domain's best is not significant (Holm-corrected paired t-test at 1 − the level), and where "
-    "it is significantly worse."
+    "domain's best is not significant (Holm-corrected paired t-test at 1 − the level; with one "
+    "seed nothing is significant), and where it is significantly worse."
 )
 
 
