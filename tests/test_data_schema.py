@@ -334,7 +334,9 @@ def test_unknown_source_kind_lists_valid_ones() -> None:
 
 
 def test_a_stream_source_is_not_read_into_memory_by_load_data() -> None:
-    with pytest.raises(ValueError, match=r"'stream:/x\.toml' is a stream .*cesaa.data.stream.open_stream"):
+    with pytest.raises(
+        ValueError, match=r"'stream:/x\.toml' is a stream .*cesaa.data.stream.open_stream"
+    ):
         load_data("stream:/x.toml")
 
 
