@@ -44,6 +44,16 @@ class GateOutput:
     load: torch.Tensor  # [E]
 
 
+def softmax_rows(logits: torch.Tensor) -> torch.Tensor:
+    """``softmax(logits, dim=-1)`` for a [B, E] gate with few experts: [B, E] -> [B, E].
+
+    Computed over dim 0 of the [E, B] transpose, where the kernel vectorizes over the B rows
+    rather than over E (a handful of columns; about 8x faster forward at B = 1024, E = 8 on
+    CPU).  The result is a (strided) view of [E, B]; equal to ``F.softmax`` to float rounding.
+    """
+    return torch.softmax(logits.t(), dim=0).t()  # [B, E]
+
+
 def check_routing(k: int, num_experts: int, knocked_out: Sequence[int] = ()) -> tuple[int, ...]:
     """Validate k and the knocked-out experts; return the knocked-out indices, sorted and unique.
 
@@ -99,7 +109,9 @@ def noisy_top_k_gating(
     noisy = training and noise_logits is not None
 
     if noisy:
-        noise_std = F.softplus(noise_logits.to(dtype)) + NOISE_FLOOR  # [B, E]
+        # contiguous first: an elementwise op on a column slice of a wider GEMM output (rows of
+        # E values, strided) runs an unvectorized loop, ~10x slower at E = 8
+        noise_std = F.softplus(noise_logits.to(dtype).contiguous()) + NOISE_FLOOR  # [B, E]
         eps = torch.randn(clean.shape, generator=generator, device=clean.device, dtype=dtype)
         h = clean + eps * noise_std  # [B, E]
     else:
@@ -114,7 +126,7 @@ def noisy_top_k_gating(
         selectable = clean.masked_fill(blocked, float("-inf"))  # [B, E]
         h = h.masked_fill(blocked, float("-inf"))  # [B, E]
 
-    probs = F.softmax(selectable, dim=-1)  # [B, E]
+    probs = softmax_rows(selectable)  # [B, E]
 
     # the smooth load needs the (k+1)-th largest H as the threshold of the selected experts
     smooth = smooth_load and noise_std is not None and k < e - len(ko)
@@ -123,7 +135,7 @@ def noisy_top_k_gating(
     if k == 1 and trained_k in (None, 1):
         # a softmax over one value is constantly 1, which would leave the gate without any gradient
         # from the task loss: weight the one expert by its router probability (Switch Transformer)
-        topk_gates = F.softmax(h, dim=-1).gather(1, topk_idx)  # [B, 1], in (0, 1]
+        topk_gates = softmax_rows(h).gather(1, topk_idx)  # [B, 1], in (0, 1]
     else:
         topk_gates = _softmax_descending(top_vals[:, :k])  # [B, k]
     gates = torch.zeros_like(h).scatter(1, topk_idx, topk_gates)  # [B, E]
@@ -146,10 +158,11 @@ def _softmax_descending(v: torch.Tensor) -> torch.Tensor:
 
     Without autograd, exp(v - v[:, :1]) / sum: v[:, 0] is the row maximum, and these elementwise
     ops beat the softmax kernel, whose last-dim loop is slow for a handful of columns.  With
-    autograd, ``F.softmax`` (its fused backward is the cheaper one).  Equal to float rounding.
+    autograd, the softmax kernel over the transpose (:func:`softmax_rows`; its fused backward
+    is the cheaper one).  Equal to float rounding.
     """
     if torch.is_grad_enabled() and v.requires_grad:
-        return F.softmax(v, dim=-1)
+        return softmax_rows(v)
     z = (v - v[:, :1]).exp_()  # [B, k]
     return z.div_(z.sum(dim=-1, keepdim=True))
 

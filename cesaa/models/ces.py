@@ -19,6 +19,7 @@ from cesaa.experts import StackedExperts
 from cesaa.features import FeatureEmbedding, FeatureSpec
 from cesaa.gating import GateOutput, NoisyTopKGate, check_routing
 from cesaa.losses import balance_loss, mi_loss
+from cesaa.models.baselines.blocks import fused_linear
 from cesaa.models.output import RoutingOverride
 
 
@@ -118,20 +119,18 @@ class CESBlock(nn.Module):
         ``run_shared``).
         """
         w_x, w_e = stacked  # [F, n*E], [De, n*E] or None
-        ws, bs = [w_x], [w_x.new_zeros(w_x.shape[1])]
+        parts = [(w_x, w_x.new_zeros(w_x.shape[1]))]
         if run_shared:
-            w0, b0 = self.shared.first_layer()  # [F, S*H0], [S*H0]
-            ws, bs = [w0, *ws], [b0, *bs]
-        both = torch.cat(ws, dim=1) if len(ws) > 1 else w_x  # [F, S*H0 + n*E]
-        out = torch.addmm(torch.cat(bs) if len(bs) > 1 else bs[0], x, both)  # [B, S*H0 + n*E]
-        logits = out[:, out.shape[1] - w_x.shape[1] :]  # [B, n*E]
+            parts.insert(0, self.shared.first_layer())  # [F, S*H0], [S*H0]
+        # one GEMM; its backward joins the parts' gradients (no zero-filled slice gradients)
+        outs = fused_linear(x, parts)  # [[B, S*H0],] [B, n*E]
+        logits = outs[-1]  # [B, n*E]
         if w_e is not None:
             logits = logits + (self.domain_emb.weight @ w_e).index_select(0, domain)  # [B, n*E]
         g = self.gate.gate_from_logits(logits, *gate_args)
         if not run_shared:
             return g, None
-        pre = out[:, : out.shape[1] - w_x.shape[1]]  # [B, S*H0]
-        return g, self.shared.forward_after_first_layer(pre)  # [B, S, H]
+        return g, self.shared.forward_after_first_layer(outs[0])  # [B, S, H]
 
     def aea_loss(
         self, g: GateOutput, domain: torch.Tensor

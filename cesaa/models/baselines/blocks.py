@@ -1,5 +1,5 @@
 """Building blocks shared by the baselines: per-domain row selection, routing overrides (and
-``StackedMLP``, re-exported from :mod:`cesaa.experts`).
+``StackedMLP`` and ``softmax_rows``, re-exported from :mod:`cesaa.experts` and :mod:`cesaa.gating`).
 
 Shapes: B = batch, G = stacked groups (experts or per-domain towers), D = domains, E = experts under
 one gate, I = input width, O = output width.
@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import torch
 
 from cesaa.experts import StackedMLP
+from cesaa.gating import softmax_rows
 from cesaa.models.output import RoutingOverride
 
 _COLUMNS = 16  # GEMM output widths are padded to a multiple of this (fused_linear)
@@ -94,15 +95,6 @@ class _FusedLinear(torch.autograd.Function):
         grad_w = x.to(g.dtype).t() @ g if need_w else None  # [I, N]
         grad_b = g.sum(0) if need_b else None  # [N]
         return grad_x, grad_w, grad_b, None
-
-
-def softmax_rows(logits: torch.Tensor) -> torch.Tensor:
-    """``softmax(logits, dim=-1)`` for a [B, E] gate with few experts: [B, E] -> [B, E].
-
-    Computed over dim 0 of the [E, B] transpose, where the kernel vectorizes over the B rows
-    rather than over E (a handful of columns).  The result is a (strided) view of [E, B].
-    """
-    return torch.softmax(logits.t(), dim=0).t()  # [B, E]
 
 
 def mix_experts(
