@@ -93,14 +93,45 @@ def command(module: str, argv: Sequence[str]) -> str:
     return " ".join(["python -m", module, *(shlex.quote(a) for a in argv)])
 
 
+def cpu_description(cpuinfo: str) -> str | None:
+    """The CPU as ``/proc/cpuinfo`` text describes it: model name, then family / model / stepping
+    and the vector extensions (a VM may show only "AMD EPYC", which names no generation).
+    None when the text has no model name."""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        if not line.strip():
+            if fields:
+                break  # the first processor's block is enough
+            continue
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip().lower(), value.strip())
+    name = fields.get("model name")
+    if not name:
+        return None
+    ids = [f"{k} {fields[k]}" for k in ("cpu family", "model", "stepping") if fields.get(k)]
+    flags = set(fields.get("flags", "").split())
+    ext = [label for flag, label in (("avx2", "AVX2"), ("avx512f", "AVX-512"), ("amx_tile", "AMX"))
+           if flag in flags]  # fmt: skip
+    detail = ", ".join([*ids, *ext])
+    return f"{name} ({detail})" if detail else name
+
+
 def _cpu_model() -> str:
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        described = cpu_description(Path("/proc/cpuinfo").read_text())
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        described = None
+    return described or platform.processor() or platform.machine()
+
+
+def _kernels() -> str | None:
+    """The vector instruction set torch's CPU kernels were dispatched to (e.g. AVX2, AVX512)."""
+    import torch
+
+    try:
+        return f"torch CPU kernels {torch.backends.cpu.get_cpu_capability()}"
+    except (AttributeError, RuntimeError):
+        return None
 
 
 def _memory_gib() -> float | None:
@@ -124,6 +155,7 @@ def machine(threads: int | None = None) -> str:
         f"{platform.system()} {platform.release()}",
         f"Python {platform.python_version()}, torch {torch.__version__}, numpy {np.__version__}",
         f"torch threads {threads if threads is not None else torch.get_num_threads()}",
+        _kernels(),
     ]
     try:
         load = os.getloadavg()

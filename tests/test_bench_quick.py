@@ -157,3 +157,29 @@ def test_mean_std_format() -> None:
     assert _report.pm([1.0, 3.0], 2) == "2.00 ± 1.41"
     assert _report.pm([2.0], 1) == "2.0 ± 0.0"
     assert _report.pm([float("nan")]) == "n/a"
+
+
+CPUINFO = """processor\t: 0
+vendor_id\t: AuthenticAMD
+cpu family\t: 25
+model\t\t: 17
+model name\t: AMD EPYC
+stepping\t: 1
+flags\t\t: fpu sse2 avx avx2 fma avx512f avx512bw
+
+processor\t: 1
+model name\t: some other name
+"""
+
+
+def test_cpu_description_names_the_generation_a_vm_hides() -> None:
+    """A VM that shows only "AMD EPYC" still tells family, model, stepping and vector extensions
+    (what separates one machine's speed ratios from another's); the first processor is read."""
+    assert _report.cpu_description(CPUINFO) == (
+        "AMD EPYC (cpu family 25, model 17, stepping 1, AVX2, AVX-512)"
+    )
+    intel = "model name\t: Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz\nflags\t: avx2 amx_tile\n"
+    assert _report.cpu_description(intel) == (
+        "Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz (AVX2, AMX)"
+    )
+    assert _report.cpu_description("processor\t: 0\nflags\t: avx2\n") is None
