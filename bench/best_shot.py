@@ -25,7 +25,7 @@ from pathlib import Path
 from bench import _common, _report
 from cesaa.benchmark.leaderboard import Leaderboard
 from cesaa.benchmark.protocol import Protocol
-from cesaa.benchmark.report import overall_rows
+from cesaa.benchmark.report import overall_rows, write_leaderboard
 from cesaa.benchmark.runner import BenchSpec, run_benchmark
 from cesaa.benchmark.stats import paired_difference
 
@@ -175,6 +175,15 @@ def cesaa_trials(spec: BenchSpec) -> str:
     )
 
 
+def _published(folder: str) -> str:
+    """``folder`` relative to the repository when it lies inside it (as the docs link it)."""
+    path = Path(folder).resolve()
+    try:
+        return str(path.relative_to(_common.REPO.resolve()))
+    except ValueError:
+        return str(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = _common.parser(__doc__.splitlines()[0])
     _common.add_jobs(p)
@@ -184,6 +193,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=0, help="epoch cap (0: TrainConfig's)")
     p.add_argument("--models", default=",".join(MODELS), help="comma-separated registry names")
     p.add_argument("--out", default="", help="benchmark folder (default runs/best-shot-DOMAINS)")
+    p.add_argument(
+        "--publish",
+        default="",
+        help="also write the leaderboard files and runs.json here (e.g. docs/results/"
+        "best-shot-DOMAINS, a folder kept in the repository), and point the section at it",
+    )
     args, argv = _common.parse(p, argv)
     max_train = 0
     tmp = None
@@ -238,12 +253,17 @@ def main(argv: list[str] | None = None) -> int:
         }
         domains_text = per_domain(runs, nums["baseline"], counts, lb.level)
     cols, rows = overall_rows(lb)
+    where = f"`{out}`"
+    if args.publish:
+        write_leaderboard(lb, args.publish, runs)
+        where = f"`{_published(args.publish)}` (written from `{out}`)"
     notes.insert(
         0,
         f"Data: {lb.meta['data']}.  Protocol: {lb.meta['protocol']}.  Budget: "
         f"{lb.meta['budget']}.  {lb.meta['finished']}.  Δ: paired by seed against the best "
         f"model, {lb.level:.0%} t interval; p: paired t-test, Holm-corrected.  The full "
-        f"leaderboard (per domain, GAUC, logloss; markdown, CSV, JSON, HTML) is in `{out}`.",
+        f"leaderboard (per domain, GAUC, logloss; markdown, CSV, JSON, HTML) and every final run's "
+        f"record (`runs.json`) are in {where}.",
     )
     body = sec.body(
         "\n\n".join(notes),

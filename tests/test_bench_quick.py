@@ -28,7 +28,7 @@ BENCHES = {  # module -> (section, extra arguments)
     "retrieval": ("retrieval", ["--jobs", "1"]),
     "planted": ("planted", ["--jobs", "1"]),
     "plateau": ("plateau", ["--jobs", "1", "--models", "mlp,mmoe"]),
-    "best_shot": ("best_shot_age", ["--jobs", "1"]),
+    "best_shot": ("best_shot_age", ["--jobs", "1", "--publish", "{tmp}/published"]),
 }
 NEEDS_ML100K = {"throughput", "roofline", "accuracy", "tune", "retrieval", "best_shot"}
 
@@ -70,6 +70,7 @@ def test_quick_mode_writes_its_section(module, tmp_path, clean_registry, request
     if module in NEEDS_ML100K:
         request.getfixturevalue("ml100k_path")
     section, extra = BENCHES[module]
+    extra = [a.format(tmp=tmp_path) for a in extra]
     docs = tmp_path / "benchmarks.md"
     docs.write_text(
         "# Benchmarks\n\n<!-- bench:dashboard -->\nkept as is\n<!-- /bench:dashboard -->\n",
@@ -84,6 +85,17 @@ def test_quick_mode_writes_its_section(module, tmp_path, clean_registry, request
     body = text.split(f"<!-- bench:{section} -->")[1].split(f"<!-- /bench:{section} -->")[0]
     assert f"python -m bench.{module} --quick" in body
     assert "Quick mode" in body and "Machine:" in body
+    if module == "best_shot":  # --publish: the leaderboard files and the runs, linked from the body
+        import json
+
+        pub = tmp_path / "published"
+        names = {"leaderboard.md", "leaderboard.csv", "leaderboard.json", "leaderboard.html"}
+        assert names | {"runs.json"} <= {p.name for p in pub.iterdir()}
+        runs = json.loads((pub / "runs.json").read_text(encoding="utf-8"))
+        assert sorted((r["model"], r["seed"]) for r in runs) == [
+            ("cesaa", 0), ("cesaa", 1), ("mlp", 0), ("mlp", 1)
+        ]  # fmt: skip
+        assert f"`{pub.resolve()}` (written from" in body
     if module in ("accuracy", "throughput"):
         assert ("torch-rechub MMoE" in body) == _rechub()
         if not _rechub():
