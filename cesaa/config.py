@@ -17,6 +17,7 @@ DISPATCHES = ("sparse", "dense")
 MONITORS = ("auc", "mean_domain_auc", "worst_domain_auc", "gauc", "logloss")
 TASKS = ("ranking", "retrieval")
 MI_SCOPES = ("rank", "global")
+AMP_MODES = ("off", "bf16")
 ADASPARSE_FORMS = ("binarization", "scaling", "fusion")
 
 
@@ -127,6 +128,10 @@ class TrainConfig:
     # under torchrun (DDP): rank = L_MI from each process's own batch (cheap, the default);
     # global = from the joint P(D, E) all-reduced over processes (equals one process, same batch)
     mi_scope: str = "rank"
+    # bf16: the training forward pass under torch.autocast(bfloat16) (matrix products in bf16 on
+    # GPUs and on CPUs with bf16 units); weights, optimizer state, the losses and every evaluation
+    # stay float32.  off: float32 throughout (the default; CPU results are the reference)
+    amp: str = "off"
 
     def __post_init__(self) -> None:
         _positive(self, "epochs", "batch_size", "eval_batch_size")
@@ -135,6 +140,7 @@ class TrainConfig:
         _nonnegative(self, "weight_decay", "patience", "max_grad_norm", "min_steps")
         _choice(self, "monitor", MONITORS)
         _choice(self, "mi_scope", MI_SCOPES)
+        _choice(self, "amp", AMP_MODES)
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ValueError(f"device={self.device!r} must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
 

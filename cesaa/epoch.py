@@ -18,6 +18,7 @@ eval mode), and is usually smaller than it.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 from collections.abc import Callable, Iterator
@@ -76,22 +77,34 @@ def epoch_batches(
         yield data.subset(mine), len(mine) * w / len(idx)
 
 
+def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` to bfloat16 on ``device`` for ``amp="bf16"``, a no-op for ``"off"``."""
+    if amp == "off":
+        return contextlib.nullcontext()
+    if amp != "bf16":
+        raise ValueError(f"amp={amp!r} must be one of ['off', 'bf16']")
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
 def train_step(
     model: nn.Module,
     opt: torch.optim.Optimizer,
     b: EncodedTable,
     scale: float | None,
     max_grad_norm: float,
+    amp: str = "off",
 ) -> dict[str, torch.Tensor]:
     """One optimization step on batch ``b`` (already on the model's device).
 
     Returns the step's terms as detached 0-dim device tensors (``loss``, ``bce`` and the model's
     logged terms); nothing is read back to the host.  ``scale``: the BCE scale under DDP (None in
-    one process).
+    one process).  ``amp="bf16"``: the forward pass and the losses under ``torch.autocast``
+    (bfloat16; the losses are float32 either way); the backward and the step outside it.
     """
-    out = model(b.cat, b.num, b.domain)
-    bce = F.binary_cross_entropy_with_logits(out.logit, b.label)
-    loss = bce + out.aux_loss
+    with autocast(b.cat.device, amp):
+        out = model(b.cat, b.num, b.domain)
+        bce = F.binary_cross_entropy_with_logits(out.logit.float(), b.label)
+        loss = bce + out.aux_loss.float()
     opt.zero_grad(set_to_none=True)
     (loss if scale is None else bce * scale + out.aux_loss).backward()
     if max_grad_norm > 0:
@@ -133,7 +146,7 @@ def train_one_epoch(
 
         bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
     for step, (batch, scale) in enumerate(epoch_batches(data, cfg.batch_size, gen, ctx)):
-        terms = train_step(model, opt, batch.to(device), scale, cfg.max_grad_norm)
+        terms = train_step(model, opt, batch.to(device), scale, cfg.max_grad_norm, cfg.amp)
         n = len(batch)
         rows += n
         if sums is None:
