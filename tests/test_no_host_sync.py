@@ -93,8 +93,8 @@ def test_epoch_terms_are_row_weighted_means_of_the_steps(data, monkeypatch):
     seen: list[tuple[int, float]] = []
     step = epoch_module.train_step
 
-    def spy(model, opt, b, scale, max_grad_norm):
-        out = step(model, opt, b, scale, max_grad_norm)
+    def spy(model, opt, b, scale, max_grad_norm, amp="off"):
+        out = step(model, opt, b, scale, max_grad_norm, amp)
         seen.append((len(b), float(out["loss"])))
         return out
 
