@@ -21,6 +21,7 @@ ranking against a 1M-item catalog in blocks (``cesaa.retrieval.top_k_items``): p
 [queries, items] float32 matrix the dense path would need.
 
     python -m bench.speed            # full (a few minutes on 2 cores)
+    python -m bench.speed --kernels avx2,default   # also the goals with narrower vector units
     python -m bench.speed --quick    # CI smoke run
 """
 
@@ -31,7 +32,7 @@ import time
 
 import torch
 
-from bench import _common, _report
+from bench import _common, _kernels, _report
 
 SECTION = "speed"
 IN_DIM, HIDDEN, OUT_DIM = 115, (64,), 32
@@ -144,6 +145,19 @@ def profile_sparse(case: dict, steps: int) -> list[list]:
 GOALS = ((16, 2, 1.3), (32, 1, 1.6))  # (E, k, allowed time ratio / FLOP ratio)
 
 
+def goal_ratios(batch: int, reps: int, warmup: int) -> dict:
+    """The goal cases' time ratio / FLOP ratio (median of sparse/dense pairs) in this process,
+    with the kernel set torch dispatched to: ``{"kernels": str, "E16k2": float, ...}``."""
+    got: dict = {"kernels": torch.backends.cpu.get_cpu_capability()}
+    for e, k, _ in GOALS:
+        times = time_case(make_case(e, k, batch), ("sparse", "dense"), reps, warmup)
+        pair = statistics.median(
+            s / d for s, d in zip(times["sparse"], times["dense"], strict=True)
+        )
+        got[f"E{e}k{k}"] = pair / (k / e)
+    return got
+
+
 def gauc_timing(n: int, users: int, reps: int) -> list:
     """Median seconds of ``cesaa.metrics.gauc`` on n random rows of ``users`` users."""
     import numpy as np
@@ -200,7 +214,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--no-reference", action="store_true", help="skip the looped and previous dispatches"
     )
+    p.add_argument(
+        "--kernels",
+        default="",
+        help="also run the goal cases with torch's and MKL's kernels restricted to each of these "
+        f"instruction sets, comma-separated ({', '.join(_kernels.MKL_FOR)}; e.g. avx2,default)",
+    )
     args, argv = _common.parse(p, argv)
+    kernel_sets = [k.strip() for k in args.kernels.split(",") if k.strip()]
+    unknown = [k for k in kernel_sets if k not in _kernels.MKL_FOR]
+    if unknown:
+        p.error(f"--kernels: unknown kernel set(s) {unknown}; use {sorted(_kernels.MKL_FOR)}")
     es, ks = (8, 16, 32), (1, 2, 4)
     warmup = 3
     gauc_n, ret_q, ret_i = 200_000, 2000, 1_000_000
@@ -215,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     machine = _report.machine()
     rows = []
     verdicts = []
+    as_run: dict = {"requested": "as run above", "kernels": torch.backends.cpu.get_cpu_capability()}
     for e in es:
         for k in ks:
             times = time_case(make_case(e, k, args.batch), kinds, args.reps, warmup)
@@ -242,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
             for ge, gk, limit in GOALS:
                 if (e, k) == (ge, gk):
                     got = pair / flop
+                    as_run[f"E{e}k{k}"] = got
                     verdicts.append(
                         f"E={e}, k={k}: **{'met' if got <= limit else 'missed'}**, "
                         f"{got:.2f}x (goal <= {limit}x)"
@@ -263,6 +289,16 @@ def main(argv: list[str] | None = None) -> int:
     prof_rows = profile_sparse(make_case(pe, pk, args.batch), 2 if args.quick else 10)
     gauc_row = gauc_timing(gauc_n, max(gauc_n // 40, 10), 1 if args.quick else 5)
     ret_row = retrieval_memory(ret_q, ret_i, 32, 50)
+    kernels_text = ""
+    if kernel_sets:
+        results = [as_run]
+        for ks_name in kernel_sets:
+            r = _kernels.goal_ratios_under(
+                ks_name, args.batch, args.reps, warmup, torch.get_num_threads()
+            )
+            results.append({"requested": ks_name, **r})
+            _report.log(f"kernels {ks_name}: {r}")
+        kernels_text = _kernels.kernel_table(results, GOALS)
     notes = (
         f"Batch {args.batch}, input {IN_DIM}, hidden {HIDDEN[0]}, output {OUT_DIM}; "
         f"{args.reps} alternating repetitions after {warmup} warm-up rounds; float32 on CPU.  "
@@ -289,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
             ),
             _report.table(cols, rows),
             "**Goals (time ratio / FLOP ratio):** " + "; ".join(verdicts) + ".",
+            *([kernels_text] if kernels_text else []),
             f"### Where a sparse step's time goes (E={pe}, k={pk}, batch {args.batch}, "
             "torch.profiler, self CPU time per step)\n\n"
             + _report.table(["operator", "ms / step", "share", "calls / step"], prof_rows),

@@ -17,7 +17,7 @@ if str(REPO) not in sys.path:
 from bench import _report  # noqa: E402
 
 BENCHES = {  # module -> (section, extra arguments)
-    "speed": ("speed", []),
+    "speed": ("speed", ["--kernels", "default"]),
     "throughput": ("throughput", []),
     "roofline": ("roofline", []),
     "streaming": ("streaming", []),
@@ -85,6 +85,9 @@ def test_quick_mode_writes_its_section(module, tmp_path, clean_registry, request
     body = text.split(f"<!-- bench:{section} -->")[1].split(f"<!-- /bench:{section} -->")[0]
     assert f"python -m bench.{module} --quick" in body
     assert "Quick mode" in body and "Machine:" in body
+    if module == "speed":  # the goal cases rerun with torch's kernels restricted, and it took
+        assert "| `default` (torch: DEFAULT) |" in body and "| `as run above` (torch: " in body
+        assert "**Across kernel sets:** E=16, k=2: worst" in body
     if module == "best_shot":  # --publish: the leaderboard files and the runs, linked from the body
         import json
 
@@ -195,3 +198,28 @@ def test_cpu_description_names_the_generation_a_vm_hides() -> None:
         "Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz (AVX2, AMX)"
     )
     assert _report.cpu_description("processor\t: 0\nflags\t: avx2\n") is None
+
+
+def test_kernel_table_takes_the_worst_set_for_each_goal() -> None:
+    from bench import _kernels
+
+    goals = ((16, 2, 1.3), (32, 1, 1.6))
+    results = [
+        {"requested": "avx512", "kernels": "AVX512", "E16k2": 0.9, "E32k1": 1.1},
+        {"requested": "avx2", "kernels": "AVX2", "E16k2": 1.4, "E32k1": 1.2},
+    ]
+    text = _kernels.kernel_table(results, goals)
+    assert "| `avx512` (torch: AVX512) | 0.90x (met) | 1.10x (met) |" in text
+    assert "| `avx2` (torch: AVX2) | 1.40x (missed) | 1.20x (met) |" in text
+    assert (
+        "**Across kernel sets:** E=16, k=2: worst 1.40x, **missed** under at least one; "
+        "E=32, k=1: worst 1.20x, **met** under every set."
+    ) in text
+
+
+def test_speed_refuses_an_unknown_kernel_set_by_name(capsys) -> None:
+    from bench import speed
+
+    with pytest.raises(SystemExit):
+        speed.main(["--quick", "--docs", "-", "--kernels", "avx2,sse9"])
+    assert "--kernels: unknown kernel set(s) ['sse9']" in capsys.readouterr().err
