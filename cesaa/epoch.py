@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cesaa import distributed
-from cesaa.config import TrainConfig
+from cesaa.config import AMP_MODES, TrainConfig
 from cesaa.data.table import EncodedTable
 from cesaa.distributed import DistContext
 
@@ -81,8 +81,8 @@ def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManage
     """``torch.autocast`` to bfloat16 on ``device`` for ``amp="bf16"``, a no-op for ``"off"``."""
     if amp == "off":
         return contextlib.nullcontext()
-    if amp != "bf16":
-        raise ValueError(f"amp={amp!r} must be one of ['off', 'bf16']")
+    if amp not in AMP_MODES:
+        raise ValueError(f"amp={amp!r} must be one of {list(AMP_MODES)}")
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
