@@ -4,11 +4,17 @@ torch-rechub's MMoE and PLE with the same dimensions, measured in one run, alter
 Every model gets the same batches of the training split (batch 1024; a training step = slicing
 the in-memory batch, forward, BCE, backward, an Adam step with the trainer's optimizer
 ``cesaa.train.make_optimizer``, for every model).  A round runs ``--steps`` steps of every model,
-in an order that rotates every round, so load changes on a shared machine hit all models alike; rows/s is the median over rounds.  Inference: eval mode, no
-gradient, batches of 8192 over the training split.  Ratios are ours / theirs, from the medians.
-Goal: our training rows/s >= 3x torch-rechub's.
+in an order that rotates every round, so load changes on a shared machine hit all models alike;
+a process's rows/s is its median over rounds.  Inference: eval mode, no gradient, batches of 8192
+over the training split.
 
-    python -m bench.throughput            # full (about 2 min on 2 cores)
+The rounds run in ``--processes`` fresh processes, one after the other: on a shared virtual
+machine the same script was seen to run up to twice as fast in one process as in the next, so
+one process's ratio is one draw.  Ratios are ours / theirs from each process's
+medians; the table gives their median over processes and their range, and a goal is met when the
+median is.
+
+    python -m bench.throughput            # full (about 3 min on 2 cores)
     python -m bench.throughput --quick    # CI smoke run
 """
 
@@ -16,11 +22,14 @@ from __future__ import annotations
 
 import statistics
 import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
 
 import torch
 import torch.nn.functional as F
 
-from bench import _common, _report
+from bench import _common, _e2e, _report
 
 SECTION = "throughput"
 MODELS = (
@@ -76,173 +85,182 @@ def infer(model, table, batch: int) -> float:
     return time.perf_counter() - t0
 
 
-def end_to_end(data, quick: bool) -> str:
-    """A full training run to early stop: ``cesaa.train.train`` vs torch-rechub's MTLTrainer."""
-    import os
-    import tempfile
+@dataclass(frozen=True)
+class Plan:
+    """What one measuring process runs: ``models`` as (label, registry name) pairs."""
 
-    from cesaa.config import TrainConfig
-    from cesaa.models import default_config
-    from cesaa.train import train
-
-    cfg = TrainConfig(epochs=1 if quick else 20, batch_size=1024, lr=1e-3, seed=0, device="cpu")
-    if quick:  # a smoke run: a few thousand rows of each split
-        import dataclasses
-
-        data = dataclasses.replace(
-            data,
-            **{
-                split: getattr(data, split).subset(torch.arange(4096))
-                for split in ("train", "val", "test")
-            },
-        )
-    model_cfg = default_config("mmoe")
-    with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
-        res = train(model_cfg, cfg, data, os.path.join(tmp, "ours"))
-        ours_s = time.perf_counter() - t0
-        ours_epochs = len(res.history)
-        t0 = time.perf_counter()
-        theirs_epochs = _rechub_fit(data, model_cfg, cfg, tmp)
-        theirs_s = time.perf_counter() - t0
-    rows = [
-        [
-            "MMoE (ours), `cesaa.train.train`",
-            ours_epochs,
-            f"{ours_s:.1f}",
-            f"{ours_s / ours_epochs:.2f}",
-        ],
-        [
-            "torch-rechub MMOE, `MTLTrainer` + `DataGenerator`",
-            theirs_epochs,
-            f"{theirs_s:.1f}",
-            f"{theirs_s / theirs_epochs:.2f}",
-        ],
-    ]
-    ratio = (theirs_s / theirs_epochs) / (ours_s / ours_epochs)
-    return (
-        "### End to end: a full training run to early stop\n\n"
-        f"MovieLens-100k, batch {cfg.batch_size}, Adam lr {cfg.lr}, at most {cfg.epochs} epochs, "
-        f"patience {cfg.patience} on validation AUC.  Ours: batching, training, validation, a "
-        "checkpoint per epoch, test evaluation.  Theirs: `DataGenerator(...).generate_dataloader` "
-        "(a DataLoader over a dict-of-columns dataset, one row per `__getitem__`), `MTLTrainer.fit` "
-        "(training, validation, their early stopping, a final `torch.save`) and `evaluate` on the "
-        "test split; their MMOE predicts one head per domain and their trainer averages the "
-        "heads' BCE (each head gets the row's label): the same network and work per row.  The "
-        "two runs stop after different numbers of epochs, so the ratio is per epoch.\n\n"
-        + _report.table(["run", "epochs", "wall s", "s / epoch"], rows)
-        + f"\n\n**End-to-end speed-up per epoch (theirs / ours): {ratio:.2f}x.**"
-    )
+    models: tuple[tuple[str, str], ...]
+    rounds: int
+    steps: int
+    batch: int
+    eval_batch: int
+    warmup: int
+    quick: bool
 
 
-def _rechub_fit(data, model_cfg, cfg, tmp: str) -> int:
-    """torch-rechub's own pipeline on our split; returns the epochs it ran."""
-    import contextlib
-    import io
-    import os
-
-    from torch_rechub.basic.features import DenseFeature, SparseFeature
-    from torch_rechub.models.multi_task import MMOE
-    from torch_rechub.trainers import MTLTrainer
-    from torch_rechub.utils.data import DataGenerator
-
-    spec = data.spec
-    d = spec.num_domains
-    features = [
-        SparseFeature(n, vocab_size=c, embed_dim=model_cfg.embed_dim)
-        for n, c in zip(spec.cat_names, spec.cat_cardinalities, strict=True)
-    ] + [DenseFeature(n) for n in spec.num_names]
-
-    def xy(table):
-        x = {n: table.cat[:, i].numpy() for i, n in enumerate(spec.cat_names)}
-        x.update({n: table.num[:, j].numpy() for j, n in enumerate(spec.num_names)})
-        return x, table.label.numpy()[:, None].repeat(d, axis=1)
-
-    (xt, yt), (xv, yv), (xs, ys) = xy(data.train), xy(data.val), xy(data.test)
-    torch.manual_seed(cfg.seed)
-    expert = {"dims": [*model_cfg.expert_hidden, model_cfg.expert_dim], "dropout": 0.0}
-    towers = [{"dims": list(model_cfg.tower_hidden), "dropout": 0.0} for _ in range(d)]
-    model = MMOE(features, ["classification"] * d, model_cfg.mmoe_experts or d, expert, towers)
-    trainer = MTLTrainer(
-        model,
-        ["classification"] * d,
-        optimizer_params={"lr": cfg.lr, "weight_decay": cfg.weight_decay},
-        n_epoch=cfg.epochs,
-        earlystop_patience=cfg.patience,
-        device="cpu",
-        model_path=tmp,
-    )
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        train_dl, val_dl, test_dl = DataGenerator(xt, yt).generate_dataloader(
-            xv, yv, xs, ys, batch_size=cfg.batch_size
-        )
-        log = trainer.fit(train_dl, val_dl)
-        trainer.evaluate(trainer.model, test_dl)
-    assert os.path.exists(os.path.join(tmp, "model_base_0.pth"))
-    return len(log)
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = _common.parser(__doc__.splitlines()[0])
-    p.add_argument("--rounds", type=int, default=9)
-    p.add_argument("--steps", type=int, default=20, help="training steps per model per round")
-    p.add_argument("--batch", type=int, default=1024)
-    p.add_argument("--eval-batch", type=int, default=8192)
-    p.add_argument(
-        "--no-e2e", dest="e2e", action="store_false", help="skip the end-to-end training runs"
-    )
-    args, argv = _common.parse(p, argv)
-    warmup = 3
-    if args.quick:
-        args.rounds, args.steps, warmup = 2, 2, 1
-    machine = _report.machine()  # before the run: its load average at the start
-    t0 = time.perf_counter()
+def measure(plan: Plan) -> dict:
+    """One process's rounds: ``{"train": {label: [rows/s per round]}, "infer": {...},
+    "params": {label: parameter count}}``."""
     from cesaa.data import load_data
 
+    if any(name.startswith("rechub_") for _, name in plan.models):
+        _common.rechub_status()  # registers the adapters in this process
     data = load_data(_common.ml100k_source(), seed=0)
     table = data.train
-    if args.quick:
-        table = table.subset(torch.arange(min(len(table), 4 * args.eval_batch)))
-    missing = _common.rechub_status()
-    models = [m for m in MODELS if not (missing and m[1].startswith("rechub_"))]
-    built = {label: _build(name, data.spec) for label, name in models}
-    params = {label: sum(p.numel() for p in m.parameters()) for label, (m, _) in built.items()}
+    if plan.quick:
+        table = table.subset(torch.arange(min(len(table), 4 * plan.eval_batch)))
+    built = {label: _build(name, data.spec) for label, name in plan.models}
     gen = torch.Generator().manual_seed(0)
     n = len(table)
 
     def batches(k: int) -> list[torch.Tensor]:
-        return [torch.randint(n, (args.batch,), generator=gen) for _ in range(k)]
+        return [torch.randint(n, (plan.batch,), generator=gen) for _ in range(k)]
 
     for m, opt in built.values():  # warm-up: allocator, first-call overheads
-        train_steps(m, opt, table, batches(warmup))
-        infer(m, table, args.eval_batch)
-    train_rps: dict[str, list[float]] = {label: [] for label in built}
-    infer_rps: dict[str, list[float]] = {label: [] for label in built}
+        train_steps(m, opt, table, batches(plan.warmup))
+        infer(m, table, plan.eval_batch)
     labels = list(built)
-    for r in range(args.rounds):
+    train_rps: dict[str, list[float]] = {label: [] for label in labels}
+    infer_rps: dict[str, list[float]] = {label: [] for label in labels}
+    for r in range(plan.rounds):
         shift = r % len(labels)
         order = labels[shift:] + labels[:shift]
-        round_batches = batches(args.steps)  # the same rows for every model in this round
+        round_batches = batches(plan.steps)  # the same rows for every model in this round
         for label in order:
             m, opt = built[label]
-            train_rps[label].append(
-                args.steps * args.batch / train_steps(m, opt, table, round_batches)
-            )
+            seconds = train_steps(m, opt, table, round_batches)
+            train_rps[label].append(plan.steps * plan.batch / seconds)
         for label in order:
-            infer_rps[label].append(n / infer(built[label][0], table, args.eval_batch))
+            infer_rps[label].append(n / infer(built[label][0], table, plan.eval_batch))
         _report.log(
-            f"round {r + 1}/{args.rounds}: "
+            f"round {r + 1}/{plan.rounds}: "
             + ", ".join(f"{lab} {train_rps[lab][-1]:,.0f}" for lab in labels)
         )
-    med_t = {lab: statistics.median(v) for lab, v in train_rps.items()}
-    med_i = {lab: statistics.median(v) for lab, v in infer_rps.items()}
+    params = {label: sum(p.numel() for p in m.parameters()) for label, (m, _) in built.items()}
+    return {"train": train_rps, "infer": infer_rps, "params": params, "rows": n}
+
+
+def _init_process(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def measure_in_processes(plan: Plan, processes: int, threads: int) -> list[dict]:
+    """``measure(plan)`` in ``processes`` fresh spawned processes, one after the other (none
+    competes with another), each with ``threads`` torch threads; 1: in this process."""
+    if processes <= 1:
+        return [measure(plan)]
+    out = []
+    for i in range(processes):
+        with ProcessPoolExecutor(
+            1, mp_context=get_context("spawn"), initializer=_init_process, initargs=(threads,)
+        ) as ex:
+            out.append(ex.submit(measure, plan).result())
+        _report.log(f"process {i + 1}/{processes} done")
+    return out
+
+
+def summarize(results: list[dict]) -> dict:
+    """Medians and ratios over processes from ``measure``'s results.
+
+    Returns ``train`` / ``infer``: {label: median over processes of each process's median rows/s},
+    ``train_range``: {label: (min, max) over every round of every process}, and ``ratios``:
+    {(ours, theirs): {"train": [per-process ratio], "infer": [...]}} for every label of ours
+    against each torch-rechub label present.
+    """
+    labels = list(results[0]["train"])
+    per = {
+        kind: [{lab: statistics.median(r[kind][lab]) for lab in labels} for r in results]
+        for kind in ("train", "infer")
+    }
+    out: dict = {
+        kind: {lab: statistics.median(p[lab] for p in per[kind]) for lab in labels}
+        for kind in ("train", "infer")
+    }
+    every = {lab: [x for r in results for x in r["train"][lab]] for lab in labels}
+    out["train_range"] = {lab: (min(v), max(v)) for lab, v in every.items()}
+    theirs = [lab for lab in labels if lab.startswith("torch-rechub")]
+    out["ratios"] = {
+        (ours, peer): {kind: [p[ours] / p[peer] for p in per[kind]] for kind in ("train", "infer")}
+        for ours in labels
+        if ours not in theirs
+        for peer in theirs
+    }
+    return out
+
+
+def ratio_cell(ratios: list[float]) -> str:
+    """``"1.64x"`` for one process; ``"1.64x (1.58-1.69)"``: median (range) over several."""
+    med = statistics.median(ratios)
+    if len(ratios) == 1:
+        return f"{med:.2f}x"
+    return f"{med:.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
+
+
+def verdicts(ratios: dict) -> list[str]:
+    """One line per goal of ``GOALS`` whose pair was measured: met when the median ratio over
+    processes reaches the goal; how many processes reached it."""
+    lines = []
+    for ours, theirs, g_train, g_infer in GOALS:
+        if (ours, theirs) not in ratios:
+            continue
+        parts = []
+        for kind, goal in (("training", g_train), ("inference", g_infer)):
+            r = ratios[(ours, theirs)]["train" if kind == "training" else "infer"]
+            ok = statistics.median(r) >= goal
+            reached = sum(x >= goal for x in r)
+            parts.append(
+                f"{kind} {ratio_cell(r)} (goal >= {goal}x: **{'met' if ok else 'missed'}**"
+                + (f", reached in {reached} of {len(r)} processes" if len(r) > 1 else "")
+                + ")"
+            )
+        lines.append(f"- {ours} / {theirs}: " + ", ".join(parts))
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = _common.parser(__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=9, help="rounds per process")
+    p.add_argument("--steps", type=int, default=20, help="training steps per model per round")
+    p.add_argument("--batch", type=int, default=1024)
+    p.add_argument("--eval-batch", type=int, default=8192)
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=3,
+        help="fresh processes measuring in turn (default: %(default)s; --quick: 1)",
+    )
+    p.add_argument(
+        "--no-e2e", dest="e2e", action="store_false", help="skip the end-to-end training runs"
+    )
+    args, argv = _common.parse(p, argv)
+    if args.processes < 1:
+        p.error(f"--processes {args.processes} must be >= 1")
+    warmup = 3
+    if args.quick:
+        args.rounds, args.steps, warmup, args.processes = 2, 2, 1, 1
+    machine = _report.machine()  # before the run: its load average at the start
+    t0 = time.perf_counter()
+    missing = _common.rechub_status()
+    plan = Plan(
+        models=tuple(m for m in MODELS if not (missing and m[1].startswith("rechub_"))),
+        rounds=args.rounds,
+        steps=args.steps,
+        batch=args.batch,
+        eval_batch=args.eval_batch,
+        warmup=warmup,
+        quick=args.quick,
+    )
+    results = measure_in_processes(plan, args.processes, torch.get_num_threads())
+    s = summarize(results)
+    labels = list(s["train"])
+    params = results[0]["params"]
     rows = [
         [
             lab,
             f"{params[lab]:,}",
-            f"{med_t[lab]:,.0f}",
-            f"{min(train_rps[lab]):,.0f} – {max(train_rps[lab]):,.0f}",
-            f"{med_i[lab]:,.0f}",
+            f"{s['train'][lab]:,.0f}",
+            "{:,.0f} – {:,.0f}".format(*s["train_range"][lab]),
+            f"{s['infer'][lab]:,.0f}",
         ]
         for lab in labels
     ]
@@ -258,43 +276,34 @@ def main(argv: list[str] | None = None) -> int:
             rows,
         )
     ]
-    ratio_rows = []
-    for ours in [lab for lab in labels if not lab.startswith("torch-rechub")]:
-        for theirs in ("torch-rechub MMoE", "torch-rechub PLE"):
-            if theirs in med_t:
-                ratio_rows.append(
-                    [
-                        f"{ours} / {theirs}",
-                        f"{med_t[ours] / med_t[theirs]:.2f}x",
-                        f"{med_i[ours] / med_i[theirs]:.2f}x",
-                    ]
-                )
-    if ratio_rows:
-        verdicts = []
-        for ours, theirs, g_train, g_infer in GOALS:
-            if ours in med_t and theirs in med_t:
-                rt, ri = med_t[ours] / med_t[theirs], med_i[ours] / med_i[theirs]
-                verdicts.append(
-                    f"- {ours} / {theirs}: training {rt:.2f}x (goal >= {g_train}x: "
-                    f"**{'met' if rt >= g_train else 'missed'}**), inference {ri:.2f}x "
-                    f"(goal >= {g_infer}x: **{'met' if ri >= g_infer else 'missed'}**)"
-                )
+    if s["ratios"]:
+        ratio_rows = [
+            [f"{ours} / {theirs}", ratio_cell(r["train"]), ratio_cell(r["infer"])]
+            for (ours, theirs), r in s["ratios"].items()
+        ]
         parts.append(
             "### Speed-up over torch-rechub (ours / theirs)\n\n"
             + _report.table(["pair", "training", "inference"], ratio_rows)
             + "\n\n**Goals**\n\n"
-            + "\n".join(verdicts)
+            + "\n".join(verdicts(s["ratios"]))
         )
     if args.e2e and not missing:
-        parts.append(end_to_end(data, args.quick))
+        from cesaa.data import load_data
+
+        parts.append(_e2e.end_to_end(load_data(_common.ml100k_source(), seed=0), args.quick))
+    k = len(results)
     notes = (
-        f"MovieLens-100k training split ({n:,} rows), embedding dim 16, experts 115 -> 64 -> 32, "
-        "towers 32 -> 1, MMoE with one expert per domain (3), PLE with 1 level, 2 specific + 1 "
-        "shared experts per domain, CESAA, STAR, Shared-Bottom and MLP defaults; torch-rechub "
-        "0.9.0 models through the "
-        "adapter of `bench/_rechub.py` (their MLPs add BatchNorm after every linear layer, part "
-        f"of their architecture).  Batch {args.batch}, {args.steps} steps per model per round, "
-        f"{args.rounds} rounds after {warmup} warm-up steps; inference batch {args.eval_batch}."
+        f"MovieLens-100k training split ({results[0]['rows']:,} rows), embedding dim 16, experts "
+        "115 -> 64 -> 32, towers 32 -> 1, MMoE with one expert per domain (3), PLE with 1 level, "
+        "2 specific + 1 shared experts per domain, CESAA, STAR, Shared-Bottom and MLP defaults; "
+        "torch-rechub 0.9.0 models through the adapter of `bench/_rechub.py` (their MLPs add "
+        "BatchNorm after every linear layer, part of their architecture).  Batch "
+        f"{args.batch}, {args.steps} steps per model per round, {args.rounds} rounds after "
+        f"{warmup} warm-up steps, in each of {k} fresh process{'es' if k > 1 else ''} run one "
+        f"after the other; inference batch {args.eval_batch}.  Rows/s: the median over processes "
+        "of each process's median over rounds (range: every round of every process); ratios: "
+        "from each process's medians, their median"
+        + (" (and range) over the processes." if k > 1 else ".")
     )
     if missing:
         notes += f"\n\ntorch-rechub rows skipped: {missing}."
