@@ -54,10 +54,10 @@ def flops_per_row(model, table, batch: int) -> float:
     """Forward + backward FLOPs of one training step, per row, on the model's exact shapes."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from cesaa import experts
+    from cesaa import grouped_gemm
 
-    saved = dict(experts._GROUPED_MM_OK)
-    experts._GROUPED_MM_OK[("cpu", torch.float32)] = False  # exact shapes (no 16-byte padding)
+    saved = dict(grouped_gemm._GROUPED_MM_OK)
+    grouped_gemm._GROUPED_MM_OK[("cpu", torch.float32)] = False  # exact shapes (no 16-byte padding)
     try:
         b = table.subset(torch.arange(batch) % len(table))
         model.train()
@@ -67,8 +67,8 @@ def flops_per_row(model, table, batch: int) -> float:
             loss.backward()
         model.zero_grad(set_to_none=True)
     finally:
-        experts._GROUPED_MM_OK.clear()
-        experts._GROUPED_MM_OK.update(saved)
+        grouped_gemm._GROUPED_MM_OK.clear()
+        grouped_gemm._GROUPED_MM_OK.update(saved)
     return counter.get_total_flops() / batch
 
 

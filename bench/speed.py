@@ -63,7 +63,7 @@ def looped_forward_sparse(
     experts: torch.nn.Module, x: torch.Tensor, topk_idx: torch.Tensor, gates: torch.Tensor
 ) -> torch.Tensor:
     """The package's dispatch with its fallback (per-expert addmm loop) forced."""
-    from cesaa import experts as module
+    from cesaa import grouped_gemm as module
 
     key = (x.device.type, x.dtype)
     saved = module._GROUPED_MM_OK.get(key)

@@ -113,17 +113,17 @@ def test_grouped_linear_is_each_rows_own_groups_map(monkeypatch, available):
 def test_grouped_gemm_probe_under_no_grad_does_not_disable_it(monkeypatch, mode):
     """The probe runs a backward: first called without autograd it used to fail and cache
     "unavailable" for the process, so PLE and STAR silently ran their fallback."""
-    from cesaa import experts
+    from cesaa import grouped_gemm
 
     if not hasattr(torch, "_grouped_mm"):
         pytest.skip("this torch has no torch._grouped_mm")
-    monkeypatch.setattr(experts, "_GROUPED_MM_OK", {})
+    monkeypatch.setattr(grouped_gemm, "_GROUPED_MM_OK", {})
     torch.manual_seed(0)
     model = PLE(ModelConfig(name="ple"), SPEC).eval()
     cat, num, domain, _ = _batch()
     with mode():
         model(cat, num, domain)
-    assert experts._GROUPED_MM_OK == {("cpu", torch.float32): True}
+    assert grouped_gemm._GROUPED_MM_OK == {("cpu", torch.float32): True}
 
 
 def reference_star(model: STAR, cat, num, domain) -> torch.Tensor:

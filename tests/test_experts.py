@@ -245,3 +245,43 @@ def test_inference_outputs_equal_the_autograd_ones(hidden, dispatch: str) -> Non
         assert torch.equal(got, want.detach()), name
     for a, b in zip(kept, [x, gates, *experts.parameters()], strict=True):
         assert torch.equal(a, b)
+
+
+def test_inference_runs_the_pairs_in_slices_with_the_same_output(dispatch, monkeypatch) -> None:
+    # P = 64 pairs in slices of 5: 13 slices, most cutting through an expert's group of rows
+    experts, x, topk_idx, topk_vals = _case(4, 2)
+    gates = _gates(topk_idx, topk_vals, 4).detach()
+    whole = experts.forward_sparse(x, topk_idx, gates).detach()  # autograd: one pass
+    oracle = experts.forward_dense_masked(x, gates).detach()
+    monkeypatch.setattr(experts_module, "INFERENCE_PAIRS", 5)
+    seen: list[int] = []
+    original = experts_module.grouped_mlp
+
+    def spy(x, rows, *args):
+        seen.append(rows.shape[0])
+        return original(x, rows, *args)
+
+    monkeypatch.setattr(experts_module, "grouped_mlp", spy)
+    with torch.no_grad():
+        sliced = experts.forward_sparse(x, topk_idx, gates)
+    assert seen == [5] * 12 + [4]
+    torch.testing.assert_close(sliced, whole, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(sliced, oracle, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not HAS_GROUPED_MM, reason="torch._grouped_mm does not run on this CPU build")
+def test_sliced_inference_reads_nothing_back_to_the_host(monkeypatch) -> None:
+    monkeypatch.setitem(experts_module._GROUPED_MM_OK, ("cpu", torch.float32), True)
+    monkeypatch.setattr(experts_module, "INFERENCE_PAIRS", 7)
+    experts, x, topk_idx, topk_vals = _case(4, 2)
+    gates = _gates(topk_idx, topk_vals, 4).detach()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("host sync inside the sparse dispatch")
+
+    for method in ("item", "tolist", "__bool__", "__int__", "__float__", "numpy"):
+        monkeypatch.setattr(torch.Tensor, method, refuse)
+    with torch.no_grad():
+        out = experts.forward_sparse(x.detach(), topk_idx, gates)
+    monkeypatch.undo()
+    assert out.shape == (B, H) and torch.isfinite(out).all()
