@@ -22,7 +22,7 @@ import math
 import torch
 from torch import nn
 
-from cesaa.grouped_gemm import _GROUPED_MM_OK, grouped_mlp, grouped_mm_available
+from cesaa.grouped_gemm import _GROUPED_MM_OK, grouped_mlp, grouped_mm_available, pack_layers
 
 __all__ = [
     "INFERENCE_PAIRS",
@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 # sparse dispatch without autograd runs the (row, expert) pairs in slices of this many
-INFERENCE_PAIRS = 4096
+INFERENCE_PAIRS = 2048
 
 
 def _relu(h: torch.Tensor) -> torch.Tensor:
@@ -205,9 +205,13 @@ class StackedMLP(nn.Module):
         # slice's gathered rows and activations stay in cache where one pass over every pair
         # streams buffers of tens of MB through memory at inference batch sizes
         step = max(rows.shape[0], 1) if torch.is_grad_enabled() else INFERENCE_PAIRS
+        packed = None  # the grouped GEMM's padded weights, made once for every slice
+        if grouped_mm_available(x.device, x.dtype):
+            bias = self._bias_in_gemm()
+            packed = pack_layers(x.shape[1], self.weights, self.biases, bias, x.element_size())
         for s in range(0, rows.shape[0], step):
             sl = slice(s, s + step)
-            out = self._add_experts(x, rows[sl], sorted_expert[sl], g[sl], out)
+            out = self._add_experts(x, rows[sl], sorted_expert[sl], g[sl], out, packed)
         return out
 
     def _add_experts(
@@ -217,13 +221,15 @@ class StackedMLP(nn.Module):
         sorted_expert: torch.Tensor,
         g: torch.Tensor,
         out: torch.Tensor,
+        packed: list | None,
     ) -> torch.Tensor:
         """``out[rows[p]] += g[p] * expert_{sorted_expert[p]}(x[rows[p]])`` for the pairs p, given
         sorted by expert: x [B, I], rows / sorted_expert / g [R], out [B, O] -> out."""
         dtype = out.dtype
         # every layer of every selected expert on the rows sorted by expert (0's first, ...)
+        bias = self._bias_in_gemm()
         y = grouped_mlp(
-            x, rows, sorted_expert, self.weights, self.biases, self._act, self._bias_in_gemm()
+            x, rows, sorted_expert, self.weights, self.biases, self._act, bias, packed
         )  # [R, O]
         y, g = y.to(dtype), g.to(dtype).unsqueeze(1)  # [R, O], [R, 1]
         weighted = y * g if torch.is_grad_enabled() else y.mul_(g)  # [R, O]; y is fresh

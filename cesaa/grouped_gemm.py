@@ -54,6 +54,7 @@ def grouped_mlp(
     biases: Sequence[torch.Tensor],
     act: Callable[[torch.Tensor, int], torch.Tensor],
     bias_in_gemm: bool = True,
+    packed: list[tuple[torch.Tensor, torch.Tensor | None]] | None = None,
 ) -> torch.Tensor:
     """Row ``x[rows[r]]`` through group ``sorted_group[r]``'s MLP (``sorted_group`` ascending):
     x [B, I], rows [R], sorted_group [R] -> [R, O].
@@ -63,9 +64,14 @@ def grouped_mlp(
     torch runs it for this device and dtype; otherwise one ``addmm`` chain per non-empty group.
     ``bias_in_gemm`` folds layer 0's bias into its GEMM through a constant-1 input column (in the
     grouped-GEMM path; later layers gather their biases per row) instead of gathering it per row.
+    ``packed``: :func:`pack_layers`'s output for these weights (a caller running several row
+    slices through the same MLP pads the weights once); None: padded here.
     """
     if grouped_mm_available(x.device, x.dtype):
-        return _grouped_gemm_mlp(x, rows, sorted_group, weights, biases, act, bias_in_gemm)
+        if packed is None:
+            packed = pack_layers(x.shape[1], weights, biases, bias_in_gemm, x.element_size())
+        out_dim = weights[-1].shape[2]
+        return _grouped_gemm_mlp(x, rows, sorted_group, packed, act, bias_in_gemm, out_dim)
     # fallback: reads the group sizes back to the host to split the rows
     groups = weights[0].shape[0]
     counts = torch.bincount(sorted_group, minlength=groups).tolist()
@@ -83,33 +89,57 @@ def grouped_mlp(
     return torch.cat(outputs)  # [R, O]
 
 
+def pack_layers(
+    d_in: int,
+    weights: Sequence[torch.Tensor],
+    biases: Sequence[torch.Tensor],
+    bias_in_gemm: bool,
+    element_size: int,
+) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """Every layer's weight [G, I', O'] (and bias [G, O'], or None when it is in the GEMM) for
+    ``torch._grouped_mm``: widths zero-padded to 16 bytes (the kernel's stride rule), layer 0's
+    bias as a weight row after the d_in input rows when ``bias_in_gemm``.  Differentiable."""
+    align = max(1, 16 // element_size)
+    p_in = _pad_to(d_in + (1 if bias_in_gemm else 0), align)
+    packed: list[tuple[torch.Tensor, torch.Tensor | None]] = []
+    for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
+        d_i, d_o = w.shape[1], w.shape[2]
+        p_out = _pad_to(d_o, align)
+        if i == 0 and bias_in_gemm:
+            w = torch.cat([w, b.unsqueeze(1)], dim=1)  # [G, I + 1, O]: the bias row
+            packed.append((F.pad(w, (0, p_out - d_o, 0, p_in - d_i - 1)), None))  # [G, I', O']
+        elif (d_i, d_o) != (p_in, p_out):
+            packed.append((F.pad(w, (0, p_out - d_o, 0, p_in - d_i)), F.pad(b, (0, p_out - d_o))))
+        else:
+            packed.append((w, b))
+        p_in = p_out
+    return packed
+
+
 def _grouped_gemm_mlp(
     x: torch.Tensor,
     rows: torch.Tensor,
     sorted_group: torch.Tensor,
-    weights: Sequence[torch.Tensor],
-    biases: Sequence[torch.Tensor],
+    packed: list[tuple[torch.Tensor, torch.Tensor | None]],
     act: Callable[[torch.Tensor, int], torch.Tensor],
     bias_in_gemm: bool,
+    out_dim: int,
 ) -> torch.Tensor:
-    """``grouped_mlp`` with ``torch._grouped_mm``.
+    """``grouped_mlp`` with ``torch._grouped_mm`` over :func:`pack_layers`'s weights.
 
-    Widths are zero-padded to 16 bytes (the kernel's stride rule).  With ``bias_in_gemm`` the
-    input carries a column of ones right after its d_in features (in the padding the stride rule
-    needs anyway) and layer 0's weight a bias row there.  Later layers add their bias gathered per
-    row: a ones column carried through a hidden layer would widen its GEMM's output past an
-    efficient width (64 -> 68 costs MKL about 15 % on a 64-wide layer).  Padding stays 0; the
-    output is cut to O.
+    With ``bias_in_gemm`` the input carries a column of ones right after its d_in features (in
+    the padding the stride rule needs anyway), facing layer 0's bias row.  Later layers add their
+    bias gathered per row: a ones column carried through a hidden layer would widen its GEMM's
+    output past an efficient width (64 -> 68 costs MKL about 15 % on a 64-wide layer).  Padding
+    stays 0; the output is cut to the last layer's width.
     """
-    groups = weights[0].shape[0]
-    out_dim = weights[-1].shape[2]
-    align = max(1, 16 // x.element_size())
+    groups = packed[0][0].shape[0]
     ids = torch.arange(groups, device=x.device)  # [G]
     # end of each group's slice; searchsorted, not bincount (which syncs on CUDA)
     offs = torch.searchsorted(sorted_group, ids, right=True).to(torch.int32)  # [G]
     extra = 1 if bias_in_gemm else 0
     d_in = x.shape[1]
-    p_in = _pad_to(d_in + extra, align)
+    p_in = packed[0][0].shape[1]
     if p_in != d_in and not torch.is_grad_enabled():
         # inference: gather the rows straight into the padded buffer (no padded copy of x)
         h = x.new_empty(rows.shape[0], p_in)  # [R, I'] = [x[rows], 1, 0...]
@@ -125,18 +155,9 @@ def _grouped_gemm_mlp(
                 cols.append(x.new_zeros(x.shape[0], p_in - d_in - extra))
             x = torch.cat(cols, dim=1)  # [B, I'] = [x, 1, 0...]
         h = x.index_select(0, rows)  # [R, I'] rows grouped by group
-    for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
-        d_i, d_o = w.shape[1], w.shape[2]
-        p_out = _pad_to(d_o, align)
-        if i == 0 and bias_in_gemm:
-            w = torch.cat([w, b.unsqueeze(1)], dim=1)  # [G, I + 1, O]: the bias row
-            w = F.pad(w, (0, p_out - d_o, 0, p_in - d_i - 1))  # [G, I', O']
-            h = act(torch._grouped_mm(h, w, offs=offs), i)  # [R, O']
-        else:
-            if (d_i, d_o) != (p_in, p_out):
-                w = F.pad(w, (0, p_out - d_o, 0, p_in - d_i))  # [G, I', O'] zeros
-                b = F.pad(b, (0, p_out - d_o))  # [G, O']
-            out = torch._grouped_mm(h, w, offs=offs)  # [R, O']
-            h = act(out.add_(b.index_select(0, sorted_group)), i)  # [R, O']
-        p_in = p_out
+    for i, (w, b) in enumerate(packed):
+        out = torch._grouped_mm(h, w, offs=offs)  # [R, O']
+        if b is not None:
+            out = out.add_(b.index_select(0, sorted_group))
+        h = act(out, i)  # [R, O']
     return h[:, :out_dim] if h.shape[1] != out_dim else h  # [R, O]
