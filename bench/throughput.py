@@ -20,7 +20,6 @@ median is.
 
 from __future__ import annotations
 
-import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from bench import _common, _e2e, _report
+from bench._speedup import ratio_cell, summarize, verdicts
 
 SECTION = "throughput"
 MODELS = (
@@ -122,6 +122,9 @@ def measure(plan: Plan) -> dict:
     labels = list(built)
     train_rps: dict[str, list[float]] = {label: [] for label in labels}
     infer_rps: dict[str, list[float]] = {label: [] for label in labels}
+    # CESAA's inference again with its sparse pairs in one pass (before or after the others,
+    # alternately): what the slices of cesaa.experts.INFERENCE_PAIRS buy inside the model
+    one_pass: list[float] | None = [] if "CESAA" in built else None
     for r in range(plan.rounds):
         shift = r % len(labels)
         order = labels[shift:] + labels[:shift]
@@ -130,14 +133,36 @@ def measure(plan: Plan) -> dict:
             m, opt = built[label]
             seconds = train_steps(m, opt, table, round_batches)
             train_rps[label].append(plan.steps * plan.batch / seconds)
+        if one_pass is not None and r % 2 == 0:
+            one_pass.append(_one_pass_rps(built["CESAA"][0], table, plan.eval_batch))
         for label in order:
             infer_rps[label].append(n / infer(built[label][0], table, plan.eval_batch))
+        if one_pass is not None and r % 2 == 1:
+            one_pass.append(_one_pass_rps(built["CESAA"][0], table, plan.eval_batch))
         _report.log(
             f"round {r + 1}/{plan.rounds}: "
             + ", ".join(f"{lab} {train_rps[lab][-1]:,.0f}" for lab in labels)
         )
     params = {label: sum(p.numel() for p in m.parameters()) for label, (m, _) in built.items()}
-    return {"train": train_rps, "infer": infer_rps, "params": params, "rows": n}
+    return {
+        "train": train_rps,
+        "infer": infer_rps,
+        "params": params,
+        "rows": n,
+        "cesaa_one_pass": one_pass,
+    }
+
+
+def _one_pass_rps(model, table, batch: int) -> float:
+    """Inference rows/s of a CESAA model with every (row, expert) pair in one slice."""
+    from cesaa import experts
+
+    saved = experts.INFERENCE_PAIRS
+    experts.INFERENCE_PAIRS = 1 << 62
+    try:
+        return len(table) / infer(model, table, batch)
+    finally:
+        experts.INFERENCE_PAIRS = saved
 
 
 def _init_process(threads: int) -> None:
@@ -157,64 +182,6 @@ def measure_in_processes(plan: Plan, processes: int, threads: int) -> list[dict]
             out.append(ex.submit(measure, plan).result())
         _report.log(f"process {i + 1}/{processes} done")
     return out
-
-
-def summarize(results: list[dict]) -> dict:
-    """Medians and ratios over processes from ``measure``'s results.
-
-    Returns ``train`` / ``infer``: {label: median over processes of each process's median rows/s},
-    ``train_range``: {label: (min, max) over every round of every process}, and ``ratios``:
-    {(ours, theirs): {"train": [per-process ratio], "infer": [...]}} for every label of ours
-    against each torch-rechub label present.
-    """
-    labels = list(results[0]["train"])
-    per = {
-        kind: [{lab: statistics.median(r[kind][lab]) for lab in labels} for r in results]
-        for kind in ("train", "infer")
-    }
-    out: dict = {
-        kind: {lab: statistics.median(p[lab] for p in per[kind]) for lab in labels}
-        for kind in ("train", "infer")
-    }
-    every = {lab: [x for r in results for x in r["train"][lab]] for lab in labels}
-    out["train_range"] = {lab: (min(v), max(v)) for lab, v in every.items()}
-    theirs = [lab for lab in labels if lab.startswith("torch-rechub")]
-    out["ratios"] = {
-        (ours, peer): {kind: [p[ours] / p[peer] for p in per[kind]] for kind in ("train", "infer")}
-        for ours in labels
-        if ours not in theirs
-        for peer in theirs
-    }
-    return out
-
-
-def ratio_cell(ratios: list[float]) -> str:
-    """``"1.64x"`` for one process; ``"1.64x (1.58-1.69)"``: median (range) over several."""
-    med = statistics.median(ratios)
-    if len(ratios) == 1:
-        return f"{med:.2f}x"
-    return f"{med:.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
-
-
-def verdicts(ratios: dict) -> list[str]:
-    """One line per goal of ``GOALS`` whose pair was measured: met when the median ratio over
-    processes reaches the goal; how many processes reached it."""
-    lines = []
-    for ours, theirs, g_train, g_infer in GOALS:
-        if (ours, theirs) not in ratios:
-            continue
-        parts = []
-        for kind, goal in (("training", g_train), ("inference", g_infer)):
-            r = ratios[(ours, theirs)]["train" if kind == "training" else "infer"]
-            ok = statistics.median(r) >= goal
-            reached = sum(x >= goal for x in r)
-            parts.append(
-                f"{kind} {ratio_cell(r)} (goal >= {goal}x: **{'met' if ok else 'missed'}**"
-                + (f", reached in {reached} of {len(r)} processes" if len(r) > 1 else "")
-                + ")"
-            )
-        lines.append(f"- {ours} / {theirs}: " + ", ".join(parts))
-    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -285,7 +252,16 @@ def main(argv: list[str] | None = None) -> int:
             "### Speed-up over torch-rechub (ours / theirs)\n\n"
             + _report.table(["pair", "training", "inference"], ratio_rows)
             + "\n\n**Goals**\n\n"
-            + "\n".join(verdicts(s["ratios"]))
+            + "\n".join(verdicts(s["ratios"], GOALS))
+        )
+    if "slices_speedup" in s:
+        from cesaa.experts import INFERENCE_PAIRS
+
+        parts.append(
+            "**CESAA inference, sparse pairs in slices vs in one pass** (the same model, "
+            f"alternating): {s['infer']['CESAA']:,.0f} rows/s with slices of {INFERENCE_PAIRS:,} "
+            f"(`cesaa.experts.INFERENCE_PAIRS`), {s['cesaa_one_pass']:,.0f} rows/s in one pass: "
+            f"speed-up {ratio_cell(s['slices_speedup'])}."
         )
     if args.e2e and not missing:
         from cesaa.data import load_data

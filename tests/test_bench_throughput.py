@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench import throughput
+from bench import _speedup, throughput
 
 OURS, THEIRS = "MMoE (ours)", "torch-rechub MMoE"
 
@@ -28,7 +28,7 @@ RESULTS = [
 
 
 def test_summary_takes_medians_per_process_then_over_processes() -> None:
-    s = throughput.summarize(RESULTS)
+    s = _speedup.summarize(RESULTS)
     assert s["train"] == {OURS: 200, THEIRS: 100}  # median(200, 150, 220), median(100, 100, 105)
     assert s["infer"] == {OURS: 300, THEIRS: 200}
     assert s["train_range"] == {OURS: (100, 300), THEIRS: (90, 110)}
@@ -39,9 +39,9 @@ def test_summary_takes_medians_per_process_then_over_processes() -> None:
 
 
 def test_ratio_cells_and_verdicts_state_the_median_its_range_and_the_processes() -> None:
-    ratios = throughput.summarize(RESULTS)["ratios"]
-    assert throughput.ratio_cell(ratios[(OURS, THEIRS)]["train"]) == "2.00x (1.50-2.10)"
-    assert throughput.verdicts(ratios) == [
+    ratios = _speedup.summarize(RESULTS)["ratios"]
+    assert _speedup.ratio_cell(ratios[(OURS, THEIRS)]["train"]) == "2.00x (1.50-2.10)"
+    assert _speedup.verdicts(ratios, throughput.GOALS) == [
         f"- {OURS} / {THEIRS}: training 2.00x (1.50-2.10) (goal >= 2.0x: **met**, reached in 2 "
         "of 3 processes), inference 1.50x (1.20-2.00) (goal >= 1.5x: **met**, reached in 2 of 3 "
         "processes)"
@@ -49,9 +49,9 @@ def test_ratio_cells_and_verdicts_state_the_median_its_range_and_the_processes()
 
 
 def test_one_process_reports_its_ratio_alone_and_a_miss_as_missed() -> None:
-    one = throughput.summarize([_process([164], [100], [149], [100])])["ratios"]
-    assert throughput.ratio_cell(one[(OURS, THEIRS)]["train"]) == "1.64x"
-    assert throughput.verdicts(one) == [
+    one = _speedup.summarize([_process([164], [100], [149], [100])])["ratios"]
+    assert _speedup.ratio_cell(one[(OURS, THEIRS)]["train"]) == "1.64x"
+    assert _speedup.verdicts(one, throughput.GOALS) == [
         f"- {OURS} / {THEIRS}: training 1.64x (goal >= 2.0x: **missed**), "
         "inference 1.49x (goal >= 1.5x: **missed**)"
     ]
@@ -61,3 +61,19 @@ def test_processes_below_one_are_refused_by_name(capsys) -> None:
     with pytest.raises(SystemExit):
         throughput.main(["--processes", "0", "--docs", "-"])
     assert "--processes 0 must be >= 1" in capsys.readouterr().err
+
+
+def test_cesaa_slices_speedup_is_per_process_sliced_over_one_pass() -> None:
+    def proc(sliced, one_pass):
+        return {
+            "train": {"CESAA": [1.0], THEIRS: [1.0]},
+            "infer": {"CESAA": sliced, THEIRS: [1.0]},
+            "params": {},
+            "rows": 10,
+            "cesaa_one_pass": one_pass,
+        }
+
+    s = _speedup.summarize([proc([600, 610, 590], [500, 480, 520]), proc([450], [500])])
+    assert s["slices_speedup"] == pytest.approx([1.2, 0.9])  # 600 / 500, 450 / 500
+    assert s["cesaa_one_pass"] == 500
+    assert "slices_speedup" not in _speedup.summarize(RESULTS)  # no CESAA measured: no line
