@@ -239,6 +239,31 @@ def test_best_shot_verdict_compares_cesaa_with_the_best_other_model() -> None:
     assert nums["rel"] < 0.0025 and "missed" in text and "cannot be told apart" in text
 
 
+def test_best_shot_verdict_never_prints_a_p_value_of_zero() -> None:
+    """A p-value below 0.001 reads "p < 0.001" (it printed "p 0.000", as if exactly 0); others
+    keep three decimals (scipy's paired t-test as the oracle)."""
+    from scipy import stats
+
+    from bench.best_shot import verdict
+
+    runs = [r for r in _runs() if r["model"] != "c"]
+    for r in runs:
+        r["model"] = {"b": "cesaa", "a": "mmoe"}[r["model"]]
+    for s, bump in enumerate([0.0, 0.0001, -0.0001, 0.0]):  # differences 0.01 +- 0.0001
+        next(r for r in runs if (r["model"], r["seed"]) == ("cesaa", s))["test"]["auc"] += bump
+    by = {(r["model"], r["seed"]): r["test"]["auc"] for r in runs}
+    p = stats.ttest_rel([by["cesaa", s] for s in range(4)], [by["mmoe", s] for s in range(4)])
+    assert p.pvalue < 0.001
+    text, _ = verdict(runs, build_leaderboard(runs, level=0.95))
+    assert "paired t-test p < 0.001)" in text and "p 0.000" not in text
+    for s, bump in enumerate([0.0, 0.004, -0.003, 0.002]):  # a wider spread: p above 0.001
+        next(r for r in runs if (r["model"], r["seed"]) == ("cesaa", s))["test"]["auc"] += bump
+    by = {(r["model"], r["seed"]): r["test"]["auc"] for r in runs}
+    p = stats.ttest_rel([by["cesaa", s] for s in range(4)], [by["mmoe", s] for s in range(4)])
+    text, _ = verdict(runs, build_leaderboard(runs, level=0.95))
+    assert p.pvalue > 0.001 and f"paired t-test p {p.pvalue:.3f})" in text
+
+
 def test_best_shot_per_domain_pairs_cesaa_with_the_baseline_in_each_domain() -> None:
     """bench.best_shot's per-domain table: CESAA minus the baseline within each domain, paired by
     seed (t interval by hand), domains by test rows, the counts of domains ahead / behind and
