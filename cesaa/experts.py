@@ -22,13 +22,12 @@ import math
 import torch
 from torch import nn
 
-from cesaa.grouped_gemm import _GROUPED_MM_OK, grouped_mlp, grouped_mm_available, pack_layers
+from cesaa.grouped_gemm import grouped_mlp, grouped_mm_available, pack_layers
 
 __all__ = [
     "INFERENCE_PAIRS",
     "StackedExperts",
     "StackedMLP",
-    "_GROUPED_MM_OK",
     "grouped_mlp",
     "grouped_mm_available",
 ]

@@ -313,11 +313,11 @@ def test_learns_a_domain_dependent_sign(name):
 @pytest.mark.parametrize("training", [False, True])
 def test_star_runs_each_row_on_its_own_domain_path_only(monkeypatch, grouped_gemm, training):
     """The grouped-by-domain FCN equals the every-path-then-select oracle, values and gradients."""
-    from cesaa import experts as experts_module
+    from cesaa import grouped_gemm as gemm_module
 
-    if grouped_gemm and not experts_module.grouped_mm_available(torch.device("cpu"), torch.float32):
+    if grouped_gemm and not gemm_module.grouped_mm_available(torch.device("cpu"), torch.float32):
         pytest.skip("torch._grouped_mm does not run on this CPU build")
-    monkeypatch.setitem(experts_module._GROUPED_MM_OK, ("cpu", torch.float32), grouped_gemm)
+    monkeypatch.setitem(gemm_module._GROUPED_MM_OK, ("cpu", torch.float32), grouped_gemm)
     model = build("star").train(training)
     with torch.no_grad():  # leave the all-ones start: domains must differ
         for p in model.fcn.domain_weights:

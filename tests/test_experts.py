@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from cesaa import experts as experts_module
+from cesaa import grouped_gemm
 from cesaa.experts import StackedExperts, StackedMLP, grouped_mm_available
 
 B, DIN, H = 32, 6, 5
@@ -44,7 +45,7 @@ def dispatch(request, monkeypatch) -> str:
     if request.param == "grouped" and not HAS_GROUPED_MM:
         pytest.skip("torch._grouped_mm does not run on this CPU build")
     ok = request.param == "grouped"
-    monkeypatch.setitem(experts_module._GROUPED_MM_OK, ("cpu", torch.float32), ok)
+    monkeypatch.setitem(grouped_gemm._GROUPED_MM_OK, ("cpu", torch.float32), ok)
     return request.param
 
 
@@ -99,7 +100,7 @@ def test_sparse_dispatch_skips_unselected_experts(dispatch: str) -> None:
 
 @pytest.mark.skipif(not HAS_GROUPED_MM, reason="torch._grouped_mm does not run on this CPU build")
 def test_sparse_dispatch_is_one_grouped_gemm_per_layer_over_sorted_rows(monkeypatch) -> None:
-    monkeypatch.setitem(experts_module._GROUPED_MM_OK, ("cpu", torch.float32), True)
+    monkeypatch.setitem(grouped_gemm._GROUPED_MM_OK, ("cpu", torch.float32), True)
     experts, x, topk_idx, topk_vals = _case(4, 2, never=1)
     calls: list[tuple[tuple[int, ...], list[int]]] = []
     original = torch._grouped_mm
@@ -118,7 +119,7 @@ def test_sparse_dispatch_is_one_grouped_gemm_per_layer_over_sorted_rows(monkeypa
 
 @pytest.mark.skipif(not HAS_GROUPED_MM, reason="torch._grouped_mm does not run on this CPU build")
 def test_grouped_dispatch_reads_nothing_back_to_the_host(monkeypatch) -> None:
-    monkeypatch.setitem(experts_module._GROUPED_MM_OK, ("cpu", torch.float32), True)
+    monkeypatch.setitem(grouped_gemm._GROUPED_MM_OK, ("cpu", torch.float32), True)
     experts, x, topk_idx, topk_vals = _case(4, 2)
     gates = _gates(topk_idx, topk_vals, 4)
 
@@ -210,10 +211,10 @@ def test_grouped_mm_probe_does_not_depend_on_the_callers_grad_mode(monkeypatch) 
     # a first call under no_grad (an evaluation) once cached "unavailable" for the whole process,
     # sending every later training step down the per-expert loop
     key = ("cpu", torch.float32)
-    monkeypatch.delitem(experts_module._GROUPED_MM_OK, key, raising=False)
+    monkeypatch.delitem(grouped_gemm._GROUPED_MM_OK, key, raising=False)
     with torch.enable_grad():
         with_grad = grouped_mm_available(torch.device("cpu"), torch.float32)
-    monkeypatch.delitem(experts_module._GROUPED_MM_OK, key)
+    monkeypatch.delitem(grouped_gemm._GROUPED_MM_OK, key)
     with torch.no_grad():
         without_grad = grouped_mm_available(torch.device("cpu"), torch.float32)
     assert without_grad == with_grad == hasattr(torch, "_grouped_mm")
@@ -271,7 +272,7 @@ def test_inference_runs_the_pairs_in_slices_with_the_same_output(dispatch, monke
 
 @pytest.mark.skipif(not HAS_GROUPED_MM, reason="torch._grouped_mm does not run on this CPU build")
 def test_sliced_inference_reads_nothing_back_to_the_host(monkeypatch) -> None:
-    monkeypatch.setitem(experts_module._GROUPED_MM_OK, ("cpu", torch.float32), True)
+    monkeypatch.setitem(grouped_gemm._GROUPED_MM_OK, ("cpu", torch.float32), True)
     monkeypatch.setattr(experts_module, "INFERENCE_PAIRS", 7)
     experts, x, topk_idx, topk_vals = _case(4, 2)
     gates = _gates(topk_idx, topk_vals, 4).detach()
