@@ -25,7 +25,7 @@ from pathlib import Path
 from bench import _common, _report
 from cesaa.benchmark.leaderboard import Leaderboard
 from cesaa.benchmark.protocol import Protocol
-from cesaa.benchmark.report import overall_rows, write_leaderboard
+from cesaa.benchmark.report import overall_rows, p_text, write_leaderboard
 from cesaa.benchmark.runner import BenchSpec, run_benchmark
 from cesaa.benchmark.stats import paired_difference
 
@@ -50,11 +50,6 @@ GOAL = 0.0025  # CESAA - best baseline, relative to the baseline's test AUC
 CHOICES = ("num_experts", "top_k", "num_shared", "alpha", "gate_input", "head", "fusion")
 
 
-def _p_text(p: float) -> str:
-    """``"< 0.001"`` below 0.001 (never "0.000", which reads as exactly 0), else 3 decimals."""
-    return "< 0.001" if p < 0.001 else f"{p:.3f}"
-
-
 def verdict(runs: list[dict], lb: Leaderboard) -> tuple[str, dict]:
     """CESAA minus the best other model (by mean test AUC), paired by seed; and its numbers."""
     auc = {c.model: c for c in lb.table("overall", "auc")}
@@ -75,7 +70,7 @@ def verdict(runs: list[dict], lb: Leaderboard) -> tuple[str, dict]:
         f"{'met' if met else 'missed'}.**  CESAA {auc['cesaa'].mean:.4f} ± {auc['cesaa'].std:.4f} "
         f"vs {best.model} {best.mean:.4f} ± {best.std:.4f}: CESAA − {best.model} = "
         f"{d.mean:+.4f} [{d.ci_low:+.4f}, {d.ci_high:+.4f}] ({lb.level:.0%} t interval over "
-        f"{d.n} seeds, paired t-test p {_p_text(d.p_value)}), {rel:+.2%} of the baseline's AUC."
+        f"{d.n} seeds, paired t-test p {p_text(d.p_value)}), {rel:+.2%} of the baseline's AUC."
     )
     if d.ci_low <= 0 <= d.ci_high:
         text += (

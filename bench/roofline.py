@@ -3,11 +3,11 @@
 For every model (default configs, MovieLens-100k features) we count the FLOPs of one training
 step's forward and backward per row with ``torch.utils.flop_counter.FlopCounterMode`` (matrix
 products only: mm, addmm, bmm, baddbmm, ...; elementwise work, embedding lookups and the Adam step
-count 0).  Grouped layers are counted on one matrix product per group over that group's rows (CESAA's
-sparse dispatch on its per-expert fallback, PLE's domain-grouped layers through
+count 0).  Grouped layers are counted on one matrix product per group over that group's rows
+(CESAA's sparse dispatch on its per-expert fallback, PLE's domain-grouped layers through
 ``exact_grouped_linear``), whose shapes are exactly the model's work: the grouped GEMM that the
-timed step runs pads widths to 16 bytes (overhead, not counted), and PLE's own fallback would run
-every domain's layer on every row (G times the work, counted as such before this fix).  The achieved FLOP/s is FLOPs per row x
+timed step runs pads widths to 16 bytes (overhead, not counted), and PLE's own fallback runs every
+domain's layer on every row (G times the work).  The achieved FLOP/s is FLOPs per row x
 training rows/s of a full step (slice the batch, forward, BCE, backward, Adam step, as
 ``cesaa.train``); it is divided by the FLOP/s of a 2048^3 float32 matmul measured in the same run,
 with the same threads.  Goal: CESAA >= 25 % at batch 4096.
@@ -56,8 +56,8 @@ def exact_grouped_linear(x, w, b, group, ends):
     """:func:`cesaa.models.baselines.grouped.grouped_linear` as one ``mm`` per group on its own
     rows: the same output, and matrix shapes that are exactly the model's work (the package's
     fallback runs every group on every row, G times the FLOPs; its grouped GEMM pads widths)."""
-    starts = [0, *ends.tolist()[:-1]]
-    parts = [x[s:e] @ w[g] for g, (s, e) in enumerate(zip(starts, ends.tolist(), strict=True))]
+    stops = ends.tolist()
+    parts = [x[s:e] @ w[g] for g, (s, e) in enumerate(zip([0, *stops[:-1]], stops, strict=True))]
     return torch.cat(parts) + b.index_select(0, group)  # [R, O]
 
 
@@ -71,30 +71,21 @@ def flops_per_row(model, table, batch: int) -> float:
 
     from torch.utils.flop_counter import FlopCounterMode
 
-    from cesaa import grouped_gemm
+    from cesaa.grouped_gemm import forced_fallback
     from cesaa.models.baselines import grouped, ple
 
-    saved = dict(grouped_gemm._GROUPED_MM_OK)
-    grouped_gemm._GROUPED_MM_OK[("cpu", torch.float32)] = False  # exact shapes (no 16-byte padding)
-    patches = [
+    b = table.subset(torch.arange(batch) % len(table))
+    model.train()
+    with (
+        forced_fallback(),  # exact shapes (no 16-byte padding)
         mock.patch.object(grouped, "grouped_linear", exact_grouped_linear),
         mock.patch.object(ple, "grouped_linear", exact_grouped_linear),
-    ]
-    try:
-        for p in patches:
-            p.start()
-        b = table.subset(torch.arange(batch) % len(table))
-        model.train()
-        with FlopCounterMode(display=False) as counter:
-            out = model(b.cat, b.num, b.domain)
-            loss = F.binary_cross_entropy_with_logits(out.logit, b.label) + out.aux_loss
-            loss.backward()
-        model.zero_grad(set_to_none=True)
-    finally:
-        for p in patches:
-            p.stop()
-        grouped_gemm._GROUPED_MM_OK.clear()
-        grouped_gemm._GROUPED_MM_OK.update(saved)
+        FlopCounterMode(display=False) as counter,
+    ):
+        out = model(b.cat, b.num, b.domain)
+        loss = F.binary_cross_entropy_with_logits(out.logit, b.label) + out.aux_loss
+        loss.backward()
+    model.zero_grad(set_to_none=True)
     return counter.get_total_flops() / batch
 
 
@@ -176,9 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         "experts, PLE's and STAR's per-domain layers) as one product per group on that group's "
         "own rows, without the grouped GEMM's width padding; the Adam step and elementwise work "
         "are not counted, so the share is a lower bound of the machine's use: a small model "
-        "spends most of a step outside matrix products.  Until 2026-12-03 PLE's count ran every "
-        "domain's layers on every row (419.8 kFLOP / row, a share of 75.5 % on 2026-12-03), "
-        "more than twice the work PLE does."
+        "spends most of a step outside matrix products."
     )
     notes += "\n\n" + _report.gpu_note()
     if args.quick:

@@ -63,18 +63,10 @@ def looped_forward_sparse(
     experts: torch.nn.Module, x: torch.Tensor, topk_idx: torch.Tensor, gates: torch.Tensor
 ) -> torch.Tensor:
     """The package's dispatch with its fallback (per-expert addmm loop) forced."""
-    from cesaa import grouped_gemm as module
+    from cesaa.grouped_gemm import forced_fallback
 
-    key = (x.device.type, x.dtype)
-    saved = module._GROUPED_MM_OK.get(key)
-    module._GROUPED_MM_OK[key] = False
-    try:
+    with forced_fallback(x.device.type, x.dtype):
         return experts.forward_sparse(x, topk_idx, gates)
-    finally:
-        if saved is None:
-            module._GROUPED_MM_OK.pop(key)
-        else:
-            module._GROUPED_MM_OK[key] = saved
 
 
 def make_case(e: int, k: int, batch: int, seed: int = 0) -> dict:

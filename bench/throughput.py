@@ -9,8 +9,8 @@ a process's rows/s is its median over rounds.  Inference: eval mode, no gradient
 over the training split.
 
 The rounds run in ``--processes`` fresh processes, one after the other: on a shared virtual
-machine the same script was seen to run up to twice as fast in one process as in the next, so
-one process's ratio is one draw.  Ratios are ours / theirs from each process's
+machine the same script's speed changes from one process to the next (the published ranges show
+by how much), so one process's ratio is one draw.  Ratios are ours / theirs from each process's
 medians; the table gives their median over processes and their range, and a goal is met when the
 median is.
 

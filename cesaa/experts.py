@@ -204,13 +204,13 @@ class StackedMLP(nn.Module):
         # slice's gathered rows and activations stay in cache where one pass over every pair
         # streams buffers of tens of MB through memory at inference batch sizes
         step = max(rows.shape[0], 1) if torch.is_grad_enabled() else INFERENCE_PAIRS
+        bias = self._bias_in_gemm()
         packed = None  # the grouped GEMM's padded weights, made once for every slice
         if grouped_mm_available(x.device, x.dtype):
-            bias = self._bias_in_gemm()
             packed = pack_layers(x.shape[1], self.weights, self.biases, bias, x.element_size())
         for s in range(0, rows.shape[0], step):
             sl = slice(s, s + step)
-            out = self._add_experts(x, rows[sl], sorted_expert[sl], g[sl], out, packed)
+            out = self._add_experts(x, rows[sl], sorted_expert[sl], g[sl], out, bias, packed)
         return out
 
     def _add_experts(
@@ -220,13 +220,14 @@ class StackedMLP(nn.Module):
         sorted_expert: torch.Tensor,
         g: torch.Tensor,
         out: torch.Tensor,
+        bias: bool,
         packed: list | None,
     ) -> torch.Tensor:
         """``out[rows[p]] += g[p] * expert_{sorted_expert[p]}(x[rows[p]])`` for the pairs p, given
-        sorted by expert: x [B, I], rows / sorted_expert / g [R], out [B, O] -> out."""
+        sorted by expert: x [B, I], rows / sorted_expert / g [R], out [B, O] -> out.  ``bias``:
+        layer 0's bias in the GEMM; ``packed``: :func:`pack_layers`'s weights, or None."""
         dtype = out.dtype
         # every layer of every selected expert on the rows sorted by expert (0's first, ...)
-        bias = self._bias_in_gemm()
         y = grouped_mlp(
             x, rows, sorted_expert, self.weights, self.biases, self._act, bias, packed
         )  # [R, O]

@@ -6,7 +6,8 @@ Shapes: G = groups (experts or domains), I = input width, O = output width, R = 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +30,23 @@ def grouped_mm_available(device: torch.device, dtype: torch.dtype) -> bool:
     if key not in _GROUPED_MM_OK:
         _GROUPED_MM_OK[key] = hasattr(torch, "_grouped_mm") and _probe_grouped_mm(device, dtype)
     return _GROUPED_MM_OK[key]
+
+
+@contextlib.contextmanager
+def forced_fallback(device_type: str = "cpu", dtype: torch.dtype = torch.float32) -> Iterator[None]:
+    """Inside: ``grouped_mm_available`` answers False for (``device_type``, ``dtype``), so grouped
+    layers take the per-group fallback (exact matrix shapes, no padding); the cached answer is
+    restored on exit.  For benchmarks and tests that measure or count the fallback."""
+    key = (device_type, dtype)
+    saved = _GROUPED_MM_OK.get(key)
+    _GROUPED_MM_OK[key] = False
+    try:
+        yield
+    finally:
+        if saved is None:
+            _GROUPED_MM_OK.pop(key, None)
+        else:
+            _GROUPED_MM_OK[key] = saved
 
 
 @torch.enable_grad()

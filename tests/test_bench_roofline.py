@@ -3,12 +3,11 @@ on the package fallback's every-group-on-every-row shapes."""
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.roofline import exact_grouped_linear
+from cesaa.grouped_gemm import forced_fallback
 from cesaa.models.baselines import grouped
 
 ROWS, IN, OUT, G = 10, 6, 5, 3
@@ -35,7 +34,10 @@ def test_the_count_is_each_rows_own_work_forward_and_backward() -> None:
         exact_grouped_linear(x, w, b, group, ends).sum().backward()
     # forward 2*ROWS*IN*OUT; backward: the input's and the weight's gradient, as much again each
     assert exact.get_total_flops() == 3 * 2 * ROWS * IN * OUT
-    with _fallback(), FlopCounterMode(display=False) as fallback:  # as the roofline counted it
+    with (
+        forced_fallback(),
+        FlopCounterMode(display=False) as fallback,
+    ):  # as the roofline counted it
         grouped.grouped_linear(x, w, b, group, ends).sum().backward()
     assert fallback.get_total_flops() == G * exact.get_total_flops()  # every group on every row
 
@@ -61,20 +63,7 @@ def test_a_ple_models_count_uses_the_exact_grouped_layers() -> None:
     model = build_model(default_config("ple"), spec)
     exact = flops_per_row(model, table, n)
     b = table.subset(torch.arange(n))
-    with _fallback(), FlopCounterMode(display=False) as every:
+    with forced_fallback(), FlopCounterMode(display=False) as every:
         out = model.train()(b.cat, b.num, b.domain)
         torch.nn.functional.binary_cross_entropy_with_logits(out.logit, b.label).backward()
     assert 0 < exact < every.get_total_flops() / n  # the fallback ran every domain on every row
-
-
-@contextlib.contextmanager
-def _fallback():
-    from cesaa import grouped_gemm
-
-    saved = dict(grouped_gemm._GROUPED_MM_OK)
-    grouped_gemm._GROUPED_MM_OK[("cpu", torch.float32)] = False
-    try:
-        yield
-    finally:
-        grouped_gemm._GROUPED_MM_OK.clear()
-        grouped_gemm._GROUPED_MM_OK.update(saved)

@@ -240,7 +240,7 @@ def test_best_shot_verdict_compares_cesaa_with_the_best_other_model() -> None:
 
 
 def test_best_shot_verdict_never_prints_a_p_value_of_zero() -> None:
-    """A p-value below 0.001 reads "p < 0.001" (it printed "p 0.000", as if exactly 0); others
+    """A p-value below 0.001 reads "p <0.001" (it printed "p 0.000", as if exactly 0); others
     keep three decimals (scipy's paired t-test as the oracle)."""
     from scipy import stats
 
@@ -255,7 +255,7 @@ def test_best_shot_verdict_never_prints_a_p_value_of_zero() -> None:
     p = stats.ttest_rel([by["cesaa", s] for s in range(4)], [by["mmoe", s] for s in range(4)])
     assert p.pvalue < 0.001
     text, _ = verdict(runs, build_leaderboard(runs, level=0.95))
-    assert "paired t-test p < 0.001)" in text and "p 0.000" not in text
+    assert "paired t-test p <0.001)" in text and "p 0.000" not in text
     for s, bump in enumerate([0.0, 0.004, -0.003, 0.002]):  # a wider spread: p above 0.001
         next(r for r in runs if (r["model"], r["seed"]) == ("cesaa", s))["test"]["auc"] += bump
     by = {(r["model"], r["seed"]): r["test"]["auc"] for r in runs}

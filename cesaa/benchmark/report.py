@@ -27,7 +27,9 @@ def _pm(mean: float, std: float, digits: int = 4) -> str:
     return "n/a" if not math.isfinite(mean) else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def _p(p: float) -> str:
+def p_text(p: float) -> str:
+    """A p-value as shown: "<0.001" below 0.001 (never "0.000", which reads as exactly 0), else
+    3 decimals; "" when there is none."""
     if p is None or not math.isfinite(p):
         return ""
     return "<0.001" if p < 0.001 else f"{p:.3f}"
@@ -74,7 +76,7 @@ def overall_rows(lb: Leaderboard) -> tuple[list[str], list[list[str]]]:
                 m.model,
                 *(_pm(cell[(k, m.model)].mean, cell[(k, m.model)].std) for k in METRICS),
                 _diff(auc),
-                _p(auc.p_holm),
+                p_text(auc.p_holm),
                 _pm(*m.best_epoch, 1),
                 _pm(*m.train_seconds, 1),
                 tuned,
