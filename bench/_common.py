@@ -35,17 +35,35 @@ def parser(description: str) -> argparse.ArgumentParser:
         default=0,
         help="torch threads of this process (0: torch's default, all cores; --quick: 1)",
     )
+    p.add_argument(
+        "--allocator",
+        choices=("retain", "default"),
+        default="retain",
+        help="retain: glibc keeps freed memory (cesaa.allocator, as cesaa's trainer, predict and "
+        "CLI do); default: glibc's defaults (default: %(default)s)",
+    )
     return p
 
 
+def set_allocator(choice: str) -> str:
+    """Apply ``--allocator`` in this process and in the processes it spawns (they inherit
+    ``CESAA_MALLOC``): returns the setting's one-line description."""
+    from cesaa import allocator
+
+    os.environ[allocator.ENV] = choice
+    return allocator.retain_freed_memory().describe()
+
+
 def parse(p: argparse.ArgumentParser, argv: list[str] | None) -> tuple[argparse.Namespace, list]:
-    """Parse ``argv`` (default ``sys.argv[1:]``) and set the torch thread count."""
+    """Parse ``argv`` (default ``sys.argv[1:]``), set the torch thread count and the allocator
+    (``--allocator``, see :func:`set_allocator`)."""
     import sys
 
     import torch
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
+    set_allocator(args.allocator)
     threads = args.threads or (1 if args.quick else 0)
     if threads:
         torch.set_num_threads(threads)
@@ -87,7 +105,10 @@ def write(name: str, args: argparse.Namespace, body: str) -> None:
 def _init_worker(threads: int) -> None:
     import torch
 
+    from cesaa import allocator
+
     torch.set_num_threads(threads)
+    allocator.retain_freed_memory()  # CESAA_MALLOC, inherited from set_allocator
 
 
 def run_all(

@@ -144,6 +144,12 @@ def _memory_gib() -> float | None:
     return None
 
 
+def _allocator() -> str:
+    from cesaa import allocator
+
+    return allocator.current().describe()
+
+
 def machine(threads: int | None = None) -> str:
     """One line: CPU, cores, RAM, OS, Python / torch / numpy versions, torch threads, load."""
     import torch
@@ -156,6 +162,7 @@ def machine(threads: int | None = None) -> str:
         f"Python {platform.python_version()}, torch {torch.__version__}, numpy {np.__version__}",
         f"torch threads {threads if threads is not None else torch.get_num_threads()}",
         _kernels(),
+        _allocator(),
     ]
     try:
         load = os.getloadavg()

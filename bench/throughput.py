@@ -165,23 +165,70 @@ def _one_pass_rps(model, table, batch: int) -> float:
         experts.INFERENCE_PAIRS = saved
 
 
-def _init_process(threads: int) -> None:
+def _init_process(threads: int, allocator_choice: str) -> None:
     torch.set_num_threads(threads)
+    _common.set_allocator(allocator_choice)
 
 
-def measure_in_processes(plan: Plan, processes: int, threads: int) -> list[dict]:
+def measure_in_processes(
+    plan: Plan, processes: int, threads: int, allocator_choice: str, spawn: bool = False
+) -> list[dict]:
     """``measure(plan)`` in ``processes`` fresh spawned processes, one after the other (none
-    competes with another), each with ``threads`` torch threads; 1: in this process."""
-    if processes <= 1:
+    competes with another), each with ``threads`` torch threads and ``allocator_choice``
+    (``--allocator``); one process and not ``spawn``: in this process (whose allocator is set)."""
+    if processes <= 1 and not spawn:
         return [measure(plan)]
     out = []
     for i in range(processes):
         with ProcessPoolExecutor(
-            1, mp_context=get_context("spawn"), initializer=_init_process, initargs=(threads,)
+            1,
+            mp_context=get_context("spawn"),
+            initializer=_init_process,
+            initargs=(threads, allocator_choice),
         ) as ex:
             out.append(ex.submit(measure, plan).result())
-        _report.log(f"process {i + 1}/{processes} done")
+        _report.log(f"process {i + 1}/{processes} ({allocator_choice} allocator) done")
     return out
+
+
+def allocator_table(main: dict, other: dict, choice: str, other_choice: str, processes: int) -> str:
+    """The goal pairs' ratios under both allocator settings (``summarize`` outputs)."""
+    rows = [
+        [
+            f"{ours} / {theirs}",
+            ratio_cell(main["ratios"][(ours, theirs)]["train"]),
+            ratio_cell(other["ratios"][(ours, theirs)]["train"]),
+            ratio_cell(main["ratios"][(ours, theirs)]["infer"]),
+            ratio_cell(other["ratios"][(ours, theirs)]["infer"]),
+        ]
+        for ours, theirs, _, _ in GOALS
+        if (ours, theirs) in main["ratios"] and (ours, theirs) in other["ratios"]
+    ]
+    rps = [
+        [lab, f"{main['infer'][lab]:,.0f}", f"{other['infer'][lab]:,.0f}"]
+        for lab in main["infer"]
+        if lab in other["infer"]
+    ]
+    return (
+        f"### The allocator setting: `--allocator {choice}` (above) vs `{other_choice}`\n\n"
+        f"The same rounds in {processes} more fresh process{'es' if processes > 1 else ''} with "
+        f"the other setting (`--compare-allocator`), after the ones above.  Ratios ours / "
+        "theirs; both libraries run in the same processes, so each setting applies to both.\n\n"
+        + _report.table(
+            [
+                "pair",
+                f"training ({choice})",
+                f"training ({other_choice})",
+                f"inference ({choice})",
+                f"inference ({other_choice})",
+            ],
+            rows,
+        )
+        + "\n\n"
+        + _report.table(
+            ["model", f"inference rows/s ({choice})", f"inference rows/s ({other_choice})"], rps
+        )
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,6 +242,11 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=3,
         help="fresh processes measuring in turn (default: %(default)s; --quick: 1)",
+    )
+    p.add_argument(
+        "--compare-allocator",
+        action="store_true",
+        help="then measure as many processes with the other --allocator setting and add a table",
     )
     p.add_argument(
         "--no-e2e", dest="e2e", action="store_false", help="skip the end-to-end training runs"
@@ -217,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
         warmup=warmup,
         quick=args.quick,
     )
-    results = measure_in_processes(plan, args.processes, torch.get_num_threads())
+    threads = torch.get_num_threads()
+    results = measure_in_processes(plan, args.processes, threads, args.allocator)
     s = summarize(results)
     labels = list(s["train"])
     params = results[0]["params"]
@@ -263,6 +316,10 @@ def main(argv: list[str] | None = None) -> int:
             f"(`cesaa.experts.INFERENCE_PAIRS`), {s['cesaa_one_pass']:,.0f} rows/s in one pass: "
             f"speed-up {ratio_cell(s['slices_speedup'])}."
         )
+    if args.compare_allocator:
+        other = "default" if args.allocator == "retain" else "retain"
+        o = summarize(measure_in_processes(plan, args.processes, threads, other, spawn=True))
+        parts.append(allocator_table(s, o, args.allocator, other, args.processes))
     if args.e2e and not missing:
         from cesaa.data import load_data
 

@@ -20,6 +20,8 @@ import time
 from importlib.metadata import entry_points
 from pathlib import Path
 
+from cesaa import allocator
+
 # cesaa.data.splits.TRAIN_SPLITS, spelled out: the CLI imports no torch before it must (a test
 # checks they agree)
 TRAIN_SPLITS = ("random", "temporal", "files")
@@ -278,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handler = COMMANDS.get(args.command) or getattr(args, "handler", None)
     try:
+        # every command keeps freed memory in the process (cesaa.allocator; no torch import)
+        allocator.retain_freed_memory()
         return handler(args)
     except (ValueError, FileNotFoundError, NoImprovementError) as e:
         print(f"cesaa {args.command}: error: {e}", file=sys.stderr)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cesaa import distributed
+from cesaa import allocator, distributed
 from cesaa.data.table import EncodedTable
 from cesaa.distributed import DistContext
 from cesaa.metrics import evaluate_predictions
@@ -27,7 +27,10 @@ def predict(
     routing: RoutingOverride | None = None,
     device: torch.device | str | None = None,
 ) -> np.ndarray:
-    """Predicted positive probabilities [N] in eval mode (restores the previous mode)."""
+    """Predicted positive probabilities [N] in eval mode (restores the previous mode).
+
+    Keeps freed memory in the process (:func:`cesaa.allocator.retain_freed_memory`)."""
+    allocator.retain_freed_memory()
     was_training = model.training
     model.eval()
     device = device or next(model.parameters()).device
@@ -72,6 +75,7 @@ def evaluate_part(
     """``evaluate`` with the rows shared over ranks: each rank predicts its share (a contiguous
     slice of a table, or its row groups of a stream), the predictions are gathered, and every rank
     computes the same metrics."""
+    allocator.retain_freed_memory()
     if ctx.world_size == 1 and isinstance(part, EncodedTable):
         return evaluate(model, part, domain_names, batch_size, routing)
     was_training = model.training

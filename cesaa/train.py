@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cesaa import distributed
+from cesaa import allocator, distributed
 from cesaa.checkpoint import build_meta, read_meta, save_checkpoint, write_json
 from cesaa.config import ModelConfig, TrainConfig
 from cesaa.data.locate import location
@@ -125,7 +125,9 @@ def train(
     ``{"event": "batch", ...}`` after every step (which reads the step's loss back to the host).
     Under ``torchrun`` this trains with DistributedDataParallel (every rank calls ``train``; rank 0
     writes ``out_dir`` and runs ``callback``); ``data`` may be a ``StreamingData`` (Parquet streams).
+    Keeps freed memory in the process (:func:`cesaa.allocator.retain_freed_memory`).
     """
+    allocator.retain_freed_memory()
     check_monitor(train_cfg.monitor, data.val, "validation")
     ctx = distributed.setup(resolve_device(train_cfg.device))
     device = ctx.device
