@@ -28,6 +28,7 @@ from bench import _common, _report
 
 SECTION = "roofline"
 MODELS = ("cesaa", "sparse_moe", "mmoe", "ple", "star", "shared_bottom", "mlp")
+PEERS = ("rechub_mmoe", "rechub_ple")  # torch-rechub's, when installed (bench/_rechub.py)
 GOAL = ("cesaa", 0.25)
 
 
@@ -99,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.batch, args.rounds, args.steps = 256, 1, 1
         models, sgemm_n, sgemm_reps = ("cesaa", "mmoe"), 256, 2
+    missing = None if args.quick else _common.rechub_status()
+    if not args.quick and missing is None:
+        models = (*models, *PEERS)
     machine = _report.machine()
     t0 = time.perf_counter()
     from cesaa.data import load_data
@@ -167,8 +171,12 @@ def main(argv: list[str] | None = None) -> int:
         "experts, PLE's and STAR's per-domain layers) as one product per group on that group's "
         "own rows, without the grouped GEMM's width padding; the Adam step and elementwise work "
         "are not counted, so the share is a lower bound of the machine's use: a small model "
-        "spends most of a step outside matrix products."
+        "spends most of a step outside matrix products.  `rechub_mmoe` / `rechub_ple`: "
+        "torch-rechub 0.9.0's MMoE and PLE through `bench/_rechub.py` (the dimensions of "
+        "`bench.throughput`; their BatchNorm layers count no matrix products)."
     )
+    if missing:
+        notes += f"\n\ntorch-rechub rows skipped: {missing}."
     notes += "\n\n" + _report.gpu_note()
     if args.quick:
         notes += "\n\n**Quick mode: a smoke run, these numbers mean nothing.**"

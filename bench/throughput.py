@@ -28,7 +28,7 @@ from multiprocessing import get_context
 import torch
 import torch.nn.functional as F
 
-from bench import _common, _e2e, _report
+from bench import _allocator_cmp, _common, _e2e, _report
 from bench._speedup import ratio_cell, summarize, verdicts
 
 SECTION = "throughput"
@@ -191,46 +191,6 @@ def measure_in_processes(
     return out
 
 
-def allocator_table(main: dict, other: dict, choice: str, other_choice: str, processes: int) -> str:
-    """The goal pairs' ratios under both allocator settings (``summarize`` outputs)."""
-    rows = [
-        [
-            f"{ours} / {theirs}",
-            ratio_cell(main["ratios"][(ours, theirs)]["train"]),
-            ratio_cell(other["ratios"][(ours, theirs)]["train"]),
-            ratio_cell(main["ratios"][(ours, theirs)]["infer"]),
-            ratio_cell(other["ratios"][(ours, theirs)]["infer"]),
-        ]
-        for ours, theirs, _, _ in GOALS
-        if (ours, theirs) in main["ratios"] and (ours, theirs) in other["ratios"]
-    ]
-    rps = [
-        [lab, f"{main['infer'][lab]:,.0f}", f"{other['infer'][lab]:,.0f}"]
-        for lab in main["infer"]
-        if lab in other["infer"]
-    ]
-    return (
-        f"### The allocator setting: `--allocator {choice}` (above) vs `{other_choice}`\n\n"
-        f"The same rounds in {processes} more fresh process{'es' if processes > 1 else ''} with "
-        f"the other setting (`--compare-allocator`), after the ones above.  Ratios ours / "
-        "theirs; both libraries run in the same processes, so each setting applies to both.\n\n"
-        + _report.table(
-            [
-                "pair",
-                f"training ({choice})",
-                f"training ({other_choice})",
-                f"inference ({choice})",
-                f"inference ({other_choice})",
-            ],
-            rows,
-        )
-        + "\n\n"
-        + _report.table(
-            ["model", f"inference rows/s ({choice})", f"inference rows/s ({other_choice})"], rps
-        )
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     p = _common.parser(__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=9, help="rounds per process")
@@ -319,7 +279,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.compare_allocator:
         other = "default" if args.allocator == "retain" else "retain"
         o = summarize(measure_in_processes(plan, args.processes, threads, other, spawn=True))
-        parts.append(allocator_table(s, o, args.allocator, other, args.processes))
+        alone = _allocator_cmp.inference_alone(plan, (args.allocator, other), threads)
+        parts.append(
+            _allocator_cmp.section(s, o, alone, (args.allocator, other), args.processes, GOALS)
+        )
     if args.e2e and not missing:
         from cesaa.data import load_data
 

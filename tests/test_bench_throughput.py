@@ -77,3 +77,26 @@ def test_cesaa_slices_speedup_is_per_process_sliced_over_one_pass() -> None:
     assert s["slices_speedup"] == pytest.approx([1.2, 0.9])  # 600 / 500, 450 / 500
     assert s["cesaa_one_pass"] == 500
     assert "slices_speedup" not in _speedup.summarize(RESULTS)  # no CESAA measured: no line
+
+
+def test_allocator_section_puts_both_settings_side_by_side() -> None:
+    from bench import _allocator_cmp
+
+    main = _speedup.summarize(RESULTS)  # ratios: train 2.0 / 1.5 / 2.10, inference 1.2 / 2.0 / 1.5
+    other = _speedup.summarize([_process([120], [100], [400], [100])])  # 1.2x, 4.0x
+    alone = {
+        "retain": {OURS: {"rps": 900.0, "faults": 3.0}, THEIRS: {"rps": 600.0, "faults": 0.0}},
+        "default": {OURS: {"rps": 450.0, "faults": 5061.0}, THEIRS: {"rps": 500.0, "faults": 7.0}},
+    }
+    text = _allocator_cmp.section(main, other, alone, ("retain", "default"), 3, throughput.GOALS)
+    # the pair's row: medians (ranges) of the shared processes under each setting
+    assert (
+        "| MMoE (ours) / torch-rechub MMoE | 2.00x (1.50-2.10) | 1.20x | 1.50x (1.20-2.00) | 4.00x |"
+        in text
+    )
+    # each model alone: rows/s, faults per batch, and retain / default (900 / 450, 600 / 500)
+    assert "| MMoE (ours) | 900 | 3 | 450 | 5,061 | 2.00x |" in text
+    assert "| torch-rechub MMoE | 600 | 0 | 500 | 7 | 1.20x |" in text
+    # the pair alone: 900 / 600 under retain, 450 / 500 under the defaults
+    assert "| MMoE (ours) / torch-rechub MMoE | 1.50x | 0.90x |" in text
+    assert "in 3 more fresh processes with `--allocator default`" in text
