@@ -50,8 +50,18 @@ def set_allocator(choice: str) -> str:
     ``CESAA_MALLOC``): returns the setting's one-line description."""
     from cesaa import allocator
 
+    before = allocator._CURRENT  # the setting is applied once per process, never undone
     os.environ[allocator.ENV] = choice
-    return allocator.retain_freed_memory().describe()
+    setting = allocator.retain_freed_memory()
+    if before is not None and (
+        (choice == "default" and setting.applied)
+        or (choice == "retain" and setting.reason == f"{allocator.ENV}=default")
+    ):
+        raise ValueError(
+            f"--allocator {choice}: this process already runs with {setting.describe()}; "
+            "run the benchmark in a fresh process"
+        )
+    return setting.describe()
 
 
 def parse(p: argparse.ArgumentParser, argv: list[str] | None) -> tuple[argparse.Namespace, list]:

@@ -100,3 +100,18 @@ def test_allocator_section_puts_both_settings_side_by_side() -> None:
     # the pair alone: 900 / 600 under retain, 450 / 500 under the defaults
     assert "| MMoE (ours) / torch-rechub MMoE | 1.50x | 0.90x |" in text
     assert "in 3 more fresh processes with `--allocator default`" in text
+
+
+def test_allocator_flag_cannot_be_undone_in_a_process(monkeypatch) -> None:
+    from bench import _common
+    from cesaa import allocator
+
+    monkeypatch.setattr(
+        allocator, "_CURRENT", allocator.AllocatorSetting(True, 32 << 20, 256 << 20)
+    )
+    monkeypatch.setenv(allocator.ENV, "retain")
+    with pytest.raises(
+        ValueError, match=r"--allocator default: this process already runs with glibc"
+    ):
+        _common.set_allocator("default")
+    assert _common.set_allocator("retain").startswith("glibc malloc keeps freed memory")
