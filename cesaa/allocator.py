@@ -22,7 +22,6 @@ Other C libraries (musl, macOS) are left alone and the returned setting says why
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import platform
 from dataclasses import dataclass
@@ -99,7 +98,7 @@ def _apply(mmap_threshold: int, trim_threshold: int) -> AllocatorSetting:
     if libc_name != "glibc":
         return AllocatorSetting(False, reason=f"C library {libc_name or 'unknown'}, not glibc")
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL("libc.so.6")  # glibc's soname on every Linux (no library search)
         mallopt = libc.mallopt
     except (OSError, AttributeError) as e:
         return AllocatorSetting(False, reason=f"mallopt not found: {e}")
