@@ -68,7 +68,7 @@ def retain_freed_memory(
     mmap_threshold: int = MMAP_THRESHOLD, trim_threshold: int = TRIM_THRESHOLD
 ) -> AllocatorSetting:
     """Set glibc's mmap and trim thresholds for this process (once; later calls return the
-    first call's result).  On another C library, with ``CESAA_MALLOC=default``, or when
+    first call's result, and refuse other thresholds than it applied).  On another C library, with ``CESAA_MALLOC=default``, or when
     ``mallopt`` refuses a value, nothing is changed and the result says why.
 
     ``ValueError`` for a threshold outside [1 MiB, 32 MiB] (mmap; glibc's cap, the lower bound
@@ -83,6 +83,12 @@ def retain_freed_memory(
     if trim_threshold < MIB:
         raise ValueError(f"trim_threshold={trim_threshold} must be >= {MIB} bytes")
     if _CURRENT is not None:
+        asked = (mmap_threshold, trim_threshold)
+        if _CURRENT.applied and asked != (_CURRENT.mmap_threshold, _CURRENT.trim_threshold):
+            raise ValueError(
+                f"thresholds {asked} asked, but this process already runs with "
+                f"{_CURRENT.describe()}: the setting is applied once per process"
+            )
         return _CURRENT
     _CURRENT = _apply(mmap_threshold, trim_threshold)
     return _CURRENT

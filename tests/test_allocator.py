@@ -89,7 +89,11 @@ def test_setting_is_reported_and_applied_once(monkeypatch) -> None:
     first = allocator.retain_freed_memory()
     assert first == allocator.AllocatorSetting(True, 32 << 20, 256 << 20)
     assert allocator.current() is first
-    assert allocator.retain_freed_memory(mmap_threshold=1 << 20) is first  # once per process
+    assert allocator.retain_freed_memory() is first  # once per process
+    with pytest.raises(
+        ValueError, match=r"thresholds \(1048576, 268435456\) asked, but this process"
+    ):
+        allocator.retain_freed_memory(mmap_threshold=1 << 20)  # not silently ignored
     assert first.describe() == (
         "glibc malloc keeps freed memory (mmap threshold 32 MiB, trim threshold 256 MiB; "
         "cesaa.allocator)"
