@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import resource
 import statistics
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 
 import torch
 
@@ -40,22 +38,21 @@ def _infer_alone(label: str, name: str, eval_batch: int, quick: bool) -> dict:
     return {"label": label, "rps": statistics.median(rps), "faults": statistics.median(faults)}
 
 
-def _init(threads: int, choice: str) -> None:
-    torch.set_num_threads(threads)
-    _common.set_allocator(choice)
-
-
 def inference_alone(plan, choices: tuple[str, ...], threads: int) -> dict[str, dict[str, dict]]:
     """{choice: {label: {"rps", "faults"}}}: every model of ``plan`` alone in a fresh spawned
     process per (model, setting), one process at a time, settings alternating per model."""
     out: dict[str, dict[str, dict]] = {c: {} for c in choices}
     for label, name in plan.models:
         for choice in choices:
-            with ProcessPoolExecutor(
-                1, mp_context=get_context("spawn"), initializer=_init, initargs=(threads, choice)
-            ) as ex:
-                r = ex.submit(_infer_alone, label, name, plan.eval_batch, plan.quick).result()
-            out[choice][label] = r
+            out[choice][label] = _common.in_fresh_process(
+                _infer_alone,
+                label,
+                name,
+                plan.eval_batch,
+                plan.quick,
+                threads=threads,
+                allocator_choice=choice,
+            )
         _report.log(f"inference alone: {label} done")
     return out
 

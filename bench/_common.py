@@ -47,21 +47,15 @@ def parser(description: str) -> argparse.ArgumentParser:
 
 def set_allocator(choice: str) -> str:
     """Apply ``--allocator`` in this process and in the processes it spawns (they inherit
-    ``CESAA_MALLOC``): returns the setting's one-line description."""
+    ``CESAA_MALLOC``): returns the setting's one-line description.  ``ValueError`` when the
+    process already runs with the other setting (glibc's cannot be undone)."""
     from cesaa import allocator
 
-    before = allocator._CURRENT  # the setting is applied once per process, never undone
     os.environ[allocator.ENV] = choice
-    setting = allocator.retain_freed_memory()
-    if before is not None and (
-        (choice == "default" and setting.applied)
-        or (choice == "retain" and setting.reason == f"{allocator.ENV}=default")
-    ):
-        raise ValueError(
-            f"--allocator {choice}: this process already runs with {setting.describe()}; "
-            "run the benchmark in a fresh process"
-        )
-    return setting.describe()
+    try:
+        return allocator.retain_freed_memory().describe()
+    except ValueError as e:
+        raise ValueError(f"--allocator {choice}: {e}; run the benchmark in a fresh process") from e
 
 
 def parse(p: argparse.ArgumentParser, argv: list[str] | None) -> tuple[argparse.Namespace, list]:
@@ -112,13 +106,32 @@ def write(name: str, args: argparse.Namespace, body: str) -> None:
         _report.log(f"wrote section {name!r} of {path}")
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, allocator_choice: str | None = None) -> None:
+    """A spawned process's set-up: ``threads`` torch threads and the allocator setting
+    (``allocator_choice``, or the ``CESAA_MALLOC`` inherited from :func:`set_allocator`)."""
     import torch
 
     from cesaa import allocator
 
     torch.set_num_threads(threads)
-    allocator.retain_freed_memory()  # CESAA_MALLOC, inherited from set_allocator
+    if allocator_choice is not None:
+        set_allocator(allocator_choice)
+    else:
+        allocator.retain_freed_memory()
+
+
+def in_fresh_process(
+    fn: Callable[..., Any], *args: Any, threads: int, allocator_choice: str
+) -> Any:
+    """``fn(*args)`` in a new spawned process with ``threads`` torch threads and
+    ``--allocator allocator_choice``; its result (the process then exits)."""
+    with ProcessPoolExecutor(
+        1,
+        mp_context=get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(threads, allocator_choice),
+    ) as ex:
+        return ex.submit(fn, *args).result()
 
 
 def run_all(

@@ -21,9 +21,7 @@ median is.
 from __future__ import annotations
 
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
 
 import torch
 import torch.nn.functional as F
@@ -165,11 +163,6 @@ def _one_pass_rps(model, table, batch: int) -> float:
         experts.INFERENCE_PAIRS = saved
 
 
-def _init_process(threads: int, allocator_choice: str) -> None:
-    torch.set_num_threads(threads)
-    _common.set_allocator(allocator_choice)
-
-
 def measure_in_processes(
     plan: Plan, processes: int, threads: int, allocator_choice: str, spawn: bool = False
 ) -> list[dict]:
@@ -180,13 +173,11 @@ def measure_in_processes(
         return [measure(plan)]
     out = []
     for i in range(processes):
-        with ProcessPoolExecutor(
-            1,
-            mp_context=get_context("spawn"),
-            initializer=_init_process,
-            initargs=(threads, allocator_choice),
-        ) as ex:
-            out.append(ex.submit(measure, plan).result())
+        out.append(
+            _common.in_fresh_process(
+                measure, plan, threads=threads, allocator_choice=allocator_choice
+            )
+        )
         _report.log(f"process {i + 1}/{processes} ({allocator_choice} allocator) done")
     return out
 

@@ -4,8 +4,8 @@ handed back to the kernel after every step and faulted in again on the next.
 Why: torch's CPU tensors come from ``malloc``.  With glibc's defaults a freed block above the
 dynamic mmap threshold is unmapped, and free space at the top of the heap beyond twice that
 threshold is trimmed; the next batch's tensors of the same sizes are then new pages, each one a
-page fault (zeroed by the kernel) on first touch.  At inference batch sizes (8,192 rows: outputs of
-1-4 MB) that is thousands of faults per batch: measured with ``bench.throughput`` on a 2-core VM,
+page fault (zeroed by the kernel) on first touch.  At inference batch sizes (8,192 rows: tensors of
+1-7 MB) that is thousands of faults per batch: measured with ``bench.throughput`` on a 2-core VM,
 our MMoE spent about as long faulting pages in as computing.  :func:`retain_freed_memory` fixes
 the mmap threshold at ``mmap_threshold`` (blocks below it come from the heap and are reused) and
 trims the heap only beyond ``trim_threshold`` of free space at its top; blocks above
@@ -34,6 +34,7 @@ _M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 32 * MIB
 TRIM_THRESHOLD = 256 * MIB
 ENV = "CESAA_MALLOC"
+_OPTED_OUT = f"{ENV}=default"  # the reason of a setting that kept glibc's defaults on request
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,8 @@ def retain_freed_memory(
     mmap_threshold: int = MMAP_THRESHOLD, trim_threshold: int = TRIM_THRESHOLD
 ) -> AllocatorSetting:
     """Set glibc's mmap and trim thresholds for this process (once; later calls return the
-    first call's result, and refuse other thresholds than it applied).  On another C library, with ``CESAA_MALLOC=default``, or when
+    first call's result, and refuse a ``CESAA_MALLOC`` or thresholds other than the ones in
+    force).  On another C library, with ``CESAA_MALLOC=default``, or when
     ``mallopt`` refuses a value, nothing is changed and the result says why.
 
     ``ValueError`` for a threshold outside [1 MiB, 32 MiB] (mmap; glibc's cap, the lower bound
@@ -82,24 +84,38 @@ def retain_freed_memory(
         )
     if trim_threshold < MIB:
         raise ValueError(f"trim_threshold={trim_threshold} must be >= {MIB} bytes")
+    choice = _env_choice()
     if _CURRENT is not None:
+        # what the first call fixed for this process (None: nothing, e.g. not glibc)
+        fixed = (
+            "retain" if _CURRENT.applied else "default" if _CURRENT.reason == _OPTED_OUT else None
+        )
         asked = (mmap_threshold, trim_threshold)
-        if _CURRENT.applied and asked != (_CURRENT.mmap_threshold, _CURRENT.trim_threshold):
-            raise ValueError(
-                f"thresholds {asked} asked, but this process already runs with "
-                f"{_CURRENT.describe()}: the setting is applied once per process"
-            )
-        return _CURRENT
-    _CURRENT = _apply(mmap_threshold, trim_threshold)
+        if fixed is not None and choice != fixed:
+            problem = f"{ENV}={choice}"
+        elif _CURRENT.applied and asked != (_CURRENT.mmap_threshold, _CURRENT.trim_threshold):
+            problem = f"thresholds {asked}"
+        else:
+            return _CURRENT
+        raise ValueError(
+            f"{problem} asked, but this process already runs with {_CURRENT.describe()}: "
+            "the setting is applied once per process"
+        )
+    _CURRENT = _apply(choice, mmap_threshold, trim_threshold)
     return _CURRENT
 
 
-def _apply(mmap_threshold: int, trim_threshold: int) -> AllocatorSetting:
-    choice = os.environ.get(ENV, "").strip().lower()
-    if choice == "default":
-        return AllocatorSetting(False, reason=f"{ENV}=default")
-    if choice not in ("", "retain"):
+def _env_choice() -> str:
+    """``CESAA_MALLOC``: 'retain' (also when unset) or 'default'; ``ValueError`` otherwise."""
+    choice = os.environ.get(ENV, "").strip().lower() or "retain"
+    if choice not in ("retain", "default"):
         raise ValueError(f"{ENV}={os.environ[ENV]!r}: expected 'retain' or 'default'")
+    return choice
+
+
+def _apply(choice: str, mmap_threshold: int, trim_threshold: int) -> AllocatorSetting:
+    if choice == "default":
+        return AllocatorSetting(False, reason=_OPTED_OUT)
     libc_name, _ = platform.libc_ver()
     if libc_name != "glibc":
         return AllocatorSetting(False, reason=f"C library {libc_name or 'unknown'}, not glibc")

@@ -90,6 +90,10 @@ def test_setting_is_reported_and_applied_once(monkeypatch) -> None:
     assert first == allocator.AllocatorSetting(True, 32 << 20, 256 << 20)
     assert allocator.current() is first
     assert allocator.retain_freed_memory() is first  # once per process
+    monkeypatch.setenv(allocator.ENV, "default")  # too late: refused, not ignored
+    with pytest.raises(ValueError, match=r"CESAA_MALLOC=default asked, but this process already"):
+        allocator.retain_freed_memory()
+    monkeypatch.delenv(allocator.ENV)
     with pytest.raises(
         ValueError, match=r"thresholds \(1048576, 268435456\) asked, but this process"
     ):
@@ -106,6 +110,10 @@ def test_opt_out_and_bad_values_are_named(monkeypatch) -> None:
     off = allocator.retain_freed_memory()
     assert not off.applied and off.reason == "CESAA_MALLOC=default"
     assert off.describe() == "C allocator defaults (CESAA_MALLOC=default)"
+    assert allocator.retain_freed_memory() is off  # still asked for: the same answer
+    monkeypatch.setenv(allocator.ENV, "retain")
+    with pytest.raises(ValueError, match=r"CESAA_MALLOC=retain asked, but this process already"):
+        allocator.retain_freed_memory()
     monkeypatch.setattr(allocator, "_CURRENT", None)
     monkeypatch.setenv(allocator.ENV, "jemalloc")
     with pytest.raises(

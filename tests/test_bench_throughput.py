@@ -111,7 +111,9 @@ def test_allocator_flag_cannot_be_undone_in_a_process(monkeypatch) -> None:
     )
     monkeypatch.setenv(allocator.ENV, "retain")
     with pytest.raises(
-        ValueError, match=r"--allocator default: this process already runs with glibc"
+        ValueError,
+        match=r"^--allocator default: CESAA_MALLOC=default asked, but this process already runs "
+        r"with glibc malloc keeps freed memory .*; run the benchmark in a fresh process$",
     ):
         _common.set_allocator("default")
     assert _common.set_allocator("retain").startswith("glibc malloc keeps freed memory")
