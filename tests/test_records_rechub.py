@@ -86,6 +86,7 @@ def test_rechub_mmoe_trained_by_rechub_recorded_and_analysed(ml100k_path, tmp_pa
         keep=["user_id", "item_id"],
         sample_size=100,
     )
+    assert (rec.meta.primary.kind, rec.meta.primary.hyper) == ("dense", {})
     probs, dom, lab, pred = _gate_of(model, test, model.gates[0])
     expected = RoutingStats.from_arrays(probs, dom, 3, labels=lab, preds=pred)
     assert rec.stats["gate"].isclose(expected, rtol=1e-5, atol=1e-5)
@@ -114,6 +115,8 @@ def test_rechub_ple_levels_and_expert_kinds(ml100k_path, tmp_path):
     test = _train(model, x, y, tmp_path)
     rec = record_rechub(model, test, domain="age_group", domains=DOMAINS, out=tmp_path / "rec")
     assert [g.name for g in rec.meta.gates] == ["gate", "level1", "level1_shared"]
+    # one task: its gate weighs its 1 specific and both shared experts, every expert of the level
+    assert [g.kind for g in rec.meta.gates] == ["dense"] * 3
     kinds = [e.kind for e in rec.meta.primary.experts]
     assert kinds == ["specific", "shared", "shared"]
     last = model.cgc_layers[1]
@@ -175,6 +178,13 @@ def test_ple_one_task_per_domain_keeps_expert_identities(tmp_path):
     )
     kinds = [(e.kind, e.owner) for e in rec.meta.primary.experts]
     assert kinds == [("specific", d) for d in DOMAINS for _ in range(2)] + [("shared", None)]
+    g = rec.meta.primary  # declared: domain d's gate reaches its 2 specific experts and the shared
+    assert (g.kind, g.reach, g.hyper, g.shared) == (
+        "structured",
+        tuple((2 * d, 2 * d + 1, 6) for d in range(3)),
+        {},
+        [6],
+    )
     model.eval()
     with torch.no_grad():
         emb = model.embedding(xb, model.features, squeeze_dim=True)

@@ -82,7 +82,7 @@ def checkpoint_meta(ckpt: Checkpoint, kept: tuple[str, ...], source: str, part: 
         model_name=caps["name"],
         model_description=str(ckpt.meta["model"].get("description", "")),
         domains=domains,
-        gates=(GateInfo(name=GATE, experts=experts, top_k=caps["top_k"]),),
+        gates=(checkpoint_gate(caps, experts, ckpt.model_config, len(domains)),),
         always_on=always_on,
         kept=kept,
         data={
@@ -93,6 +93,35 @@ def checkpoint_meta(ckpt: Checkpoint, kept: tuple[str, ...], source: str, part: 
             "fingerprint": ckpt.meta["data"].get("fingerprint"),
         },
         source={"kind": "cesaa-checkpoint", "weights_sha256": ckpt.meta.get("weights_sha256")},
+    )
+
+
+def checkpoint_gate(
+    caps: dict[str, Any], experts: tuple[ExpertInfo, ...], cfg: Any, num_domains: int
+) -> GateInfo:
+    """The gate of a cesaa-trained model as the record declares it: sparse (the CESAA family, with
+    the alpha and beta it trained with), structured (PLE: a domain's gate reaches its own
+    specific experts and the shared ones) or dense (MMoE; no alpha or beta acts on it)."""
+    kinds = caps["expert_kinds"]
+    if caps["has_topk"]:
+        kind, reach = "sparse", None
+    elif any(k.startswith("domain:") for k in kinds):
+        kind = "structured"
+        reach = tuple(
+            tuple(i for i, k in enumerate(kinds) if k in ("shared", "routed", f"domain:{d}"))
+            for d in range(num_domains)
+        )
+    else:
+        kind, reach = "dense", None
+    hyper = {"alpha": float(cfg.alpha), "beta": float(cfg.beta)} if caps["has_topk"] else {}
+    return GateInfo(
+        name=GATE,
+        experts=experts,
+        top_k=caps["top_k"] if kind == "sparse" else None,
+        kind=kind,
+        reach=reach,
+        hyper=hyper,
+        family="cesaa",
     )
 
 

@@ -31,7 +31,7 @@ first in ``gates``) and ``shared.<s>`` list<float32> [H] (always-on shared exper
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 FORMAT = "cesaa-routing-record"
@@ -40,6 +40,8 @@ META_FILE = "record.json"
 ROWS_FILE = "rows.parquet"
 SAMPLE_FILE = "sample.parquet"
 EXPERT_KINDS = ("routed", "shared", "specific")
+GATE_KINDS = ("dense", "sparse", "structured")
+NOT_DECLARED = "not declared"
 BASE_COLUMNS = ("row", "domain", "label", "prediction")
 _NAME = re.compile(r"^[A-Za-z0-9_]+$")
 
@@ -106,13 +108,35 @@ class ExpertInfo:
 
 @dataclass(frozen=True)
 class GateInfo:
-    """One gate: its name (a column prefix), its experts in column order, and ``top_k`` for a
-    sparse gate that selects k experts per row (``None``: dense, every expert mixes)."""
+    """One gate: its name (a column prefix), its experts in column order, and what kind it is.
+
+    - ``kind``: "dense" (a softmax over every expert; each expert's work is its gate weight),
+      "sparse" (selects ``top_k`` experts per row; an expert works on the rows that select it) or
+      "structured" (a dense gate per domain that can weigh only the experts ``reach[d]`` of
+      domain d, as PLE's per-task gates).  ``None`` in records written before kinds were declared;
+      ``RecordMeta`` then infers it and lists "kind" in ``inferred``.
+    - ``top_k``: the k of a sparse gate (``None`` for dense and structured gates).
+    - ``reach``: for structured gates, one tuple of expert indices per domain (domain order).
+    - Shared experts: an expert of kind "shared" in ``experts`` is a *gated* shared expert (every
+      domain's gate weighs it); ungated shared experts that run on every row are the record's
+      ``always_on``.
+    - ``hyper``: the model hyperparameters that alarms read, e.g. ``{"alpha": 0.01, "beta": 0.0}``
+      (alpha: weight of an MI loss that asks for domain-specific routing; beta: weight of a
+      load-balancing loss).  ``{}``: the model has none; ``None``: not declared (old records),
+      so the alarms that need them say "not checked".
+    - ``family``: "cesaa" for cesaa models (alarm advice names cesaa settings), else "".
+    - ``inferred``: the fields above that were inferred on reading rather than declared.
+    """
 
     name: str
     experts: tuple[ExpertInfo, ...]
     top_k: int | None = None
     description: str = ""
+    kind: str | None = None
+    reach: tuple[tuple[int, ...], ...] | None = None
+    hyper: dict[str, float] | None = None
+    family: str = ""
+    inferred: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check_name(self.name, "gate name")
@@ -121,14 +145,100 @@ class GateInfo:
         e = len(self.experts)
         if self.top_k is not None and not (1 <= self.top_k <= e):
             raise ValueError(f"gate {self.name!r}: top_k={self.top_k} must be in [1, {e}]")
+        if self.kind is not None and self.kind not in GATE_KINDS:
+            raise ValueError(
+                f"gate {self.name!r}: kind must be one of {list(GATE_KINDS)}, got {self.kind!r}"
+            )
+        if self.kind == "sparse" and self.top_k is None:
+            raise ValueError(f"gate {self.name!r}: a sparse gate needs top_k")
+        if self.kind in ("dense", "structured") and self.top_k is not None:
+            raise ValueError(
+                f"gate {self.name!r}: a {self.kind} gate weighs its experts densely; top_k="
+                f"{self.top_k} declares a sparse gate (kind='sparse')"
+            )
+        if self.kind == "structured" and self.reach is None:
+            raise ValueError(f"gate {self.name!r}: a structured gate needs reach (per domain)")
+        if self.reach is not None:
+            object.__setattr__(self, "reach", tuple(tuple(int(i) for i in r) for r in self.reach))
+            bad = sorted({i for r in self.reach for i in r if not 0 <= i < e})
+            if bad:
+                raise ValueError(f"gate {self.name!r}: reach names experts {bad} outside [0, {e})")
+            if any(not r for r in self.reach):
+                raise ValueError(f"gate {self.name!r}: every domain must reach an expert")
+        if self.hyper is not None:
+            if not isinstance(self.hyper, dict):
+                raise ValueError(f"gate {self.name!r}: hyper must be a dict, got {self.hyper!r}")
+            for k, v in self.hyper.items():
+                if isinstance(v, bool) or not isinstance(v, (int, float)):
+                    raise ValueError(f"gate {self.name!r}: hyper[{k!r}] must be a number, got {v!r}")
 
     @property
     def num_experts(self) -> int:
         return len(self.experts)
 
+    @property
+    def expert_names(self) -> list[str]:
+        return [x.name for x in self.experts]
+
+    @property
+    def shared(self) -> list[int]:
+        """Indices of the gated shared experts (kind "shared")."""
+        return [i for i, x in enumerate(self.experts) if x.kind == "shared"]
+
+    def reachable(self, num_domains: int) -> list[tuple[int, ...]]:
+        """Per domain, the experts its gate can weigh (all of them unless structured)."""
+        if self.reach is not None:
+            return list(self.reach)
+        return [tuple(range(self.num_experts))] * num_domains
+
+    def hyperparameter(self, name: str) -> float | None:
+        """``hyper[name]``, or ``None`` when the model has no such setting or none is declared."""
+        return None if not self.hyper else self.hyper.get(name)
+
     def columns(self) -> list[str]:
         cols = [prob_column(self.name, e) for e in range(self.num_experts)]
         return cols + [top_column(self.name, j) for j in range(self.top_k or 0)]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["reach"] = None if self.reach is None else [list(r) for r in self.reach]
+        return d
+
+    @classmethod
+    def from_dict(cls, g: dict[str, Any]) -> GateInfo:
+        return cls(
+            name=g["name"],
+            experts=tuple(ExpertInfo(**e) for e in g["experts"]),
+            top_k=g.get("top_k"),
+            description=g.get("description", ""),
+            kind=g.get("kind"),
+            reach=None if g.get("reach") is None else tuple(tuple(r) for r in g["reach"]),
+            hyper=None if g.get("hyper") is None else dict(g["hyper"]),
+            family=g.get("family", ""),
+            inferred=tuple(g.get("inferred", ())),
+        )
+
+
+def infer_kind(gate: GateInfo, domains: tuple[str, ...]) -> GateInfo:
+    """``gate`` with its kind (and reach) filled in from what an old record holds, listed in
+    ``inferred``: sparse when it has top_k; structured when some expert is specific to a named
+    domain (domain d reaches its own specific experts and every non-specific one); else dense."""
+    if gate.kind is not None:
+        return gate
+    if gate.top_k is not None:
+        return replace(gate, kind="sparse", inferred=(*gate.inferred, "kind"))
+    owned = [x.kind == "specific" and x.owner in domains for x in gate.experts]
+    if not any(owned):
+        return replace(gate, kind="dense", inferred=(*gate.inferred, "kind"))
+    reach = tuple(
+        tuple(
+            i
+            for i, x in enumerate(gate.experts)
+            if not (x.kind == "specific" and x.owner in domains) or x.owner == d
+        )
+        for d in domains
+    )
+    return replace(gate, kind="structured", reach=reach, inferred=(*gate.inferred, "kind", "reach"))
 
 
 @dataclass
@@ -160,6 +270,13 @@ class RecordMeta:
             raise ValueError(f"gate names must be unique, got {names}")
         for k in self.kept:
             check_name(k, "kept column name")
+        self.gates = tuple(infer_kind(g, tuple(self.domains)) for g in self.gates)
+        for g in self.gates:
+            if g.reach is not None and len(g.reach) != len(self.domains):
+                raise ValueError(
+                    f"gate {g.name!r}: reach has {len(g.reach)} entries for "
+                    f"{len(self.domains)} domains"
+                )
 
     @property
     def primary(self) -> GateInfo:
@@ -180,6 +297,7 @@ class RecordMeta:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        d["gates"] = [g.to_dict() for g in self.gates]
         return {"format": FORMAT, "schema_version": SCHEMA_VERSION, **d}
 
     @classmethod
@@ -199,15 +317,7 @@ class RecordMeta:
         if missing:
             raise RecordSchemaError(f"{where}: missing keys {missing}")
         try:
-            gates = tuple(
-                GateInfo(
-                    name=g["name"],
-                    experts=tuple(ExpertInfo(**e) for e in g["experts"]),
-                    top_k=g.get("top_k"),
-                    description=g.get("description", ""),
-                )
-                for g in data["gates"]
-            )
+            gates = tuple(GateInfo.from_dict(g) for g in data["gates"])
             known = {f for f in cls.__dataclass_fields__}
             rest = {k: v for k, v in data.items() if k in known and k != "gates"}
             rest["domains"] = tuple(rest["domains"])

@@ -15,6 +15,10 @@ No change to the model's code: ``record`` registers forward hooks on the modules
 - ``output=fn``: read from the model's return value (models that return their gates directly).
 
 ``top_k`` declares a sparse gate: the k largest columns of each row are its selected experts.
+The record declares each gate's kind (``docs/record.md``): sparse with ``top_k``; structured when
+``columns`` place the gate among more experts than it can weigh (domain d reaches ``columns[d]``);
+dense otherwise, or as ``gate_kind=`` says.  ``hyper={"alpha": ..., "beta": ...}`` declares the
+model settings the alarms read (``{}``: the model has none; left out: not declared).
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ class GateSpec:
     num_experts: int | None = None
     experts: tuple[ExpertInfo, ...] | None = None
     output: Callable[[Any], Any] | None = None
+    gate_kind: str | None = None
+    hyper: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ("probs", "logits"):
@@ -286,6 +292,21 @@ def record(
     return open_record(out)
 
 
+def _reach(spec: GateSpec, e: int, num_domains: int) -> tuple[tuple[int, ...], ...] | None:
+    """Per domain, the global columns its gate module writes, when that is fewer than all ``e``
+    (a structured gate); ``None`` when every domain's gate can weigh every expert."""
+    if spec.columns is None:
+        return None
+    per = [spec.columns[d] if spec.per_domain else spec.columns[0] for d in range(num_domains)]
+    if spec.per_domain and len(spec.columns) < num_domains:
+        raise ValueError(
+            f"GateSpec has {len(spec.columns)} per-domain modules for {num_domains} domains"
+        )
+    if all(len(set(c)) == e for c in per):
+        return None
+    return tuple(tuple(sorted(c)) for c in per)
+
+
 def _meta(
     model: nn.Module,
     specs: dict[str, GateSpec],
@@ -319,7 +340,17 @@ def _meta(
         else:
             mods = experts.get(name)
             ex = tuple(ExpertInfo(name=mods[i] if mods else f"expert_{i}") for i in range(e))
-        infos.append(GateInfo(name=name, experts=ex, top_k=s.top_k))
+        reach = _reach(s, e, len(domains))
+        infos.append(
+            GateInfo(
+                name=name,
+                experts=ex,
+                top_k=s.top_k,
+                kind=s.gate_kind or ("sparse" if s.top_k else "structured" if reach else "dense"),
+                reach=reach,
+                hyper=None if s.hyper is None else dict(s.hyper),
+            )
+        )
     return RecordMeta(
         model_name=model_name or type(model).__name__,
         model_description=description,

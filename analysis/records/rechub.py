@@ -67,7 +67,10 @@ def rechub_spec(
         experts = tuple(ExpertInfo(f"experts.{i}", "routed") for i in range(e))
         gates = {
             "gate": GateSpec(
-                modules=tuple(f"gates.{t}" for t in tasks), per_domain=task is None, experts=experts
+                modules=tuple(f"gates.{t}" for t in tasks),
+                per_domain=task is None,
+                experts=experts,
+                hyper={},  # torch-rechub's MMOE trains with no MI or load-balancing loss
             )
         }
         modules = [f"experts.{i}" for i in range(e)]
@@ -116,10 +119,11 @@ def _ple_gates(
             columns=tuple(columns(t) for t in tasks),
             num_experts=e,
             experts=experts,
+            hyper={},
         )
         if level < levels - 1:
             gates[f"level{level + 1}_shared"] = GateSpec(
-                modules=(f"cgc_layers.{level}.gate_shared",), experts=experts
+                modules=(f"cgc_layers.{level}.gate_shared",), experts=experts, hyper={}
             )
     last = levels - 1
     modules = [f"cgc_layers.{last}.experts_specific.{i}" for i in range(n_task * spec)]
