@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
-import torch
-from torch import nn
 
-from analysis.records import ExpertInfo, GateInfo, GateSpec, RecordMeta, open_record, record
+from analysis.records import ExpertInfo, GateInfo, GateSpec, RecordMeta, open_record
 from analysis.records.checkpoint import checkpoint_meta
 from analysis.records.format import GATE_KINDS
 from cesaa.checkpoint import load_checkpoint
-from tests.test_records import E, _meta, _record, _write, _arrays
+from tests.test_records import E, _arrays, _record, _write
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 

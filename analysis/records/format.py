@@ -170,7 +170,9 @@ class GateInfo:
                 raise ValueError(f"gate {self.name!r}: hyper must be a dict, got {self.hyper!r}")
             for k, v in self.hyper.items():
                 if isinstance(v, bool) or not isinstance(v, (int, float)):
-                    raise ValueError(f"gate {self.name!r}: hyper[{k!r}] must be a number, got {v!r}")
+                    raise ValueError(
+                        f"gate {self.name!r}: hyper[{k!r}] must be a number, got {v!r}"
+                    )
 
     @property
     def num_experts(self) -> int:
