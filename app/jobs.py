@@ -31,13 +31,15 @@ def train_checkpoint(
     *,
     base_config: Any = None,
     data_of: str | None = None,
+    split: str = "random",
 ) -> Path:
     """Train ``model`` on ``source`` into the run folder ``out``; returns its path.
 
     ``base_config``: a ModelConfig to start from instead of the model's defaults (the alpha
     ablation retrains the loaded checkpoint's exact architecture).  ``data_of``: a checkpoint
     path whose own data to train on instead of ``source`` (found wherever it is now, a stream
-    included; see ``cesaa.data.locate``).  Bad input -> ``LoadError``.
+    included; see ``cesaa.data.locate``).  ``split``: ``random``, ``time`` or ``temporal``
+    (``cesaa.data.splits``; recorded in the run's meta).  Bad input -> ``LoadError``.
     """
     from cesaa.config import TrainConfig
     from cesaa.data.locate import open_checkpoint_data, open_source
@@ -54,7 +56,7 @@ def train_checkpoint(
             meta = loaders.checkpoint(data_of).meta
             dataset = open_checkpoint_data(meta, data_of, loaders.data_override(data_of))
         else:
-            dataset = open_source(source)
+            dataset = open_source(source, split=split)
     except (*LOAD_ERRORS, FileNotFoundError) as e:
         raise LoadError(str(e)) from None
     train(mcfg, tcfg, dataset, out, callback=callback)
@@ -72,7 +74,15 @@ class TrainJob:
     ``cancel()`` stops it at the next batch and removes the partial run folder; ``error`` holds
     the message of a run that failed (a ``LoadError`` or any other exception)."""
 
-    def __init__(self, source: str, model: str, model_kw: dict, train_kw: dict, out: Path):
+    def __init__(
+        self,
+        source: str,
+        model: str,
+        model_kw: dict,
+        train_kw: dict,
+        out: Path,
+        split: str = "random",
+    ):
         import threading
 
         self.out = Path(out)
@@ -82,6 +92,7 @@ class TrainJob:
         self.cancelled = False
         self._cancel = threading.Event()
         self._args = (source, model, model_kw, train_kw, self.out)
+        self._split = split
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"train-{out.name}")
 
     def start(self) -> TrainJob:
@@ -120,7 +131,7 @@ class TrainJob:
         import shutil
 
         try:
-            train_checkpoint(*self._args, callback=self._callback)
+            train_checkpoint(*self._args, callback=self._callback, split=self._split)
             self.progress, self.text = 1.0, "done"
         except TrainCancelled:
             self.cancelled = True
@@ -130,6 +141,15 @@ class TrainJob:
             self.error = str(e)
         except Exception as e:  # noqa: BLE001  (shown as an error card, never a traceback)
             self.error = f"{type(e).__name__}: {e}"
+
+
+def default_run_name(source_kind: str, upload_name: str | None = None) -> str:
+    """The Train page's name for a run before the user types one: the uploaded file's name without
+    its extension (``ratings.csv`` -> ``ratings``), else the data's kind (``synthetic``,
+    ``movielens-100k``); ``new_run_dir`` adds ``-2``, ``-3`` ... when it is taken."""
+    if upload_name:
+        return Path(upload_name).name.split(".")[0] or "upload"
+    return source_kind
 
 
 def new_run_dir(name: str) -> Path:
@@ -255,6 +275,28 @@ def proposed_roles(frame) -> list:
         return propose_roles(frame)
     except ValueError as e:
         raise LoadError(str(e)) from None
+
+
+def domain_table(frame, exclude: tuple[str, ...] = ()):
+    """The columns that could be the domain, best first (``cesaa.data.roles.domain_candidates``):
+    one row each with its number of values, effective number, smallest value's rows and a
+    summary of its value counts."""
+    import pandas as pd
+
+    from cesaa.data.roles import domain_candidates
+
+    rows = [
+        {
+            "column": d.column,
+            "values": len(d.counts),
+            "as spread as (equal values)": round(d.effective, 1),
+            "smallest value's rows": d.smallest,
+            "value counts": ", ".join(f"{v} {n}" for v, n in list(d.counts.items())[:8])
+            + (" ..." if len(d.counts) > 8 else ""),
+        }
+        for d in domain_candidates(frame, exclude)
+    ]
+    return pd.DataFrame(rows)
 
 
 def roles_schema(roles: dict[str, str]) -> dict:

@@ -24,7 +24,7 @@ from cesaa import allocator
 
 # cesaa.data.splits.TRAIN_SPLITS, spelled out: the CLI imports no torch before it must (a test
 # checks they agree)
-TRAIN_SPLITS = ("random", "temporal", "files")
+TRAIN_SPLITS = ("random", "time", "temporal", "files")
 
 COMMAND_GROUP = "cesaa.commands"
 DATA_HELP = (
@@ -69,8 +69,8 @@ def _parser() -> argparse.ArgumentParser:
         "--split",
         default=None,
         choices=TRAIN_SPLITS,
-        help="random (8:1:1, default), temporal (per user, by time) or files (Ali-CCP's "
-        "distributed train / val / test files)",
+        help="random (8:1:1, default), time (the latest 10%% of rows are test), temporal (per "
+        "user, by time) or files (Ali-CCP's distributed train / val / test files)",
     )
     t.add_argument("--data-seed", type=int, default=None, help="seed of the data split (0)")
     t.add_argument(

@@ -183,7 +183,7 @@ def test_upload_with_proposed_roles_trains_and_can_be_cancelled(tmp_path):
     assert_clean(at)
     roles = {c: at.selectbox(key=f"tr_role_{c}").value for c in frame.columns}
     assert roles == {"user": "user", "item": "item", "tab": "domain", "click": "label"}
-    assert at.text_input(key="tr_name").value.startswith("run-")  # a default name
+    assert at.text_input(key="tr_name").value == "clicks"  # named after the file
     at.number_input(key="tr_epochs").set_value(1)
     at.text_input(key="tr_name").set_value("clicks")
     at.button(key="tr_go").click().run(timeout=60)
@@ -203,6 +203,50 @@ def test_upload_with_proposed_roles_trains_and_can_be_cancelled(tmp_path):
     finish_training(at)
     assert any("Cancelled long" in i.value for i in at.info)
     assert not (tmp_path / "runs" / "long").exists()
+
+
+def test_the_issue_csv_proposes_ids_time_and_domains_and_trains_by_time(tmp_path):
+    from test_data_roles import movielens_like
+
+    from cesaa.config import TrainConfig
+
+    frame = movielens_like()
+    csv = frame.to_csv(index=False).encode()
+    at = run_page("train", tr_source="Upload CSV/Parquet")
+    at.file_uploader(key="tr_upload").set_value(("ratings.csv", csv, "text/csv")).run()
+    assert_clean(at)
+    roles = {c: at.selectbox(key=f"tr_role_{c}").value for c in frame.columns}
+    assert roles == {
+        "rating_ts": "time",
+        "movie": "item",
+        "viewer": "user",
+        "gender_of_viewer": "categorical",
+        "occupation": "domain",
+        "clicked": "label",
+    }
+    (choices,) = [d.value for d in at.dataframe if "as spread as (equal values)" in d.value]
+    assert list(choices["column"]) == ["occupation", "gender_of_viewer"]
+    n_jobs = frame["occupation"].nunique()
+    assert choices.set_index("column").loc["occupation", "values"] == n_jobs
+    women = int((frame["gender_of_viewer"] == "F").sum())
+    assert f"F {women}" in choices.set_index("column").loc["gender_of_viewer", "value counts"]
+    assert at.text_input(key="tr_name").value == "ratings"  # named after the file
+    assert at.number_input(key="tr_epochs").value == TrainConfig().epochs  # the CLI's schedule
+    # a split by time without a time column is refused with the reason
+    at.selectbox(key="tr_role_rating_ts").set_value("numeric").run()
+    at.radio(key="tr_split").set_value("time").run()
+    (card,) = at.error
+    assert "needs a time column" in card.value
+    at.selectbox(key="tr_role_rating_ts").set_value("time").run()
+    assert_clean(at)
+    at.number_input(key="tr_epochs").set_value(1)
+    at.button(key="tr_go").click().run(timeout=60)
+    finish_training(at)
+    assert_clean(at)
+    meta = json.loads((tmp_path / "runs" / "ratings" / "meta.json").read_text())
+    assert meta["status"] == "complete"
+    assert meta["data"]["description"]["split"] == "time"
+    assert meta["data"]["spec"]["cat_names"][:2] == ["movie", "viewer"]
 
 
 def test_upload_helpers_report_what_is_wrong():

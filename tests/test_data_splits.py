@@ -84,7 +84,9 @@ def test_none_split_puts_everything_in_test() -> None:
 
 
 def test_split_errors() -> None:
-    with pytest.raises(ValueError, match=r"split='weekly' must be one of \['random', 'temporal'"):
+    with pytest.raises(
+        ValueError, match=r"split='weekly' must be one of \['random', 'time', 'temporal'"
+    ):
         make_split("weekly", 10)
     with pytest.raises(
         ValueError, match=r"needs a user column and a time column; missing \['time'\]"
@@ -92,3 +94,20 @@ def test_split_errors() -> None:
         make_split("temporal", 3, user=np.zeros(3))
     with pytest.raises(ValueError, match=r"fractions=\(0\.5, 0\.5, 0\.5\)"):
         random_split(10, fractions=(0.5, 0.5, 0.5))
+
+
+def test_time_split_puts_the_latest_rows_in_test() -> None:
+    rng = np.random.default_rng(3)
+    time = rng.integers(0, 50, 200)  # many ties
+    train, val, test = make_split("time", 200, time=time)
+    check_partition((train, val, test), 200)
+    assert (len(train), len(val), len(test)) == (160, 20, 20)
+    assert time[train.numpy()].max() <= time[val.numpy()].min()
+    assert time[val.numpy()].max() <= time[test.numpy()].min()
+    # ties keep file order: of the rows sharing the cut's time, the earlier rows train
+    cut = time[val.numpy()].min()
+    tied = np.flatnonzero(time == cut)
+    in_train = np.isin(tied, train.numpy())
+    assert not (np.diff(in_train.astype(int)) > 0).any()  # train rows come first among ties
+    with pytest.raises(ValueError, match="split='time' needs a time column"):
+        make_split("time", 3)

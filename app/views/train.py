@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import components
@@ -12,8 +11,14 @@ import loaders
 import pandas as pd
 import streamlit as st
 
+from cesaa.config import TrainConfig
 from cesaa.models import model_names
 
+SPLITS = {
+    "random": "random (8:1:1)",
+    "time": "by time (the latest 10 % of rows are the test set)",
+    "temporal": "by user (each user's latest 10 % of rows are the test set)",
+}
 SMALL = {"embed_dim": 8, "expert_hidden": (32,), "expert_dim": 16, "tower_hidden": (16,)}
 ML_DEFAULT = Path(os.environ.get("CESAA_DATA_DIR", loaders.REPO.parent / "shared" / "data"))
 
@@ -71,11 +76,13 @@ if kind == "Synthetic":
     domains = c[1].number_input("Domains", 2, 8, 4, key="tr_domains")
     seed = c[2].number_input("Seed", 0, 10_000, 0, key="tr_seed")
     source = f"synthetic:rows={rows},domains={domains},seed={seed}"
+    default_name = jobs.default_run_name("synthetic")
 elif kind == "MovieLens folder":
     c = st.columns([1, 3])
     version = c[0].selectbox("Version", ["100k", "1m"], key="tr_ml_version")
     folder = c[1].text_input("Folder", str(ML_DEFAULT / f"movielens-{version}"), key="tr_ml_folder")
     source = f"movielens-{version}:{folder}"
+    default_name = jobs.default_run_name(f"movielens-{version}")
 else:
     upload = st.file_uploader(
         "CSV / Parquet file", ["csv", "tsv", "parquet", "pq"], key="tr_upload"
@@ -104,12 +111,33 @@ else:
             label_visibility="collapsed",
         )
         c[2].caption(p.reason if roles[p.column] == p.role else "changed by you")
+    st.caption(
+        "Columns that could be the domain, best first: a domain needs rows of its own, and more "
+        "values filled more evenly give routing more to separate."
+    )
+    others = tuple(c for c, r in roles.items() if r in ("label", "user", "item", "time"))
+    st.dataframe(jobs.domain_table(frame, others), hide_index=True, key="tr_domain_choices")
     schema, why = components.attempt(jobs.roles_schema, roles)
     if why is not None:
         hint = "Change the roles above: one label, one domain and at least one feature column."
         components.error_card("The column roles are incomplete", why, hint)
         st.stop()
     source = None
+    default_name = jobs.default_run_name("upload", upload.name)
+
+split = "random"
+if kind != "Synthetic":  # synthetic data has no users or times to split by
+    split = st.radio("Split", list(SPLITS), format_func=SPLITS.get, key="tr_split", horizontal=True)
+    if schema is not None:
+        needs = {"time": ["time"], "temporal": ["time", "user"]}.get(split, [])
+        missing = [r for r in needs if schema.get(r) is None]
+        if missing:
+            components.error_card(
+                f"The split {SPLITS[split]!r} needs a {' and a '.join(missing)} column",
+                f"no column has the role {' or '.join(missing)}",
+                "Mark the column above, or choose the random split.",
+            )
+            st.stop()
 
 st.subheader("Model")
 c = st.columns(5)
@@ -122,10 +150,25 @@ alpha = c[4].number_input(
     "alpha", 0.0, 10.0, 0.01, 0.01, format="%.3f", key="tr_alpha", disabled=model != "cesaa"
 )
 c = st.columns(3)
-epochs = c[0].number_input("Epochs", 1, 100, 3, key="tr_epochs")
-if st.session_state.pop("_tr_trained", False):
-    st.session_state.pop("tr_name", None)  # a fresh default name for the next run
-st.session_state.setdefault("tr_name", f"run-{time.strftime('%m%d-%H%M%S')}")
+SCHEDULE = TrainConfig()  # the CLI's schedule: early stopping never before min_steps steps
+epochs = c[0].number_input(
+    "Epochs (at most)",
+    1,
+    100,
+    SCHEDULE.epochs,
+    key="tr_epochs",
+    help=f"Early stopping after {SCHEDULE.patience} epochs without a better validation "
+    f"{SCHEDULE.monitor}, never before {SCHEDULE.min_steps} optimizer steps: routing needs "
+    "that long to form (the same schedule as `cesaa train`).",
+)
+# the name follows the data (the uploaded file's name) until the user types one
+if st.session_state.pop("_tr_trained", False) or st.session_state.get("tr_name") in (
+    None,
+    "",
+    st.session_state.get("_tr_default_name"),
+):
+    st.session_state["tr_name"] = default_name
+st.session_state["_tr_default_name"] = default_name
 name = c[1].text_input("Name", key="tr_name", help="The run folder's name.")
 c[2].caption(f"Written to `{loaders.runs_root()}`")
 
@@ -150,5 +193,5 @@ if upload is not None:
     )
 out = jobs.new_run_dir(name)
 train_kw = {"epochs": int(epochs), "routing_snapshots": True}  # for Routing over training
-st.session_state["tr_job"] = jobs.TrainJob(source, model, kw, train_kw, out).start()
+st.session_state["tr_job"] = jobs.TrainJob(source, model, kw, train_kw, out, split).start()
 st.rerun()

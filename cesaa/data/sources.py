@@ -49,6 +49,7 @@ SYNTHETIC_OPTIONS = {
     "noise": ("noise", float),
     "base_rate": ("base_rate", float),
     "structure": ("structure", str),
+    "heterogeneity": ("heterogeneity", float),
 }
 TABLE_OPTIONS = ("data",)
 
@@ -79,7 +80,8 @@ def load_data(
     encoders: dict | None = None,
     **opts: object,
 ) -> MultiDomainData:
-    """Load, split (``random`` 8:1:1 from ``seed``, ``temporal`` per user, or ``none``) and encode.
+    """Load, split (``random`` 8:1:1 from ``seed``, ``time`` with the latest rows as test,
+    ``temporal`` per user, or ``none``) and encode.
 
     ``encoders`` (from a checkpoint's meta.json): encode with them instead of fitting; unseen categories
     become 0, and the domain names must match.  ``opts``: synthetic options (as in the source string,

@@ -1,6 +1,8 @@
 """Train / validation / test splits as sorted index tensors.
 
 - ``random``: a seeded permutation cut 8:1:1 (the Scenario-Wise Rec benchmark protocol).
+- ``time``: all rows sorted by time; the earliest 80% train, the next 10% validation, the latest 10%
+  test (ties keep file order): a model is judged on the future, as when it is deployed.
 - ``temporal``: per user, rows sorted by time; the first 80% train, the next 10% validation, the last
   10% test (counts rounded half up per user).  Users with fewer than ``min_rows`` rows go to train.
 - ``none``: every row in test (to evaluate a trained checkpoint on a new file).
@@ -12,10 +14,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-SPLITS = ("random", "temporal", "none")
+SPLITS = ("random", "time", "temporal", "none")
 # what a training run may ask for: ``files`` keeps a benchmark's distributed train / val / test files
 # (Ali-CCP, see cesaa.data.benchmarks); ``none`` has no training rows
-TRAIN_SPLITS = ("random", "temporal", "files")
+TRAIN_SPLITS = ("random", "time", "temporal", "files")
 DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
 
 Split = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # train, val, test: sorted [n_i] long
@@ -29,6 +31,23 @@ def random_split(
     if n < 0:
         raise ValueError(f"n={n} must be >= 0")
     order = np.random.default_rng(seed).permutation(n)
+    n_train = int(np.floor(n * f_train + 0.5))
+    n_val = min(int(np.floor(n * f_val + 0.5)), n - n_train)
+    return _as_split(order[:n_train], order[n_train : n_train + n_val], order[n_train + n_val :])
+
+
+def time_split(
+    time: np.ndarray | torch.Tensor | pd.Series, *, fractions: tuple[float, ...] = DEFAULT_FRACTIONS
+) -> Split:
+    """Global split by time: rows sorted by time (ties in file order), the first 80% train, the
+    next 10% validation, the rest test; every validation row's time is >= every training row's,
+    every test row's >= every validation row's."""
+    f_train, f_val, _ = _check_fractions(fractions)
+    time = _as_numpy(time, "time")
+    if time.ndim != 1:
+        raise ValueError(f"time has shape {time.shape}; expected [N]")
+    n = time.shape[0]
+    order = np.argsort(time, kind="stable")
     n_train = int(np.floor(n * f_train + 0.5))
     n_val = min(int(np.floor(n * f_val + 0.5)), n - n_train)
     return _as_split(order[:n_train], order[n_train : n_train + n_val], order[n_train + n_val :])
@@ -87,6 +106,10 @@ def make_split(
     """Dispatch on ``kind`` in :data:`SPLITS`."""
     if kind == "random":
         return random_split(n, seed=seed)
+    if kind == "time":
+        if time is None:
+            raise ValueError("split='time' needs a time column; the data has none")
+        return time_split(time)
     if kind == "temporal":
         if user is None or time is None:
             missing = [k for k, v in (("user", user), ("time", time)) if v is None]
