@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from scipy import sparse
@@ -147,3 +148,55 @@ def test_temporal_split_on_synthetic() -> None:
     data = make_planted(5_000, seed=0, split="temporal")
     n = len(data.train) + len(data.val) + len(data.test)
     assert n == 5_000 and len(data.val) > 0 and len(data.test) > 0
+
+
+def _domain_fits(planted) -> list[np.ndarray]:
+    """Per domain, least-squares coefficients of the true logit on the mechanisms (plus an
+    intercept): by the generator's definition the logit is linear in them, so the fit is exact."""
+    domain = planted.frame["domain"].to_numpy()
+    fits = []
+    for name in planted.truth["domain_names"]:
+        rows = domain == name
+        x = np.column_stack([np.ones(rows.sum()), planted.mechanisms[rows].astype(np.float64)])
+        coef, *_ = np.linalg.lstsq(x, planted.logit[rows], rcond=None)
+        assert np.abs(x @ coef - planted.logit[rows]).max() < 1e-3  # exactly linear
+        fits.append(coef[1:])
+    return fits
+
+
+def test_heterogeneity_zero_is_one_distribution_for_every_domain() -> None:
+    p = make_planted_frame(6000, 5, mechanisms_per_domain=2, seed=3, heterogeneity=0.0)
+    fits = _domain_fits(p)
+    for coef in fits[1:]:  # every domain's logit is the same function of the features
+        np.testing.assert_allclose(coef, fits[0], atol=1e-3)
+    # and one function of the features alone: the logit of all rows, fit without the domain
+    x = np.column_stack([np.ones(len(p.logit)), p.mechanisms.astype(np.float64)])
+    coef, *_ = np.linalg.lstsq(x, p.logit, rcond=None)
+    assert np.abs(x @ coef - p.logit).max() < 1e-3
+    # the features do not depend on the domain either: one chi-square test per categorical column
+    from scipy.stats import chi2_contingency
+
+    for col in ("cat_c", "cat_d"):
+        table = pd.crosstab(p.frame["domain"], p.frame[col]).to_numpy()
+        assert chi2_contingency(table).pvalue > 1e-3
+    assert len(p.truth["mechanism_names"]) == 2 * (5 + 1)
+
+
+def test_heterogeneity_one_shares_no_mechanism_between_domains() -> None:
+    p = make_planted_frame(6000, 5, mechanisms_per_domain=2, seed=3, heterogeneity=1.0)
+    used = [set(np.flatnonzero(np.abs(c) > 1e-3)) for c in _domain_fits(p)]
+    assert all(len(u) == 2 for u in used)  # each domain reads its 2 own mechanisms
+    for a in range(5):
+        for b in range(a + 1, 5):
+            assert not used[a] & used[b], (a, b)
+    # in between, h is the share of each domain's signal variance that is its own
+    h = 0.3
+    p = make_planted_frame(6000, 5, mechanisms_per_domain=2, seed=3, heterogeneity=h)
+    for coef in _domain_fits(p):
+        own = np.abs(coef) > 1e-3
+        own[:2] = False  # the 2 common mechanisms come first
+        assert (coef[own] ** 2).sum() / (coef**2).sum() == pytest.approx(h, abs=1e-3)
+    with pytest.raises(ValueError, match="heterogeneity=1.5 must be in"):
+        make_planted_frame(100, 2, heterogeneity=1.5)
+    data = load_data("synthetic:rows=2000,domains=3,heterogeneity=0.5,seed=1")
+    assert data.description["options"]["heterogeneity"] == 0.5

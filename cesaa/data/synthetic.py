@@ -19,6 +19,18 @@ Generative story (all draws from ``numpy.random.default_rng(seed)``):
       logit = intercept + strength * sum_{k in domain(d)} f_k / sqrt(|domain(d)|) + noise * N(0, 1)
       label ~ Bernoulli(sigmoid(logit)),  intercept set so that the mean of sigmoid(logit) = base_rate
 
+**The heterogeneity dial** (``heterogeneity=h`` in [0, 1], the sweep's one knob; ``None`` keeps the
+layout above): ``m = mechanisms_per_domain`` common mechanisms (0 .. m-1) that every domain uses, plus
+``m`` specific mechanisms per domain, disjoint across domains (K = m + D * m)::
+
+      logit = intercept + strength * (sqrt((1 - h) / m) * sum_{k common} f_k
+                                      + sqrt(h / m) * sum_{k specific to d} f_k) + noise * N(0, 1)
+
+The signal keeps unit variance at every h, and h is the share of it that is the domain's own.  At
+``h = 0`` every domain draws (features, label) from one distribution (the logit is a function of the
+features alone, and the features do not depend on the domain); at ``h = 1`` no two domains share a
+mechanism.  ``truth["mechanism_weights"]`` [D, K] holds the weights above.
+
 Because the domain is independent of the features, a model that ignores the domain can only learn the
 domain-average of the mechanisms; ``truth`` reports both the oracle AUC and that domain-blind oracle's AUC.
 
@@ -89,12 +101,26 @@ def make_planted_frame(
     noise: float = 0.5,
     base_rate: float = 0.4,
     structure: str = "additive",
+    heterogeneity: float | None = None,
 ) -> PlantedFrame:
     """Generate the planted table.  ``num_mechanisms`` defaults to ``mechanisms_per_domain * D + 1``.
 
     ``structure``: ``additive`` (categorical x numeric mechanisms, the default) or
     ``multiplicative`` (user x item factor mechanisms without main effects, see the module docstring).
+    ``heterogeneity``: the dial from identical domains (0) to disjoint mechanisms (1), see the
+    module docstring; it fixes ``num_mechanisms`` to ``m * (D + 1)``.
     """
+    if heterogeneity is not None:
+        if not 0.0 <= heterogeneity <= 1.0:
+            raise ValueError(f"heterogeneity={heterogeneity} must be in [0, 1]")
+        if mechanisms_per_domain < 1:
+            raise ValueError("heterogeneity needs mechanisms_per_domain >= 1")
+        needed = mechanisms_per_domain * (num_domains + 1)
+        if num_mechanisms not in (None, needed):
+            raise ValueError(
+                f"num_mechanisms={num_mechanisms}: with heterogeneity it is m * (D + 1) = {needed}"
+            )
+        num_mechanisms = needed
     if num_mechanisms is None:
         num_mechanisms = mechanisms_per_domain * num_domains + 1
     _check_args(
@@ -116,7 +142,12 @@ def make_planted_frame(
     domain = rng.choice(d_count, size=n, p=weights / weights.sum())
     time = _T0 + rng.integers(0, 30 * 86_400, size=n)  # independent of everything else
 
-    membership = _assign_mechanisms(rng, d_count, k_count, mechanisms_per_domain)  # [D, K] 0/1
+    if heterogeneity is None:
+        membership = _assign_mechanisms(rng, d_count, k_count, mechanisms_per_domain)  # [D, K] 0/1
+        scaled = membership / np.sqrt(membership.sum(1, keepdims=True))  # unit-variance sum
+    else:
+        scaled = dial_weights(d_count, mechanisms_per_domain, heterogeneity)  # [D, K]
+        membership = (scaled > 0).astype(np.int64)
     mech = np.empty((n, k_count))
     features = []
     for k in range(k_count):
@@ -135,7 +166,6 @@ def make_planted_frame(
         mech[:, k] = (f - f.mean()) / (f.std() + 1e-12)
         features.append([CATEGORICAL[c][0] for c in cols] + [NUMERIC[j] for j in nums])
 
-    scaled = membership / np.sqrt(membership.sum(1, keepdims=True))  # [D, K], unit-variance sum
     signal = strength * (mech * scaled[domain]).sum(1)  # [N]
     average = scaled.T @ (weights / weights.sum())  # [K], the domain-weighted mechanism mix
     blind = strength * (mech * average).sum(1)  # the best domain-blind logit (up to sigmoid), [N]
@@ -174,6 +204,13 @@ def make_planted_frame(
     }
     if structure != "additive":
         truth["structure"] = structure
+    if heterogeneity is not None:
+        m = mechanisms_per_domain
+        truth["heterogeneity"] = float(heterogeneity)
+        truth["mechanism_weights"] = scaled.round(6).tolist()
+        truth["mechanism_names"] = [f"m{k}_shared" for k in range(m)] + [
+            f"m{k}" for k in range(m, k_count)
+        ]
     return PlantedFrame(frame, schema, mech.astype(np.float32), (intercept + signal), truth)
 
 
@@ -188,6 +225,7 @@ def make_planted(
     noise: float = 0.5,
     base_rate: float = 0.4,
     structure: str = "additive",
+    heterogeneity: float | None = None,
     split: str = "random",
     split_seed: int | None = None,
     encoders: dict | None = None,
@@ -203,6 +241,7 @@ def make_planted(
         noise=noise,
         base_rate=base_rate,
         structure=structure,
+        heterogeneity=heterogeneity,
     )
     options = {
         "rows": num_rows,
@@ -216,6 +255,8 @@ def make_planted(
     }
     if structure != "additive":  # additive options stay as they were (same fingerprints)
         options["structure"] = structure
+    if heterogeneity is not None:
+        options["heterogeneity"] = heterogeneity
     return from_frame(
         planted.frame,
         planted.schema,
@@ -225,6 +266,18 @@ def make_planted(
         description={"kind": "synthetic", "path": None, "options": options},
         truth=planted.truth,
     )
+
+
+def dial_weights(num_domains: int, per_domain: int, heterogeneity: float) -> np.ndarray:
+    """[D, K] mechanism weights of the heterogeneity dial (K = m * (D + 1)): the first m columns
+    common, sqrt((1 - h) / m); domain d's own columns m * (d + 1) .. m * (d + 2) - 1, sqrt(h / m).
+    Every row has unit squared norm (the signal's variance does not move with h)."""
+    m, h = per_domain, float(heterogeneity)
+    w = np.zeros((num_domains, m * (num_domains + 1)))
+    w[:, :m] = np.sqrt((1.0 - h) / m)
+    for d in range(num_domains):
+        w[d, m * (d + 1) : m * (d + 2)] = np.sqrt(h / m)
+    return w
 
 
 def auc(label: np.ndarray, score: np.ndarray) -> float:
