@@ -14,7 +14,8 @@ A record is a folder::
 
 - ``row`` int64: position of the row in the record (0..N-1).
 - ``domain`` int32: index into ``record.json["domains"]``.
-- ``label`` float32 (0/1) and ``prediction`` float32 (predicted probability).
+- ``label`` float32 (0/1) and ``prediction`` float32 (predicted probability); both NaN in a record
+  without labels (``record.json["labels"]`` false).
 - ``p.<gate>.<e>`` float32: dense gate probability of expert e (0..E-1) of gate ``<gate>``; each
   row sums to 1 over e.
 - ``top.<gate>.<j>`` int16: the j-th selected expert (j = 0..k-1) of a sparse (top-k) gate.
@@ -43,6 +44,7 @@ EXPERT_KINDS = ("routed", "shared", "specific")
 GATE_KINDS = ("dense", "sparse", "structured")
 NOT_DECLARED = "not declared"
 BASE_COLUMNS = ("row", "domain", "label", "prediction")
+
 _NAME = re.compile(r"^[A-Za-z0-9_]+$")
 
 
@@ -261,6 +263,7 @@ class RecordMeta:
     created: str = ""
     sample: dict[str, Any] = field(default_factory=dict)
     source: dict[str, Any] = field(default_factory=dict)
+    labels: bool = True
 
     def __post_init__(self) -> None:
         if not self.domains:

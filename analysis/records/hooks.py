@@ -194,7 +194,7 @@ def record(
     out: str | Path,
     domains: Sequence[str],
     domain: Callable[[Batch], Any],
-    label: Callable[[Batch], Any],
+    label: Callable[[Batch], Any] | None = None,
     prediction: Callable[[Any, Batch, np.ndarray], Any] | None = None,
     forward: Callable[[nn.Module, Batch], Any] = default_forward,
     experts: Mapping[str, Sequence[str]] | None = None,
@@ -212,7 +212,8 @@ def record(
     ``gates``: {name: GateSpec or a module name}; the first is the primary gate (the one the
     overview and the embedding use).  ``domain(batch)`` [B] ints in [0, D) indexing ``domains``;
     ``label(batch)`` [B] 0/1; ``prediction(output, batch, domain)`` [B] probabilities (default:
-    the model output squeezed to [B]).  ``experts``: {gate: module names of its experts in column
+    the model output squeezed to [B]).  ``label=None`` writes a record without labels (and without
+    predictions: a language model's tokens); metrics then say "no labels in this record".  ``experts``: {gate: module names of its experts in column
     order}: their outputs [B, H] are kept for the seeded sample of ``sample_size`` rows (the
     embedding views).  ``keep``: {column: fn(batch) -> [B]} extra columns (user/item ids, raw
     features).  The model's train/eval mode is restored and every hook removed.
@@ -253,6 +254,7 @@ def record(
                     description,
                     data,
                     command,
+                    labels=label is not None,
                 )
                 writer = RecordWriter(
                     out, meta, sample_size=sample_size, seed=seed, overwrite=overwrite
@@ -262,7 +264,13 @@ def record(
                 for n, s in specs.items()
             }
             topk = {n: _topk(g[n], s.top_k) for n, s in specs.items() if s.top_k}
-            pred = (prediction or (lambda o, b, d: o))(output, batch, dom)
+            labeled = {}
+            if label is not None:
+                pred = (prediction or (lambda o, b, d: o))(output, batch, dom)
+                labeled = {
+                    "label": _np1(label(batch), "label"),
+                    "prediction": _np1(pred, "prediction"),
+                }
             mods = experts.get(primary, ())
 
             def outputs(local: np.ndarray, mods: tuple[str, ...] = mods) -> tuple[np.ndarray, None]:
@@ -272,8 +280,7 @@ def record(
 
             writer.write(
                 domain=dom,
-                label=_np1(label(batch), "label"),
-                prediction=_np1(pred, "prediction"),
+                **labeled,
                 probs=g,
                 topk=topk,
                 keep={k: _np1(fn(batch), f"keep[{k!r}]") for k, fn in (keep or {}).items()},
@@ -320,6 +327,7 @@ def _meta(
     description: str,
     data: Mapping[str, Any] | None,
     command: str,
+    labels: bool = True,
 ) -> RecordMeta:
     """The record's metadata, with gate widths read from the first batch."""
     infos = []
@@ -360,4 +368,5 @@ def _meta(
         data=dict(data or {}),
         command=command,
         source={"kind": "hooks", "class": f"{type(model).__module__}.{type(model).__name__}"},
+        labels=labels,
     )

@@ -34,7 +34,7 @@ def merge_records(
     expected = 0
     for r in recs:
         m = r.meta
-        for key in ("domains", "gates", "kept", "always_on", "model_name"):
+        for key in ("domains", "gates", "kept", "always_on", "model_name", "labels"):
             if getattr(m, key) != getattr(first, key):
                 raise RecordError(f"{r.path}: {key} differs from {recs[0].path}'s; cannot merge")
         if m.sample.get("seed") != first.sample.get("seed"):
@@ -96,7 +96,7 @@ def merge_records(
     meta = first
     meta.rows = expected
     meta.stats = stats
-    meta.metrics = _metrics(out / ROWS_FILE, meta.domains) if expected else {}
+    meta.metrics = _metrics(out / ROWS_FILE, meta.domains) if expected and meta.labels else {}
     meta.sample = sample
     meta.data = {**data, "rows_sha256": digest.hexdigest(), "merged_parts": len(recs)}
     meta.command = command or meta.command

@@ -107,8 +107,8 @@ class RecordWriter:
         self,
         *,
         domain: Any,
-        label: Any,
-        prediction: Any,
+        label: Any = None,
+        prediction: Any = None,
         probs: Mapping[str, Any],
         topk: Mapping[str, Any] | None = None,
         keep: Mapping[str, Any] | None = None,
@@ -116,7 +116,8 @@ class RecordWriter:
     ) -> None:
         """Append B rows.
 
-        domain [B] ints in [0, D); label [B] 0/1; prediction [B] probabilities; ``probs`` {gate:
+        domain [B] ints in [0, D); label [B] 0/1; prediction [B] probabilities (both ``None``, and
+        only then, in a record without labels: ``meta.labels`` False); ``probs`` {gate:
         [B, E]} for every gate of the metadata (rows sum to 1); ``topk`` {gate: [B, k]} for every
         sparse gate; ``keep`` {name: [B]} for every kept column.  ``expert_outputs`` (needed when
         ``sample_size`` > 0): [B, E, H] outputs of the primary gate's experts, or a function
@@ -127,6 +128,15 @@ class RecordWriter:
         if self._closed:
             raise ValueError("the record writer is closed")
         topk, keep = dict(topk or {}), dict(keep or {})
+        if self.meta.labels and (label is None or prediction is None):
+            raise ValueError(
+                "label and prediction are needed for every row (or write a record without "
+                "labels: RecordMeta(labels=False))"
+            )
+        if not self.meta.labels and (label is not None or prediction is not None):
+            raise ValueError(
+                "this record has no labels (meta.labels False): pass no label or prediction"
+            )
         gates = {g.name: g for g in self.meta.gates}
         if set(probs) != set(gates):
             raise ValueError(
@@ -161,6 +171,8 @@ class RecordWriter:
                 clean[name]["top"] = top.astype(np.int16)
         dom = to_numpy(domain, "domain").astype(np.int32)
         n = dom.shape[0]
+        if not self.meta.labels:  # stored as NaN: the columns keep one schema for every record
+            label = prediction = np.full(n, np.nan, np.float32)
         kept = {}
         for name, col in keep.items():
             arr = (
@@ -288,7 +300,7 @@ class RecordWriter:
         m = self.meta
         m.rows = self.rows
         m.stats = {name: st.to_dict() for name, st in self.stats.items()}
-        m.metrics = _metrics(self.out / ROWS_FILE, m.domains) if self.rows else {}
+        m.metrics = _metrics(self.out / ROWS_FILE, m.domains) if self.rows and m.labels else {}
         m.sample = sample_info
         digest = hashlib.sha256(
             (self._hash["domain"].hexdigest() + self._hash["label"].hexdigest()).encode()
