@@ -99,6 +99,7 @@ def test_mmoe_one_task_for_all_matches_its_gate(ml100k_path, tmp_path):
     assert rec.stats["gate"].isclose(expected, rtol=1e-5, atol=1e-5)
     assert [e.name for e in rec.meta.primary.experts] == [f"expert_dnn_{i}" for i in range(4)]
     assert rec.meta.model_name == "DeepCTR-Torch MMOE"
+    assert rec.meta.primary.kind == "dense" and rec.meta.primary.hyper == {}
     assert rec.meta.sample["size"] == 50 and rec.meta.sample["hidden"] == 8
 
 
@@ -159,6 +160,8 @@ def test_ple_specific_shared_layout_and_levels(ml100k_path, tmp_path):
         sample_size=20,
     )
     assert [g.name for g in rec.meta.gates] == ["gate", "level1", "level1_shared"]
+    assert [g.kind for g in rec.meta.gates] == ["structured", "structured", "dense"]
+    assert rec.meta.primary.reach == ((0, 1, 4),) * 3  # task 0's gate, read by every domain
     ex = rec.meta.primary.experts
     assert [(e.name, e.kind, e.owner) for e in ex] == [
         ("specific_0_0", "specific", "like"),

@@ -78,6 +78,7 @@ def test_every_layer_per_token_matches_output_router_logits(family, tmp_path):
     )  # fmt: skip
     assert [g.name for g in rec.meta.gates] == ["layer0", "layer1"]
     assert all(g.top_k == k and g.num_experts == e for g in rec.meta.gates)
+    assert all(g.kind == "sparse" and not g.inferred for g in rec.meta.gates)
     assert not rec.meta.labels and rec.meta.metrics == {}
 
     probs, dom, ids, seq = {0: [], 1: []}, [], [], []
@@ -141,6 +142,7 @@ def test_deepseek_v3_selection_is_the_routers_own_group_limited_choice(tmp_path)
                               out=tmp_path / "rec")  # fmt: skip
     assert [g.name for g in rec.meta.gates] == ["layer1"]  # layer 0 is dense
     assert "shared experts" in rec.meta.model_description
+    assert [x.kind for x in rec.meta.always_on] == ["shared"]
     # the choice written out: sigmoid scores + bias, best 2 of 4 groups (sum of top-2), top-2
     hidden = []
     h = model.model.layers[1].mlp.register_forward_pre_hook(lambda m, a: hidden.append(a[0]))

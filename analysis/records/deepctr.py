@@ -101,6 +101,8 @@ def deepctr_spec(
                 kind="logits",
                 per_domain=per_domain,
                 experts=experts,
+                gate_kind="dense",
+                hyper={},  # DeepCTR-Torch's MMOE trains with no MI or load-balancing loss
             )
         }
         modules = [f"expert_dnn.{i}" for i in range(e)]
@@ -152,10 +154,16 @@ def _ple_gates(
             columns=tuple(columns(t) for t in tasks),
             num_experts=e,
             experts=experts,
+            gate_kind="structured",
+            hyper={},
         )
         if level < levels - 1:
             gates[f"level{level + 1}_shared"] = GateSpec(
-                modules=(f"shared_gate_dnn_final_layer.{level}",), kind="logits", experts=experts
+                modules=(f"shared_gate_dnn_final_layer.{level}",),
+                kind="logits",
+                experts=experts,
+                gate_kind="dense",
+                hyper={},
             )
     last = levels - 1
     modules = [f"specific_experts.{last}.{t}.{j}" for t in range(n_task) for j in range(spec)]

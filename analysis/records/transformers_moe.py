@@ -285,6 +285,12 @@ def _expert_outputs(experts: nn.Module, hidden: torch.Tensor, e: int) -> np.ndar
     return torch.stack(outs, dim=1).cpu().numpy()
 
 
+def _hyper(cfg: Any) -> dict[str, float]:
+    """The settings alarms read: beta = the config's load-balancing loss weight (no MI loss)."""
+    coef = getattr(cfg, "router_aux_loss_coef", None)
+    return {} if coef is None else {"beta": float(coef)}
+
+
 def _meta(
     model: nn.Module,
     routers: Mapping[str, str],
@@ -304,17 +310,25 @@ def _meta(
                 name=gate,
                 experts=tuple(ExpertInfo(f"expert_{i}") for i in range(e)),
                 top_k=_top_k(model, router),
+                kind="sparse",
+                hyper=_hyper(model.config),
                 description=f"{name} ({type(router).__name__}): softmax of its logits; top = "
                 "the router's own selection",
             )
         )
     shared = any(re.search(r"\.shared_experts?$", n) for n, _ in model.named_modules())
+    always_on = (ExpertInfo("shared_experts", "shared"),) if shared else ()
     cfg = model.config
     return RecordMeta(
         model_name=model_name or f"{type(model).__name__} ({getattr(cfg, 'model_type', '?')})",
         model_description=f"transformers {type(model).__name__}: {len(gates)} MoE layers, "
         "one row per token"
-        + (" (plus always-on shared experts in each MoE block, not recorded)" if shared else ""),
+        + (
+            " and always-on shared experts in each MoE block (their outputs not sampled)"
+            if shared
+            else ""
+        ),
+        always_on=always_on,
         domains=tuple(str(d) for d in domains),
         gates=tuple(gates),
         kept=("sequence", "position", "token_id") + (("token",) if tokenizer is not None else ()),
