@@ -77,6 +77,17 @@ def verdict(runs: list[dict], lb: Leaderboard) -> tuple[str, dict]:
             "  The interval includes 0: at this number of seeds CESAA and "
             f"{best.model} cannot be told apart."
         )
+    summary = {m.model: m for m in lb.models}
+    stalled = [
+        f"{m} stalled in {summary[m].stalled}"
+        for m in ("cesaa", best.model)
+        if sum(v not in (None, "converged") for v in summary[m].ends)
+    ]
+    if stalled:
+        text += (
+            f"  **Stalled runs: {'; '.join(stalled)}**: a stalled run (a plateau, or the epoch "
+            "cap while still improving) measures the training, not the architecture."
+        )
     return text, nums
 
 

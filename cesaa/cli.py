@@ -232,6 +232,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     )
     _print_metrics(result.test_metrics, data.domain_names, "test metrics (best weights):")
     print(f"checkpoint: {out}")
+    if result.end is not None:  # the last line: how the run ended (cesaa.convergence)
+        print(("WARNING: " if result.end.stalled else "") + "run " + result.end.message)
     return 0
 
 

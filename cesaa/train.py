@@ -32,6 +32,7 @@ from torch import nn
 from cesaa import allocator, distributed
 from cesaa.checkpoint import build_meta, read_meta, save_checkpoint, write_json
 from cesaa.config import ModelConfig, TrainConfig
+from cesaa.convergence import RunEnd, classify_run, domain_rate_auc
 from cesaa.data.locate import location
 from cesaa.data.table import EncodedTable, MultiDomainData
 from cesaa.epoch import epoch_batches as _epoch_batches  # noqa: F401  (tests import it from here)
@@ -72,6 +73,7 @@ class TrainResult:
     test_metrics: dict = field(default_factory=dict)
     run_dir: Path | None = None
     stopped_early: bool = False
+    end: RunEnd | None = None  # converged, plateau or not converged (cesaa.convergence)
 
 
 FUSED_DEVICES = ("cpu", "cuda")  # where torch's fused Adam kernel runs
@@ -208,15 +210,39 @@ def train(
     model.eval()
     val = evaluate_part(model, data.val, data.domain_names, eval_bs, ctx)
     test = evaluate_part(model, data.test, data.domain_names, eval_bs, ctx)
+    end = run_end(history, train_cfg, stopped_early, data)
     if run is not None and main:
         meta["status"] = "complete"
         meta["metrics"] = {"best_epoch": at.best_epoch + 1, "val": val, "test": test}
         meta["epochs_completed"] = len(history)
+        meta["run_end"] = None if end is None else end.to_dict()
         save_checkpoint(run, model, meta)
         state = read_state(run) if (run / STATE).is_file() else {}
         write_json(run / STATE, {**state, "finished": True})
     distributed.barrier(ctx)  # no rank returns before rank 0 has written the run folder
-    return TrainResult(model, history, at.best_epoch + 1, val, test, run, stopped_early)
+    return TrainResult(model, history, at.best_epoch + 1, val, test, run, stopped_early, end)
+
+
+def run_end(
+    history: list[dict], cfg: TrainConfig, stopped_early: bool, data: MultiDomainData
+) -> RunEnd | None:
+    """How the run ended (:func:`cesaa.convergence.classify_run` on the validation AUC per epoch,
+    against the domain-only reference when both splits are in memory); None when no epoch has a
+    finite validation AUC (e.g. one class in the validation split)."""
+    curve = [float(r.get("val/auc", math.nan)) for r in history]
+    if not any(math.isfinite(v) for v in curve):
+        return None
+    ref = None
+    if isinstance(data.train, EncodedTable) and isinstance(data.val, EncodedTable):
+        tr, va = data.train, data.val
+        ref = domain_rate_auc(tr.domain.cpu(), tr.label.cpu(), va.domain.cpu(), va.label.cpu())
+    return classify_run(
+        curve,
+        epochs_cap=cfg.epochs,
+        stopped_early=stopped_early,
+        patience=cfg.patience,
+        reference=ref,
+    )
 
 
 def _fail_no_improvement(run: Path | None, meta: dict, history: list[dict], monitor: str) -> None:

@@ -41,6 +41,11 @@ st.caption(
     f"{', '.join(ckpt.domain_names)} · status {meta.get('status')} · best epoch "
     f"{meta.get('metrics', {}).get('best_epoch')}"
 )
+end = meta.get("run_end")  # how the run ended (cesaa.convergence), absent in older checkpoints
+if end and end.get("verdict") != "converged":
+    st.warning(f"This run {end['message']}.  Its numbers measure its training, not its model.")
+elif end:
+    st.caption(f"The run {end['message']}.")
 with st.expander("Configuration and data"):
     st.code(
         json.dumps({"model": meta["model"], "train": meta.get("train"), "data": desc}, indent=1)

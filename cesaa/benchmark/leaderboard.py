@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from cesaa.benchmark.stats import holm, mean_std, paired_difference
+from cesaa.convergence import stalled_text
 
 METRICS = ("auc", "gauc", "logloss")
 LOWER_IS_BETTER = frozenset({"logloss"})
@@ -49,6 +50,13 @@ class ModelSummary:
     epochs: tuple[float, float]
     train_seconds: tuple[float, float]  # per run, mean and std
     tune: dict[str, Any] = field(default_factory=dict)  # trials, pruned, seconds (when tuned)
+    # how each seed's run ended (cesaa.convergence verdicts, seed order); None: not recorded
+    ends: list[str | None] = field(default_factory=list)
+
+    @property
+    def stalled(self) -> str:
+        """How many seeds stalled: "2 of 10 seeds (plateau 2)", "none of 5 seeds" or "n/a"."""
+        return stalled_text(self.ends)
 
 
 @dataclass
@@ -166,6 +174,7 @@ def build_leaderboard(
                 epochs=mean_std([r["epochs"] for r in rs]),
                 train_seconds=mean_std([r["seconds"] for r in rs]),
                 tune=tuning.get(name, {}),
+                ends=[seeds[s].get("end") for s in sorted(seeds)],
             )
         )
     overall_auc = {c.model: c.rank for c in cells if c.scope == OVERALL and c.metric == "auc"}

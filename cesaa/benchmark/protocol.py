@@ -147,7 +147,8 @@ def run_task(
 
     Record keys: model, seed, phase, params, val and test (flat metric dicts of the best-validation
     epoch), best_epoch, epochs (completed), seconds (training wall time), history (per-epoch
-    validation monitor).  ``callback`` receives the trainer's events (see ``cesaa.train.train``).
+    validation monitor), end (``converged``, ``plateau`` or ``not_converged``: how the run ended,
+    :mod:`cesaa.convergence`; None when the validation AUC was never finite).  ``callback`` receives the trainer's events (see ``cesaa.train.train``).
     """
     from cesaa.train import train
 
@@ -171,5 +172,6 @@ def run_task(
         "epochs": len(res.history),
         "seconds": seconds,
         "history": [float(h.get(monitor, float("nan"))) for h in res.history],
+        "end": None if res.end is None else res.end.verdict,
         "domains": list(data.domain_names),
     }

@@ -55,6 +55,7 @@ def overall_rows(lb: Leaderboard) -> tuple[list[str], list[list[str]]]:
         "logloss",
         f"Δ AUC vs best [{pct} CI]",
         "p (Holm)",
+        "stalled",
         "best epoch",
         "train s / run",
         "tuning",
@@ -77,6 +78,7 @@ def overall_rows(lb: Leaderboard) -> tuple[list[str], list[list[str]]]:
                 *(_pm(cell[(k, m.model)].mean, cell[(k, m.model)].std) for k in METRICS),
                 _diff(auc),
                 p_text(auc.p_holm),
+                m.stalled,  # next to the verdict: a stalled run measures training, not a model
                 _pm(*m.best_epoch, 1),
                 _pm(*m.train_seconds, 1),
                 tuned,
