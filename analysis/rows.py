@@ -130,7 +130,7 @@ def expert_contributions(model: nn.Module, cat: Any, num: Any, domain: Any) -> C
     model.eval()
     try:
         c = model.select(cat, num, domain, RoutingOverride(), keep_shared_outputs=True)
-        outs = model.experts.forward_all(c.x)  # [n, E, H]
+        outs = model.expert_outputs(c.x)  # [n, E, H], one per gate slot
         g = c.gate.gates  # [n, E]
         h_spec = torch.einsum("ne,neh->nh", g, outs)  # [n, H]
         concat = model.cfg.fusion == "concat"

@@ -35,6 +35,9 @@ class ModelConfig:
     num_experts: int = 8  # E selectable domain experts
     top_k: int = 2  # k experts per example (Shazeer et al. use k=2..4)
     num_shared: int = 1  # always-on shared experts; 0 = the "no shared expert" ablation
+    # gate slot e runs expert expert_slots[e]; () = one expert per slot.  Written by `cesaa prune`
+    # when it merges experts: the merged slots keep their gate columns and share one averaged expert
+    expert_slots: tuple[int, ...] = ()
     gate_input: str = "concat"  # concat: gate sees [x, domain emb]; per_domain: one W_g per domain; features: x only
     noisy_gating: bool = True  # Shazeer's trainable noise, training only
     dispatch: str = "sparse"  # sparse: run only selected experts; dense: run all and mask (oracle)
@@ -69,11 +72,14 @@ class ModelConfig:
     def __post_init__(self) -> None:
         self.expert_hidden = tuple(int(h) for h in self.expert_hidden)
         self.tower_hidden = tuple(int(h) for h in self.tower_hidden)
+        self.expert_slots = tuple(int(s) for s in self.expert_slots)
         self.star_hidden = tuple(int(h) for h in self.star_hidden)
         _positive(self, "embed_dim", "expert_dim", "num_experts", "ple_levels", "ple_specific")
         _nonnegative(self, "num_shared", "mmoe_experts", "ple_shared")
         if not 1 <= self.top_k <= self.num_experts:
             raise ValueError(f"top_k={self.top_k} must be in [1, num_experts={self.num_experts}]")
+        if self.expert_slots:
+            _check_slots(self.expert_slots, self.num_experts)
         if self.alpha < 0:
             raise ValueError(f"alpha={self.alpha} must be >= 0 (it weights -I(D;E))")
         if self.beta < 0:
@@ -143,6 +149,21 @@ class TrainConfig:
         _choice(self, "amp", AMP_MODES)
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ValueError(f"device={self.device!r} must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
+
+
+def _check_slots(slots: tuple[int, ...], num_experts: int) -> None:
+    """One expert index per gate slot, the experts numbered 0..P-1 with none left unused."""
+    if len(slots) != num_experts:
+        raise ValueError(
+            f"expert_slots={list(slots)} must name one expert per gate slot "
+            f"(num_experts={num_experts})"
+        )
+    used = sorted(set(slots))
+    if used != list(range(len(used))):
+        raise ValueError(
+            f"expert_slots={list(slots)} must use every expert 0..{len(used) - 1} "
+            "(no gaps, no negative index)"
+        )
 
 
 def _positive(obj: Any, *names: str) -> None:

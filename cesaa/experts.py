@@ -177,12 +177,18 @@ class StackedMLP(nn.Module):
         return h
 
     def forward_sparse(
-        self, x: torch.Tensor, topk_idx: torch.Tensor, gates: torch.Tensor
+        self,
+        x: torch.Tensor,
+        topk_idx: torch.Tensor,
+        gates: torch.Tensor,
+        pair_gates: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """sum_{e in topk(x)} gates[x, e] * expert_e(x), computing only the selected pairs.
 
         x: [B, I]; topk_idx: [B, k] long; gates: [B, n] (only the entries at ``topk_idx`` are
-        read, so only they receive gradient).  Returns [B, O].
+        read, so only they receive gradient).  ``pair_gates`` [B, k]: the weight of each selected
+        pair instead of ``gates.gather(1, topk_idx)`` (a row may then name one expert twice, as
+        merged gate slots do).  Returns [B, O].
 
         The P = B*k (row, expert) pairs are sorted by expert and their rows gathered once; every
         layer of every selected expert then runs as one grouped GEMM over the sorted rows, and one
@@ -198,7 +204,9 @@ class StackedMLP(nn.Module):
         dtype = torch.promote_types(x.dtype, gates.dtype)
         if b == 0:
             return x.new_zeros(b, self.out_dim, dtype=dtype)
-        g = gates.gather(1, topk_idx).reshape(-1).index_select(0, order)  # [P] sorted
+        if pair_gates is None:
+            pair_gates = gates.gather(1, topk_idx)  # [B, k]
+        g = pair_gates.reshape(-1).index_select(0, order)  # [P] sorted
         out = x.new_zeros(b, self.out_dim, dtype=dtype)  # [B, O]
         # without autograd, the sorted pairs in slices of INFERENCE_PAIRS (no host read): each
         # slice's gathered rows and activations stay in cache where one pass over every pair

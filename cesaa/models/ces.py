@@ -54,7 +54,13 @@ class CESBlock(nn.Module):
             gate_input=cfg.gate_input,
             noisy=cfg.noisy_gating,
         )
-        self.experts = StackedExperts(cfg.num_experts, f, cfg.expert_hidden, cfg.expert_dim)
+        # gate slot -> the expert it runs (merged experts share one); None: slot e runs expert e
+        slots = cfg.expert_slots
+        self.register_buffer(
+            "slot_expert", torch.tensor(slots) if slots else None, persistent=False
+        )
+        n_experts = max(slots) + 1 if slots else cfg.num_experts
+        self.experts = StackedExperts(n_experts, f, cfg.expert_hidden, cfg.expert_dim)
         self.shared = (
             StackedExperts(cfg.num_shared, f, cfg.expert_hidden, cfg.expert_dim)
             if cfg.num_shared > 0
@@ -89,16 +95,35 @@ class CESBlock(nn.Module):
         else:
             g, shared_out = self._gate_and_shared(x, domain, stacked, run_shared, gate_args)
         # gates/probs [B, E], topk_idx [B, k]; k != cfg.top_k renormalizes over the new top-k
-        if cfg.dispatch == "sparse":
-            h_spec = self.experts.forward_sparse(x, g.topk_idx, g.gates)  # [B, H]
-        else:
-            h_spec = self.experts.forward_dense_masked(x, g.gates)  # [B, H]
+        h_spec = self._mix_experts(x, g)  # [B, H]
         h_sh = shared_out.mean(dim=1) if use_shared else torch.zeros_like(h_spec)  # [B, H]
         if cfg.fusion == "sum":
             h = h_sh + h_spec  # [B, H]
         else:
             h = torch.cat([h_sh, h_spec], dim=1)  # [B, 2H]
         return CESOutput(x, e_d, h, g, shared_out)
+
+    def _mix_experts(self, x: torch.Tensor, g: GateOutput) -> torch.Tensor:
+        """sum over the selected slots e of gates[:, e] * expert_{slot_expert[e]}(x): [B, H].
+
+        Merged slots (``cfg.expert_slots``) run their shared expert with each slot's own weight:
+        sparse dispatch maps the selected slots to experts ([B, k]; one row may name an expert
+        twice), dense dispatch sums the slots' gates per expert ([B, P])."""
+        m = self.slot_expert
+        if self.cfg.dispatch == "sparse":
+            if m is None:
+                return self.experts.forward_sparse(x, g.topk_idx, g.gates)
+            pair_gates = g.gates.gather(1, g.topk_idx)  # [B, k]
+            return self.experts.forward_sparse(x, m[g.topk_idx], g.gates, pair_gates=pair_gates)
+        gates = g.gates
+        if m is not None:  # [B, E] slots -> [B, P] experts
+            gates = gates.new_zeros(gates.shape[0], self.experts.groups).index_add_(1, m, gates)
+        return self.experts.forward_dense_masked(x, gates)
+
+    def expert_outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """Every gate slot's expert output: x [B, F] -> [B, E, H] (merged slots repeat theirs)."""
+        out = self.experts.forward_all(x)  # [B, P, H]
+        return out if self.slot_expert is None else out.index_select(1, self.slot_expert)
 
     def _gate_and_shared(
         self,

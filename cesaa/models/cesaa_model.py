@@ -80,7 +80,7 @@ class CESAA(CESBlock):
             topk_idx=c.gate.topk_idx,
             aux_loss=aux_loss,
             losses=losses,
-            expert_outputs=self.experts.forward_all(c.x) if return_expert_outputs else None,
+            expert_outputs=self.expert_outputs(c.x) if return_expert_outputs else None,
             shared_outputs=c.shared_outputs if return_expert_outputs else None,
         )
 
