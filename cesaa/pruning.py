@@ -33,7 +33,9 @@ import torch
 from torch import nn
 
 from cesaa.checkpoint import Checkpoint, save_checkpoint
+from cesaa.epoch import train_step
 from cesaa.models.ces import CESBlock
+from cesaa.train import make_optimizer
 
 
 @dataclass(frozen=True)
@@ -271,3 +273,32 @@ def save_edited_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def fine_tune(
+    model: nn.Module,
+    table: Any,
+    steps: int,
+    *,
+    lr: float,
+    batch_size: int,
+    weight_decay: float = 0.0,
+    seed: int = 0,
+) -> nn.Module:
+    """Train ``model`` in place for ``steps`` optimizer steps on shuffled batches of ``table``
+    (the trainer's Adam and step: BCE + the model's auxiliary loss); returns it in eval mode."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"--fine-tune {steps!r} must be a number of steps >= 0")
+    if steps == 0:
+        return model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    opt = make_optimizer(model, lr, weight_decay)
+    model.train()
+    done = 0
+    while done < steps:
+        for b in table.batches(batch_size, shuffle=True, generator=gen):
+            train_step(model, opt, b, None, 0.0)
+            done += 1
+            if done == steps:
+                break
+    return model.eval()
