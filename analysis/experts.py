@@ -12,7 +12,11 @@ against the rows *of the same domains* that were not routed to e, stratified by 
 feature mix.  Per domain stratum i the 2 x 2 table is
 
     a = routed rows with v,   b = routed rows without v,
-    c = other rows with v,    d = other rows without v         (each cell + ``smoothing``)
+    c = other rows with v,    d = other rows without v
+
+A stratum informs on v only when it holds routed and other rows, rows with v and rows without;
+the others have a d = b c = 0 and contribute nothing (adding domains that lack v leaves the
+estimate unchanged).  The informative strata get ``smoothing`` added to each cell:
 
     log OR_MH = log( sum_i a_i d_i / n_i  /  sum_i b_i c_i / n_i )
 
@@ -98,9 +102,11 @@ def _mh_log_odds(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mantel-Haenszel log odds ratio and its Robins-Breslow-Greenland SE.
 
-    a, b, c, d: [S, V] cell counts (already smoothed) per stratum S and value V; returns [V], [V].
+    a, b, c, d: [S, V] cell counts (already smoothed) per stratum S and value V, all 0 where the
+    stratum holds no information on the value; returns [V], [V] (NaN for a value no stratum
+    informs on).
     """
-    n = a + b + c + d
+    n = np.where(a + b + c + d > 0, a + b + c + d, 1.0)  # empty cells (no value): all terms 0
     r_i, s_i = a * d / n, b * c / n
     p_i, q_i = (a + d) / n, (b + c) / n
     r, s = r_i.sum(0), s_i.sum(0)
@@ -212,15 +218,18 @@ def _one_feature(
     routed_tot = routed_with.sum(1, keepdims=True)  # [S, 1]
     other_tot = other_with.sum(1, keepdims=True)
     live = ((routed_tot > 0) & (other_tot > 0))[:, 0]  # strata with both groups
-    a = routed_with[live] + smoothing
-    b = (routed_tot - routed_with)[live] + smoothing
-    c = other_with[live] + smoothing
-    d = (other_tot - other_with)[live] + smoothing
-    if a.shape[0] == 0:
-        lor = se = np.full(v, np.nan)
-    else:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            lor, se = _mh_log_odds(a, b, c, d)
+    with_v = (routed_with + other_with)[live]  # [S', V]
+    # a stratum informs about v only when it holds rows with v and rows without; the others have
+    # a d - b c terms of 0 and contribute nothing (smoothing them would pull the estimate towards
+    # the stratum's routed share, even flipping its sign when many domains lack the value)
+    informs = (with_v > 0) & (with_v < (routed_tot + other_tot)[live])
+    add = np.where(informs, smoothing, 0.0)
+    a = np.where(informs, routed_with[live], 0.0) + add
+    b = np.where(informs, (routed_tot - routed_with)[live], 0.0) + add
+    c = np.where(informs, other_with[live], 0.0) + add
+    d = np.where(informs, (other_tot - other_with)[live], 0.0) + add
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lor, se = _mh_log_odds(a, b, c, d)
     with np.errstate(divide="ignore", invalid="ignore"):
         z = lor / se
     p = 2 * norm.sf(np.abs(z))

@@ -266,7 +266,7 @@ def routing_controls(path: str, prefix: str) -> tuple:
     if not caps["has_gate"]:
         st.info(f"Model **{caps['name']}** has no gate: there is no routing to change.")
         return loaders.AS_TRAINED
-    keys = {name: f"{prefix}_{name}" for name in ("k", "shared", "knock")}
+    keys = {name: f"{prefix}_{name}" for name in ("k", "k_want", "shared", "knock")}
     if st.session_state.get(f"{prefix}_for") != path:
         for key in keys.values():
             st.session_state.pop(key, None)
@@ -288,8 +288,15 @@ def routing_controls(path: str, prefix: str) -> tuple:
         )
         return loaders.AS_TRAINED
     default_k = trained_k if trained_k is not None else caps["row_experts"]
-    if keys["k"] not in st.session_state or st.session_state[keys["k"]] > left:
-        st.session_state[keys["k"]] = min(default_k, left)
+    # the k the user asked for, written back on every run: the slider's range changes with the
+    # knock-outs, which makes it a new widget that would otherwise restart at k=1; a knock-out
+    # that leaves fewer experts lowers k only while it is in force
+    want = st.session_state.get(f"{prefix}_k_want", default_k)
+    st.session_state[keys["k"]] = min(want, left)
+
+    def remember_k() -> None:
+        st.session_state[f"{prefix}_k_want"] = st.session_state[keys["k"]]
+
     with c1:
         if left > 1:
             k = st.slider(
@@ -297,6 +304,7 @@ def routing_controls(path: str, prefix: str) -> tuple:
                 1,
                 left,
                 key=keys["k"],
+                on_change=remember_k,
                 help=f"Trained with k={trained_k}." if trained_k else "Dense gate: all experts.",
             )
         else:

@@ -67,6 +67,60 @@ def test_stratification_removes_a_domain_mix_confounder():
     assert abs(crude - math.log(4.0)) > 0.3
 
 
+def _strata(rng, n_strata: int, *, absent: int, routed_share: float | None = None):
+    """``n_strata`` random 2 x 2 tables (a, b, c, d) with the value present and every margin
+    positive, then ``absent`` strata where the value never occurs (a = c = 0)."""
+    cells = []
+    for _ in range(n_strata):
+        a, b, c, d = (int(x) for x in rng.integers(1, 60, size=4))
+        cells.append((a, b, c, d))
+    for _ in range(absent):
+        n = int(rng.integers(50, 200))
+        r = int(round(n * (routed_share if routed_share is not None else rng.uniform(0.1, 0.9))))
+        cells.append((0, r, 0, n - r))
+    return cells
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_mantel_haenszel_matches_statsmodels_on_many_strata(seed):
+    from statsmodels.stats.contingency_tables import StratifiedTable
+
+    rng = np.random.default_rng(seed)
+    cells = _strata(rng, 25, absent=15)
+    feats, dom, routed = _table(cells)
+    t = feature_log_odds(feats, dom, routed, smoothing=0.0)
+    row = t[t["value"] == "v"].iloc[0]
+    ref = StratifiedTable([np.array([[a, b], [c, d]]) for a, b, c, d in cells])
+    assert row["log_odds"] == pytest.approx(ref.logodds_pooled, rel=1e-10)
+    lo, hi = ref.logodds_pooled_confint()
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((lo, hi), rel=1e-8)
+    # smoothing adds to the cells of the strata that hold the value (and its absence) only
+    smooth = feature_log_odds(feats, dom, routed).set_index("value").loc["v"]
+    ref = StratifiedTable(
+        [np.array([[a, b], [c, d]]) + 0.5 for a, b, c, d in cells if a + c > 0 and b + d > 0]
+    )
+    assert smooth["log_odds"] == pytest.approx(ref.logodds_pooled, rel=1e-10)
+
+
+@pytest.mark.parametrize("routed_share", [0.5, 0.9])
+def test_strata_without_the_value_leave_the_estimate_unchanged(routed_share):
+    # a value 10x as common among the expert's rows of its one domain; then 39 domains where the
+    # value never occurs route 50% or 90% of their rows to the expert.  Before the fix the smoothed
+    # empty strata pulled the estimate to +1.29 (9 domains, 50%) and -0.49 (39 domains, 90%).
+    one = [(40, 60, 4, 96)]
+    feats, dom, routed = _table(one)
+    alone = feature_log_odds(feats, dom, routed).set_index("value").loc["v"]
+    assert alone["log_odds"] == pytest.approx(math.log(40.5 * 96.5 / (60.5 * 4.5)))
+    for absent in (9, 39):
+        cells = one + [(0, int(100 * routed_share), 0, 100 - int(100 * routed_share))] * absent
+        feats, dom, routed = _table(cells)
+        many = feature_log_odds(feats, dom, routed).set_index("value").loc["v"]
+        assert many["log_odds"] == pytest.approx(alone["log_odds"], rel=1e-12), absent
+        assert many["ci_low"] == pytest.approx(alone["ci_low"], rel=1e-12)
+        assert many["expected_routed"] == pytest.approx(alone["expected_routed"])
+        assert many["significant"]
+
+
 def test_domain_filter_restricts_to_that_domain():
     feats, dom, routed = _table([(30, 70, 10, 90), (5, 5, 5, 5)])
     only0 = feature_log_odds(feats, dom, routed, domains=[0])

@@ -62,6 +62,34 @@ def test_ablations_k_changes_metrics_and_routing(oracle):
     assert ko.shape == (ckpt.model_config.num_experts + 1, len(names) + 1)  # + shared, + overall
 
 
+def test_knock_out_changes_only_what_it_names(oracle):
+    """Knocking out an expert keeps the k in force (the slider used to restart at k=1, so the
+    "now" column showed the effect of k=1 under a knock-out caption); a k chosen by hand survives
+    a knock-out that lowers it for a while."""
+    from cesaa.models import RoutingOverride
+    from cesaa.train import evaluate
+
+    ckpt, data, _ = oracle
+    names = ckpt.domain_names
+    at = run_page("ablations")
+    at.multiselect(key="abl_knock").set_value([7]).run()
+    assert_clean(at)
+    assert at.slider(key="abl_k").value == ckpt.model_config.top_k == 2
+    caption = at.caption[0].value
+    assert "knocked out [7]" in caption and "k=1" not in caption, caption
+    ko = evaluate(ckpt.model, data.test, names, routing=RoutingOverride(knocked_out=(7,)))
+    now = arr(charts(at)["abl_auc"]["data"][0]["y"])
+    assert now == pytest.approx([ko[f"auc/{d}"] for d in names])
+    # a hand-picked k=3: knocking out six experts lowers it to the 2 left, lifting them restores 3
+    at.slider(key="abl_k").set_value(3).run()
+    at.multiselect(key="abl_knock").set_value([0, 1, 2, 3, 4, 5]).run()
+    assert at.slider(key="abl_k").value == 2
+    at.multiselect(key="abl_knock").set_value([7]).run()
+    assert_clean(at)
+    assert at.slider(key="abl_k").value == 3
+    assert "k=3" in at.caption[0].value
+
+
 @pytest.mark.parametrize("name", ["cesaa", "cesaa-noshared", "cesaa-k4", "mmoe", "sparse_moe"])
 def test_ablation_toggle_sweep_has_no_exceptions(name):
     at = run_page("ablations", SHIPPED / name)

@@ -242,6 +242,22 @@ def test_pruner_waits_out_min_steps(tmp_path) -> None:
     assert warmup_epochs(spec0) == 2
 
 
+def test_budget_line_says_when_pruning_never_starts(tmp_path) -> None:
+    """The leaderboard's budget line said "median pruning per epoch after 63 epochs" for runs that
+    stop at 30: the pruner then never prunes, and the line says so."""
+    from cesaa.benchmark.protocol import Protocol
+    from cesaa.benchmark.runner import BenchSpec, _meta
+
+    # 24 steps per epoch: min_steps 1500 -> 63 epochs of warm-up, runs capped at 30 epochs
+    proto = Protocol(train={"batch_size": 100, "min_steps": 1500, "epochs": 30})
+    spec = BenchSpec(TINY, ("mlp",), str(tmp_path), trials=3, protocol=proto)
+    budget = _meta(spec, [{}], 0.0)["budget"]
+    assert "no pruning" in budget and "min_steps=1500" in budget and "30 epochs" in budget
+    proto = Protocol(train={"batch_size": 100, "min_steps": 100, "epochs": 30})
+    spec = BenchSpec(TINY, ("mlp",), str(tmp_path), trials=3, protocol=proto)
+    assert "median pruning per epoch after 5 epochs" in _meta(spec, [{}], 0.0)["budget"]
+
+
 def test_a_rerun_keeps_finished_final_runs_and_redoes_changed_ones(tmp_path, monkeypatch) -> None:
     """A stopped benchmark loses nothing finished: rerunning the same command trains nothing new;
     a record made for another task (here another epoch cap) or a damaged one is redone."""

@@ -196,6 +196,21 @@ def warmup_epochs(spec: BenchSpec) -> int:
     return max(2, math.ceil(cfg.min_steps / steps_per_epoch(rows, cfg.batch_size)))
 
 
+def _pruning(spec: BenchSpec) -> str:
+    """How the pruner acts, for the budget line: from which epoch on, or never when the warm-up
+    outlasts the epoch cap (the pruner only judges epochs past its warm-up)."""
+    from cesaa.config import TrainConfig
+
+    cfg = TrainConfig(**spec.protocol.train, device=spec.protocol.device)
+    warmup = warmup_epochs(spec)
+    if warmup > cfg.epochs:
+        return (
+            f"no pruning: min_steps={cfg.min_steps} needs {warmup} epochs of warm-up and runs "
+            f"stop at {cfg.epochs} epochs"
+        )
+    return f"median pruning per epoch after {warmup} epochs"
+
+
 def tune_models(spec: BenchSpec, progress: Callable[[str], None] | None = None) -> None:
     """Run every model's study until it holds ``spec.trials`` finished trials."""
     warmup = warmup_epochs(spec)
@@ -275,8 +290,8 @@ def _meta(spec: BenchSpec, runs: list[dict], seconds: float) -> dict:
     p = spec.protocol
     train = ", ".join(f"{k}={v}" for k, v in sorted(p.train.items())) or "TrainConfig defaults"
     budget = (
-        f"{spec.trials} Optuna trials per model (TPE; median pruning per epoch after "
-        f"{warmup_epochs(spec)} epochs; pruned trials count) on the validation split with model "
+        f"{spec.trials} Optuna trials per model (TPE; {_pruning(spec)}; pruned trials count) "
+        "on the validation split with model "
         f"seed {TUNE_SEED}, then the best trial's configuration "
         f"with fresh seeds 0..{spec.seeds - 1}"
         if spec.trials
