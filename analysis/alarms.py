@@ -10,12 +10,15 @@ Each alarm says what was measured, what it means and what to try.  The checks:
   while the model has more experts than it selects per row.  One domain sent decisively to its own
   expert is what the MI loss asks for and does not fire; all domains on one expert (or one expert
   in every row, carrying 1/k of all selections) does.
-- ``dead_expert`` (warning): an expert's share of all selections is below ``dead_fraction`` x 1/E
-  (as ``analysis.measures.load_balance``; for dense gates a row "selects" its largest gate weight).
+- ``dead_expert`` (warning): an expert's work is below ``dead_fraction`` x its even share, with the
+  notion of work that fits the gate (``analysis.gates.expert_work``): gate weight for dense and
+  structured gates, selections for sparse ones.
 - ``domain_auc_chance`` (critical): a domain's AUC is within ``chance_auc_margin`` of 0.5.
 - ``constant_predictions`` (critical): a domain's predictions have a standard deviation below
   ``constant_pred_std``.
 - ``mi_near_zero`` (warning): alpha > 0 but the normalized soft I(D; E) is below ``min_mi``.
+- ``mi_not_checked`` (level "unchecked"): the two alpha alarms cannot be decided because the model's
+  alpha is not known (a record that declares no hyperparameters); says so instead of passing.
 - ``domains_indistinguishable`` (warning): alpha > 0 (the MI loss asks for domain-specific
   routing) but two domains' soft P(e | d) have a Jensen-Shannon divergence below
   ``similar_domains_js`` nats.
@@ -27,72 +30,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
-from analysis.measures import domain_similarity, load_balance, mutual_information
+from analysis.alarm_routing import GateFacts, routing_alarms
+from analysis.alarm_types import LEVELS, Alarm, AlarmThresholds
+from analysis.gates import check_gate_kind
 from analysis.stats import RoutingStats
 from analysis.validation import to_numpy
-
-LEVELS = ("critical", "warning")
-
-
-@dataclass(frozen=True)
-class AlarmThresholds:
-    """When each alarm fires.  Defaults and why:
-
-    - ``collapse_share`` = 0.9: an expert selected by more than 90% of the rows of the average
-      domain serves every domain alike: cross-domain collapse.  With D domains each sent to its
-      own expert, the largest value is 1/D (0.5 for two domains), far below.
-    - ``dead_fraction`` = 0.01: an expert with < 1% of its uniform share 1/E of the selections does
-      essentially no work (the same default as ``load_balance``).
-    - ``chance_auc_margin`` = 0.02: AUC in [0.48, 0.52] is within the noise of a random ranking
-      for a few thousand rows (the AUC's standard error is about 0.01 at 2,500 rows).
-    - ``constant_pred_std`` = 1e-3: predicted probabilities that vary by less than 0.1 percentage
-      point cannot rank rows.
-    - ``min_mi`` = 0.05: normalized I(D; E) (in [0, 1], see ``mutual_information``) below 5% of
-      its maximum means the routing barely depends on the domain.
-    - ``similar_domains_js`` = 0.005 nats: Jensen-Shannon divergence below 0.7% of its maximum
-      log 2, i.e. the two domains' expert mixes differ by about a percent.
-    """
-
-    collapse_share: float = 0.9
-    dead_fraction: float = 0.01
-    chance_auc_margin: float = 0.02
-    constant_pred_std: float = 1e-3
-    min_mi: float = 0.05
-    similar_domains_js: float = 0.005
-
-    def __post_init__(self) -> None:
-        for name in self.__dataclass_fields__:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"AlarmThresholds.{name} must be a number >= 0, got {value!r}")
-        if not 0 < self.collapse_share <= 1:
-            raise ValueError(f"collapse_share={self.collapse_share} must be in (0, 1]")
-
-
-@dataclass(frozen=True)
-class Alarm:
-    """One finding: ``level`` ("critical" or "warning"), a stable ``code``, a short ``title``, a
-    ``message`` in plain language (what it means, what to try), the ``domain`` name and ``expert``
-    index it concerns (or None), the measured ``value`` and the ``threshold`` it crossed.  Alarms
-    about a pair of domains name the second one in ``other_domain``."""
-
-    level: str
-    code: str
-    title: str
-    message: str
-    domain: str | None = None
-    expert: int | None = None
-    value: float | None = None
-    threshold: float | None = None
-    other_domain: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def prediction_std_per_domain(predictions: Any, domain: Any, num_domains: int) -> np.ndarray:
@@ -130,17 +76,26 @@ def health_alarms(
     metrics: Mapping[str, float],
     domain_names: Sequence[str],
     *,
-    alpha: float,
+    alpha: float | None,
     predictions_std_per_domain: Any = None,
     thresholds: AlarmThresholds = AlarmThresholds(),  # noqa: B008 (frozen, immutable)
+    kind: str = "sparse",
+    reach: Any = None,
+    expert_names: Sequence[str] | None = None,
+    family: str = "cesaa",
 ) -> list[Alarm]:
-    """Every alarm that fires, critical ones first.
+    """Every alarm that fires, critical ones first, then the checks that could not be decided.
 
     ``stats``: the routing statistics (``None`` for models without a gate: only the metric checks
     run).  ``metrics``: flat metric keys as ``cesaa.train.evaluate`` returns (``auc/<domain>``).
-    ``alpha``: the MI-loss weight the model was trained with.  ``predictions_std_per_domain``:
-    [D] array or {name: std} (see ``prediction_std_per_domain``); without it the
-    constant-prediction check is skipped.
+    ``alpha``: the MI-loss weight the model was trained with (0 for models without one); ``None``
+    when unknown: the alpha alarms are then reported as "unchecked" with the reason.
+    ``predictions_std_per_domain``: [D] array or {name: std} (see
+    ``prediction_std_per_domain``); without it the constant-prediction check is skipped.
+    ``kind`` ("dense", "sparse", "structured") and ``reach`` (structured gates: the experts each
+    domain's gate can weigh) pick the notion of load (``analysis.gates``); ``expert_names`` name
+    experts in the texts; ``family`` "cesaa" gives advice in cesaa settings, anything else in
+    general terms.  ``gate_alarms`` reads all of these from a record's gate.
     """
     if stats is not None and not isinstance(stats, RoutingStats):
         raise ValueError(f"stats must be a RoutingStats or None, got {type(stats).__name__}")
@@ -153,22 +108,74 @@ def health_alarms(
         raise ValueError(
             f"domain_names has {len(names)} names but stats has {stats.num_domains} domains"
         )
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha < 0:
-        raise ValueError(f"alpha must be a number >= 0, got {alpha!r}")
+    if alpha is not None and (
+        isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha < 0
+    ):
+        raise ValueError(f"alpha must be a number >= 0 or None, got {alpha!r}")
     if not isinstance(thresholds, AlarmThresholds):
         raise ValueError(f"thresholds must be AlarmThresholds, got {type(thresholds).__name__}")
+    check_gate_kind(kind)
     t = thresholds
     std = _std_array(predictions_std_per_domain, names)
 
-    alarms = _metric_alarms(metrics, names, std, t)
+    alarms = _metric_alarms(metrics, names, std, t, family == "cesaa")
     if stats is not None and stats.rows > 0:
-        alarms += _routing_alarms(stats, names, alpha, t)
+        e = stats.num_experts
+        experts = [str(x) for x in expert_names] if expert_names is not None else None
+        if experts is not None and len(experts) != e:
+            raise ValueError(f"expert_names has {len(experts)} names for {e} experts")
+        experts = experts or [f"expert {i}" for i in range(e)]
+        gate = GateFacts(kind, reach, experts, family == "cesaa")
+        alarms += routing_alarms(stats, names, alpha, t, gate)
     return sorted(alarms, key=lambda a: LEVELS.index(a.level))
 
 
-def _metric_alarms(
-    metrics: Mapping[str, float], names: list[str], std: np.ndarray | None, t: AlarmThresholds
+def gate_alarms(
+    stats: RoutingStats,
+    metrics: Mapping[str, float],
+    domain_names: Sequence[str],
+    gate: Any,
+    *,
+    predictions_std_per_domain: Any = None,
+    thresholds: AlarmThresholds = AlarmThresholds(),  # noqa: B008 (frozen, immutable)
 ) -> list[Alarm]:
+    """``health_alarms`` of one gate of a record (``analysis.records.GateInfo``): its kind, reach,
+    expert names, family and alpha as the record declares them (alpha ``None``, so "unchecked",
+    when the record declares no hyperparameters; 0 when the model has no alpha)."""
+    alpha = None if gate.hyper is None else float(gate.hyper.get("alpha", 0.0))
+    return health_alarms(
+        stats,
+        metrics,
+        domain_names,
+        alpha=alpha,
+        predictions_std_per_domain=predictions_std_per_domain,
+        thresholds=thresholds,
+        kind=gate.kind,
+        reach=gate.reach,
+        expert_names=gate.expert_names,
+        family=gate.family,
+    )
+
+
+def _metric_alarms(
+    metrics: Mapping[str, float],
+    names: list[str],
+    std: np.ndarray | None,
+    t: AlarmThresholds,
+    cesaa: bool,
+) -> list[Alarm]:
+    fix_auc = (
+        "try domain-specific experts (CESAA with alpha > 0), per-domain towers "
+        "(model.head=per_domain) or more epochs."
+        if cesaa
+        else "try giving the domain to the gate or the towers (a domain feature, per-domain "
+        "heads), or more epochs."
+    )
+    fix_const = (
+        "try a lower lr, max_grad_norm, or check the domain's labels."
+        if cesaa
+        else "try a lower learning rate, gradient clipping, or check the domain's labels."
+    )
     out = []
     for d, name in enumerate(names):
         auc = metrics.get(f"auc/{name}")
@@ -181,9 +188,7 @@ def _metric_alarms(
                     f"The model ranks {name}'s rows no better than a coin flip (AUC {auc:.3f}; "
                     "0.5 is random).  Its predictions are useless for this domain.  Check that the "
                     "domain has enough rows with both labels and features that carry signal; if "
-                    "other domains are fine, it may be drowned out by larger ones: try "
-                    "domain-specific experts (CESAA with alpha > 0), per-domain towers "
-                    "(model.head=per_domain) or more epochs.",
+                    f"other domains are fine, it may be drowned out by larger ones: {fix_auc}",
                     domain=name,
                     value=float(auc),
                     threshold=t.chance_auc_margin,
@@ -198,102 +203,10 @@ def _metric_alarms(
                     f"The predictions for {name} barely vary (standard deviation {std[d]:.2g}): "
                     "the model gives every row about the same probability, so it cannot rank "
                     "them.  Often a collapsed tower (dead ReLUs), a learning rate that is too "
-                    "high, or a domain whose rows all share one label: try a lower lr, "
-                    "max_grad_norm, or check the domain's labels.",
+                    f"high, or a domain whose rows all share one label: {fix_const}",
                     domain=name,
                     value=float(std[d]),
                     threshold=t.constant_pred_std,
                 )
             )
-    return out
-
-
-def _routing_alarms(
-    stats: RoutingStats, names: list[str], alpha: float, t: AlarmThresholds
-) -> list[Alarm]:
-    out = []
-    e = stats.num_experts
-    seen = stats.count > 0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        q = stats.select_count[seen] / stats.count[seen, None]  # [D_seen, E] rows selecting e
-    k = float(stats.select_count.sum() / stats.rows)  # mean experts selected per row
-    q_bar = q.mean(axis=0)  # [E]
-    top = int(np.argmax(q_bar))
-    if e > k + 1e-9 and q_bar[top] > t.collapse_share:
-        out.append(
-            Alarm(
-                "warning",
-                "gate_collapse",
-                f"gate collapsed onto expert {top}",
-                f"Expert {top} is selected by {q_bar[top]:.0%} of the rows of the average "
-                "domain: the gate sends every domain to the same expert instead of giving "
-                "domains their own, so it carries far more than its share of the load and the "
-                "routing tells nothing about the domain.  Try a load-balancing loss "
-                "(model.beta > 0), keep noisy gating on (model.noisy_gating=true), a larger "
-                "alpha, or a gate that sees the domain (model.gate_input=concat); if every "
-                "domain should share this expert, make it a shared expert (model.num_shared).",
-                expert=top,
-                value=float(q_bar[top]),
-                threshold=t.collapse_share,
-            )
-        )
-
-    lb = load_balance(stats, dead_fraction=t.dead_fraction)
-    for i in lb["dead_experts"]:
-        load = float(lb["load"][i])
-        out.append(
-            Alarm(
-                "warning",
-                "dead_expert",
-                f"expert {i} is unused",
-                f"Expert {i} gets {load:.2%} of the routing decisions (an even share would be "
-                f"{1 / e:.0%}): it does essentially no work, so its parameters are wasted.  Try "
-                "a load-balancing loss (model.beta > 0), noisy gating, or fewer experts.",
-                expert=int(i),
-                value=load,
-                threshold=float(lb["dead_threshold"]),
-            )
-        )
-
-    if alpha > 0 and stats.num_domains > 1 and e > 1:
-        mi = mutual_information(stats, "soft")
-        norm = mutual_information(stats, "soft", normalized=True)
-        if norm < t.min_mi:
-            out.append(
-                Alarm(
-                    "warning",
-                    "mi_near_zero",
-                    "routing ignores the domain although alpha > 0",
-                    f"alpha = {alpha:g} asks the gate to give domains their own experts, but the "
-                    f"mutual information between domain and expert is only {mi:.3g} nats "
-                    f"({norm:.1%} of its maximum): the routing is nearly the same for every "
-                    "domain.  Try a larger alpha, a gate that sees the domain "
-                    "(gate_input=concat or per_domain), or more epochs.",
-                    value=norm,
-                    threshold=t.min_mi,
-                )
-            )
-
-    js = domain_similarity(stats, "soft") if alpha > 0 else np.full((len(names),) * 2, np.nan)
-    for a in range(len(names)):
-        for b in range(a + 1, len(names)):
-            if not np.isnan(js[a, b]) and js[a, b] < t.similar_domains_js:
-                out.append(
-                    Alarm(
-                        "warning",
-                        "domains_indistinguishable",
-                        f"{names[a]} and {names[b]} are routed alike",
-                        f"{names[a]} and {names[b]} send their rows to the experts in almost "
-                        f"the same proportions (Jensen-Shannon divergence {js[a, b]:.2g} nats, "
-                        "0 = identical) although alpha > 0 asks for domain-specific routing: "
-                        "the gate treats them as one domain.  Fine if the two domains really "
-                        "behave alike (compare their per-domain AUC with a per-domain head); "
-                        "otherwise try a larger alpha, more experts than domains x top_k, or a "
-                        "gate that sees the domain (model.gate_input=concat).",
-                        domain=names[a],
-                        value=float(js[a, b]),
-                        threshold=t.similar_domains_js,
-                        other_domain=names[b],
-                    )
-                )
     return out

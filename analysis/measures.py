@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from analysis.gates import built_in_mi, dead_experts, expert_work
 from analysis.information import (
     gating_entropy,
     mi_ceiling,
@@ -63,11 +64,17 @@ def summarize(
     topk_idx: Any = None,
     selected: Any = None,
     num_domains: int | None = None,
+    gate_kind: str | None = None,
+    reach: Any = None,
 ) -> dict[str, Any]:
     """Every measure above as one JSON-safe dict (plain ints, floats, lists; NaN -> None).
 
     MI keys: ``mi_soft``/``mi_hard`` (nats), ``mi_*_ceiling`` (the largest value the routing's
     shape allows, nats, see ``mi_ceiling``) and ``mi_*_normalized`` (the fraction of that ceiling).
+    With ``gate_kind`` (and ``reach`` for a structured gate, see ``analysis.gates``): ``gate_kind``,
+    ``work`` (``expert_work``: each expert's share in the notion that fits the gate, its even
+    share), ``dead_experts`` in that notion, and for structured gates ``mi_built_in`` (the
+    I(D; E) the reach alone implies, ``built_in_mi``) beside the measured ``mi_soft``.
     """
     stats = routing_stats(source, domain, topk_idx, selected, num_domains)
     d_names = names_or_default(domain_names, stats.num_domains, "domain_names", "domain")
@@ -104,6 +111,12 @@ def summarize(
         "pos_rate_per_domain": pos_rate,
         "mean_pred_per_domain": mean_pred,
     }
+    if gate_kind is not None:
+        out["gate_kind"] = gate_kind
+        out["work"] = expert_work(stats, gate_kind, reach)
+        out["dead_experts"] = dead_experts(stats, gate_kind, reach)
+        if reach is not None:
+            out["mi_built_in"] = built_in_mi(stats.count, reach, stats.num_experts)
     return json_safe(out)
 
 

@@ -1,10 +1,11 @@
 """``cesaa report``: every number about one checkpoint, as one ``Report``, and its files.
 
-``build_report(ckpt)`` loads the checkpoint and its data, runs the model once over a split
-(``analysis.collect``), and gathers: the model card, per-domain metrics, the routing summary
-(``analysis.measures.summarize``), knock-out and k-curve tables (``analysis.causal``), planted-truth
-recovery (``analysis.truth``), health alarms (``analysis.alarms``), per-row gate entropies and a 2-D
-projection of a sample of expert outputs (``analysis.embeddings``).  A ``Report`` holds only JSON
+``build_report(path)`` opens a checkpoint or a routing record as one ``analysis.opened.Opened``
+(a checkpoint's record of the split is made once and cached) and gathers from the record: the
+model card, per-domain metrics, every gate's routing summary, alarms and per-row entropies
+(``analysis.gate_report``), the views across consecutive gates and a 2-D projection of a sample of
+expert outputs (``analysis.embeddings``); with a live model also knock-out and k-curve tables
+(``analysis.causal``), planted-truth recovery (``analysis.truth``) and the inspection section.  A ``Report`` holds only JSON
 values, so ``Report.from_json(r.to_json()).to_dict() == r.to_dict()`` and the HTML of a reloaded
 report is the HTML of the original.  ``write_report`` writes report.html (self-contained),
 report.json, CSV tables, and PNG/PDF when a Chromium is available (see ``analysis.export``).
@@ -50,8 +51,10 @@ class Report:
     model_card: dict
     settings: dict
     metrics: dict
-    summary: dict | None = None
+    summary: dict | None = None  # the primary gate's (also in ``gates[0]``)
     entropy: dict | None = None
+    gates: list = field(default_factory=list)  # analysis.gate_report.gate_section, every gate
+    cross_gates: list = field(default_factory=list)  # analysis.gate_report.cross_gate
     knockout: list | None = None
     k_curve: list | None = None
     truth: dict | None = None
@@ -216,15 +219,16 @@ def build_report(
     progress: bool = False,
     cache_dir: str | Path | None = None,
 ) -> Report:
-    """Analyse the checkpoint (or routing record folder) in ``checkpoint_path`` on split ``split`` of ``data_source`` (default:
-    the data it was trained on, re-encoded with its own encoders and split as at training).
+    """Analyse the checkpoint or routing record folder ``checkpoint_path``; a checkpoint on split
+    ``split`` of ``data_source`` (default: the data it was trained on, re-encoded with its own
+    encoders and split as at training), through its cached record (``analysis.opened``).
 
-    ``sample_size`` rows (seeded by ``seed``) go into the entropy distributions and the embedding;
-    ``embedding``: "pca" (instant), "umap" (umap-learn; ~1 min of JIT on a cold process), or "auto"
-    (UMAP when umap-learn is installed, else PCA).  Projections are cached in ``cache_dir``
-    (default ``<checkpoint>/embeddings/``).
+    ``sample_size`` rows (seeded by ``seed``) of expert outputs go into the embedding; per-row
+    entropies read a seeded draw of the record's rows.  ``embedding``: "pca" (instant), "umap"
+    (umap-learn; ~1 min of JIT on a cold process), or "auto" (UMAP when umap-learn is installed,
+    else PCA).  Projections are cached in ``cache_dir`` (default ``<record>/embeddings/``).
     """
-    from analysis.records.reader import is_record
+    from analysis.opened import open_path
     from analysis.report_build import gather
 
     if split not in SPLITS:
@@ -234,31 +238,21 @@ def build_report(
     if isinstance(sample_size, bool) or not isinstance(sample_size, int) or sample_size < 0:
         raise ValueError(f"sample_size must be an int >= 0, got {sample_size!r}")
     t0 = time.perf_counter()
-    if is_record(checkpoint_path):  # a routing record: everything one forward pass determines
-        from analysis.records.report import gather_record
-
-        parts = gather_record(
-            Path(checkpoint_path),
-            sample_size=sample_size,
-            embedding=embedding,
-            seed=seed,
-            cache_dir=cache_dir,
-        )
-    else:
-        parts = gather(
-            Path(checkpoint_path),
-            data_source,
-            split=split,
-            sample_size=sample_size,
-            embedding=embedding,
-            seed=seed,
-            progress=progress,
-            cache_dir=cache_dir,
-        )
+    opened = open_path(
+        checkpoint_path, data=data_source, split=split, sample_size=sample_size, seed=seed
+    )
+    parts = gather(
+        opened,
+        sample_size=sample_size,
+        embedding=embedding,
+        seed=seed,
+        progress=progress,
+        cache_dir=cache_dir,
+    )
     used = parts.pop("embedding_method")
     parts["timings"]["total"] = time.perf_counter() - t0
     extra = ("umap-learn",) if used == "umap" else ()
-    record = bool(parts["checkpoint"].get("record"))
+    record = not opened.has_model
     source = None if record else parts["settings"]["data"]
     return Report(
         **parts,

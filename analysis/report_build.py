@@ -1,4 +1,5 @@
-"""The computations behind ``build_report``: load, run the model once, measure, project.
+"""The computations behind ``build_report``: read the record, measure every gate, project, and
+re-run the live model for the causal parts when there is one.
 
 ``gather`` returns the parts of a ``Report`` as plain values; ``analysis.report`` assembles them.
 """
@@ -14,11 +15,12 @@ from typing import Any
 import numpy as np
 
 from analysis import embeddings as emb
-from analysis.alarms import health_alarms
-from analysis.capabilities import expert_names
 from analysis.causal import k_curve, knockout_importance
-from analysis.collect import Collection, collect
-from analysis.measures import row_entropy_by_domain, summarize
+from analysis.collection import Collection
+from analysis.gate_report import cross_gate, gate_section, gate_sequence, record_alarms
+from analysis.opened import Opened
+from analysis.records.collection import head_sample
+from analysis.records.reader import Record
 from analysis.report_inspection import inspection_section
 from analysis.truth import truth_recovery
 
@@ -35,133 +37,77 @@ def _timed(timings: dict, name: str):
 
 
 def gather(
-    ckpt_path: Path,
-    data_source: str | None,
+    opened: Opened,
     *,
-    split: str,
     sample_size: int,
     embedding: str,
     seed: int,
     progress: bool,
     cache_dir: str | Path | None,
 ) -> dict[str, Any]:
-    from analysis.stream import collect_stream
-    from cesaa.checkpoint import load_checkpoint
-    from cesaa.data import MultiDomainData
-    from cesaa.data.locate import open_checkpoint_data
-    from cesaa.metrics import evaluate_predictions
+    """The parts of a ``Report`` of an opened checkpoint or record (``analysis.opened``).
+
+    Everything descriptive comes from the record (a checkpoint's is its cached record): metrics,
+    every gate's summary, alarms and row entropies, the views across consecutive gates and the
+    expert-output embedding of the sample.  The causal parts (knock-out, k curve, planted truth,
+    inspection) re-run the live model and carry a one-line note when there is none.
+    """
     from cesaa.train import read_history
 
     timings: dict[str, float] = {}
     notes: dict[str, str] = {}
+    rec = opened.record
+    meta = rec.meta
+    domains = list(meta.domains)
     with _timed(timings, "load"):
-        ckpt = load_checkpoint(ckpt_path)
-        meta = ckpt.meta
-        # the checkpoint's own data (found where it was trained, or relative to the run folder)
-        data = open_checkpoint_data(meta, ckpt.path, override=data_source)
-        source = data_source or meta["data"].get("description", {}).get("source")
-        stream = not isinstance(data, MultiDomainData)  # Parquet larger than memory
-        part = getattr(data, split)
-        table = part.sample_table(100_000, seed=seed) if stream else part  # knock-out, k curve
-    domains = list(ckpt.domain_names)
-    model = ckpt.model
-    with _timed(timings, "collect"):
-        col = (
-            collect_stream(
-                model,
-                part.chunks(),
-                num_domains=len(domains),
-                rows=len(part),
-                sample_size=sample_size,
-                seed=seed,
-            )
-            if stream
-            else collect(
-                model,
-                table,
-                num_domains=len(domains),
-                sample_size=sample_size,
-                seed=seed,
-                progress=progress,
-            )
-        )
-    caps = col.capabilities
-    experts = expert_names(caps, domains)
-    if stream:
-        user = part.column("user")
-    else:
-        user = table.user.numpy() if table.user is not None else None
-    metrics = evaluate_predictions(
-        col.labels, col.predictions, col.domain, user=user, domain_names=domains
-    )
-    summary = summarize(col.stats, domains, experts) if col.stats is not None else None
+        col = opened.collection()
+    metrics = {k: (float("nan") if v is None else v) for k, v in meta.metrics.items()}
+    std = col.prediction_std_per_domain()
+    with _timed(timings, "gates"):
+        gates = [gate_section(rec, g.name, metrics, std) for g in meta.gates]
+        cross = [cross_gate(rec, a, b) for a, b in gate_sequence(rec)]
+        alarms = record_alarms(rec, metrics, std)
+    primary = gates[0] if gates else None
+    summary = primary["summary"] if primary else None
     if summary is None:
         notes["routing"] = col.no_routing_reason or "the model has no gate"
+    experts = meta.primary.expert_names if meta.primary else []
 
-    with _timed(timings, "causal"):
-        knockout = _optional(notes, "knockout", knockout_importance, model, table, domains, caps)
-        kc = _optional(notes, "k_curve", k_curve, model, table, domains, caps)  # any gate
-
-    truth = _truth(data.truth, col, caps, domains, notes)
-    # only the CESAA family (a top-k gate) trains with the MI loss; baselines ignore model.alpha
-    alpha = float(ckpt.model_config.alpha) if caps["has_topk"] else 0.0
-    alarms = health_alarms(
-        col.stats,
-        metrics,
-        domains,
-        alpha=alpha,
-        predictions_std_per_domain=col.prediction_std_per_domain(),
-    )
-    entropy = None
-    s = col.sample
-    if s is not None and s.probs is not None and len(s):
-        entropy = row_entropy_by_domain(s.probs, s.domain)
-    with _timed(timings, "embedding"):
-        projection, used = _embedding(
-            col,
-            meta,
-            data.fingerprint,
-            split,
-            embedding,
-            seed,
-            ckpt_path,
-            cache_dir,
-            experts,
-            notes,
+    knockout = kc = truth = inspection = None
+    if opened.has_model:
+        model, caps, table = opened.model, opened.capabilities(), opened.table()
+        with _timed(timings, "causal"):
+            knockout = _optional(
+                notes, "knockout", knockout_importance, model, table, domains, caps
+            )
+            kc = _optional(notes, "k_curve", k_curve, model, table, domains, caps)
+        truth = _truth(opened.data().truth, col, caps, domains, notes)
+        with _timed(timings, "inspection"):  # experts, domain swap, routing over training
+            inspection = inspection_section(
+                model, table, opened.checkpoint.encoders, domains, opened.path
+            )
+    else:
+        for key, what in (("knockout", "Knock-out importance"), ("k_curve", "The k curve")):
+            notes[key] = opened.needs_model(what)
+        notes["truth"] = (
+            "A record carries no planted truth (only the built-in synthetic data has one)."
         )
-
-    with _timed(timings, "inspection"):  # experts, domain swap, routing over training
-        inspection = inspection_section(model, table, ckpt.encoders, domains, ckpt_path)
-    history = read_history(ckpt_path)
+    with _timed(timings, "embedding"):
+        col.sample = head_sample(col.sample, sample_size)  # at most sample_size rows
+        projection, used = _embedding(col, rec, embedding, seed, cache_dir, experts, notes)
     return {
-        "checkpoint": {
-            "path": str(ckpt_path),
-            "weights_sha256": meta.get("weights_sha256"),
-            "trained_with_cesaa": meta.get("package_version"),
-        },
+        "checkpoint": _origin(opened),
         "model_card": {
-            "name": meta["model"].get("name"),
-            "config": meta["model"].get("config"),
-            "train_config": meta.get("train"),
-            "status": meta.get("status"),
-            "best_epoch": meta.get("metrics", {}).get("best_epoch"),
-            "checkpoint_metrics": meta.get("metrics"),
-            "capabilities": caps,
+            **_card(opened),
+            "capabilities": col.capabilities,
             "domain_names": domains,
             "expert_names": experts,
-            "data": {
-                "source": source,
-                "description": data.description,
-                "fingerprint": data.fingerprint,
-                "train_fingerprint": meta["data"].get("fingerprint"),
-                "split": split,
-                "rows": len(part),
-            },
-            "history": history,
+            "gates": [g["declaration"] for g in gates],
+            "history": read_history(opened.path) if opened.has_model else [],
         },
         "settings": {
-            "data": source,
-            "split": split,
+            "data": meta.data.get("source") if opened.has_model else str(opened.path),
+            "split": str(meta.data.get("part", "record")),
             "sample_size": sample_size,
             "embedding": used,
             "embedding_requested": embedding,
@@ -169,7 +115,9 @@ def gather(
         },
         "metrics": metrics,
         "summary": summary,
-        "entropy": entropy,
+        "entropy": primary["entropy"] if primary else None,
+        "gates": gates,
+        "cross_gates": cross,
         "knockout": None if knockout is None else knockout.to_dict(orient="records"),
         "k_curve": None if kc is None else kc.to_dict(orient="records"),
         "truth": truth,
@@ -179,6 +127,57 @@ def gather(
         "notes": notes,
         "timings": timings,
         "embedding_method": used,
+    }
+
+
+def _origin(opened: Opened) -> dict[str, Any]:
+    if opened.has_model:
+        meta = opened.checkpoint.meta
+        return {
+            "path": str(opened.path),
+            "weights_sha256": meta.get("weights_sha256"),
+            "trained_with_cesaa": meta.get("package_version"),
+            "record": str(opened.record.path),
+        }
+    return {"path": str(opened.path), "record": True, "weights_sha256": None}
+
+
+def _card(opened: Opened) -> dict[str, Any]:
+    """Name, configs, status and data of the model card (from the checkpoint when attached)."""
+    m = opened.record.meta
+    data = {
+        "source": m.data.get("source", "record"),
+        "description": m.data,
+        "fingerprint": m.data.get("rows_sha256"),
+        "train_fingerprint": m.data.get("fingerprint"),
+        "split": m.data.get("part", "record"),
+        "rows": m.rows,
+    }
+    if not opened.has_model:
+        return {
+            "name": m.model_name,
+            "description": m.model_description,
+            "config": None,
+            "train_config": None,
+            "status": "record",
+            "best_epoch": None,
+            "checkpoint_metrics": None,
+            "data": data,
+            "record": {"command": m.command, "created": m.created, "source": m.source},
+        }
+    meta = opened.checkpoint.meta
+    return {
+        "name": meta["model"].get("name"),
+        "config": meta["model"].get("config"),
+        "train_config": meta.get("train"),
+        "status": meta.get("status"),
+        "best_epoch": meta.get("metrics", {}).get("best_epoch"),
+        "checkpoint_metrics": meta.get("metrics"),
+        "data": {
+            **data,
+            "description": opened.data().description,
+            "fingerprint": opened.data().fingerprint,
+        },
     }
 
 
@@ -230,12 +229,9 @@ def resolve_embedding(embedding: str) -> tuple[str, str | None]:
 
 def _embedding(
     col: Collection,
-    meta: dict,
-    fingerprint: str,
-    split: str,
+    rec: Record,
     embedding: str,
     seed: int,
-    ckpt_path: Path,
     cache_dir: Any,
     experts: list,
     notes: dict,
@@ -244,24 +240,25 @@ def _embedding(
     s = col.sample
     if s is None or s.expert_outputs is None or len(s) == 0:
         notes["embedding"] = (
-            "No expert outputs to project (the model returns none, or sample_size is 0)."
+            "No expert outputs to project (the model returns none, or the record has no sample)."
         )
         return None, method
     points, labels = emb.expert_output_points(s, "routed")
     if method == "umap" and len(points) < 4:
         method, note = "pca", f"only {len(points)} sampled rows: PCA instead of UMAP."
     params = dict(emb.UMAP_DEFAULTS) if method == "umap" else {}
+    sha = rec.meta.data.get("rows_sha256")
     key = emb.projection_key(
-        meta,
+        {"weights_sha256": rec.meta.source.get("weights_sha256") or sha},
         method=method,
         mode="routed",
-        split=split,
+        split=str(rec.meta.data.get("part", "record")),
         sample_size=len(points),
         seed=seed,
-        params=params,
-        data_fingerprint=fingerprint,
+        params={**params, "record_sample_seed": rec.meta.sample.get("seed")},
+        data_fingerprint=sha,
     )
-    cache = Path(cache_dir) if cache_dir is not None else emb.embedding_cache_path(ckpt_path)
+    cache = Path(cache_dir) if cache_dir is not None else emb.embedding_cache_path(rec.path)
     xy = emb.lookup_projection(cache, key)
     cached = xy is not None
     if xy is None:

@@ -17,7 +17,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
-from analysis import figures
+from analysis import figures, report_gates
 from analysis.report_inspection import inspection_html
 
 SECTIONS = {
@@ -28,6 +28,7 @@ SECTIONS = {
     "information": "Mutual information",
     "load": "Expert load",
     "entropy": "Gate entropy",
+    "gates": "Every gate",
     "knockout": "Knock-out",
     "k-curve": "k curve",
     "embeddings": "Expert outputs",
@@ -48,7 +49,7 @@ padding:3px 8px;text-align:right}th{background:#f3f3f3}td.l,th.l{text-align:left
 .note{color:#666;font-style:italic}.kv td:first-child{text-align:left;font-weight:600}
 .alarm{padding:6px 10px;margin:4px 0;border-left:5px solid #999;background:#fafafa}
 .alarm.critical{border-color:#c0392b}.alarm.warning{border-color:#e67e22}
-.alarm.info{border-color:#2980b9}pre{background:#f6f6f6;padding:8px;overflow-x:auto;font-size:12px}
+.alarm.info,.alarm.unchecked{border-color:#2980b9}pre{background:#f6f6f6;padding:8px;overflow-x:auto;font-size:12px}
 .figure{margin:6px 0}
 @media print{nav{display:none}section{page-break-inside:avoid}}
 """
@@ -125,6 +126,7 @@ def report_figures(report: Any, static: bool = False) -> dict[str, go.Figure]:
             max_entropy=report.entropy.get("max"),
             width=w,
         )
+    figs.update(report_gates.gate_figures(report, width=w))
     if report.knockout:
         figs["knockout"] = figures.knockout_heatmap(pd.DataFrame(report.knockout), width=w)
     if report.k_curve:
@@ -243,6 +245,8 @@ def _information(r: Any, figs: dict, static: bool) -> str:
         ("hard, fraction of ceiling", _num(s["mi_hard_normalized"])),
         ("mean experts selected per row", _num(s["mean_selected_per_row"], ".2f")),
     ]
+    if s.get("mi_built_in") is not None:
+        rows.append(("built in by a structured gate's reach [nats]", _num(s["mi_built_in"])))
     return _kv(rows) + _fig(figs, "similarity", static)
 
 
@@ -254,7 +258,11 @@ def _load(r: Any, figs: dict, static: bool) -> str:
     rows = [
         ("CV of hard load (0 = balanced)", _num(lb["cv"])),
         ("CV of soft load", _num(lb["soft_cv"])),
-        ("dead experts", _e(", ".join(s["expert_names"][i] for i in lb["dead_experts"]) or "none")),
+        (
+            f"dead experts (by {(s.get('work') or {}).get('notion', 'selections')})",
+            _e(", ".join(s["expert_names"][i] for i in s.get("dead_experts", lb["dead_experts"])))
+            or "none",
+        ),
         ("mean top-1 margin", _num(lb["top1_margin"])),
     ]
     return _kv(rows) + _fig(figs, "load", static) + _fig(figs, "coactivation", static)
@@ -335,6 +343,9 @@ RENDER = {
     "information": _information,
     "load": _load,
     "entropy": _entropy,
+    "gates": lambda r, figs, static: report_gates.gates_html(
+        r, figs, lambda name: _fig(figs, name, static)
+    ),
     "knockout": _knockout,
     "k-curve": _optional("k_curve", "k curve (the model has no gate)"),
     "embeddings": _embeddings,

@@ -13,6 +13,19 @@ DATA_DIR = Path(os.environ.get("CESAA_DATA_DIR", REPO.parent / "shared" / "data"
 ML100K = DATA_DIR / "movielens-100k"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def record_cache(tmp_path_factory):
+    """Checkpoints' cached records (analysis.records.checkpoint.cached_record) go to one folder
+    per test session, never to the user's cache."""
+    old = os.environ.get("CESAA_RECORD_CACHE")
+    os.environ["CESAA_RECORD_CACHE"] = str(tmp_path_factory.mktemp("record-cache"))
+    yield
+    if old is None:
+        os.environ.pop("CESAA_RECORD_CACHE", None)
+    else:
+        os.environ["CESAA_RECORD_CACHE"] = old
+
+
 @pytest.fixture(scope="session")
 def ml100k_path() -> Path:
     if not (ML100K / "u.data").is_file():

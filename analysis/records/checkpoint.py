@@ -10,6 +10,11 @@ as ``keep.<column>`` columns, for the row-level inspection views.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import shutil
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -17,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from analysis.records.format import ExpertInfo, GateInfo, RecordMeta
+from analysis.records.format import META_FILE, ExpertInfo, GateInfo, RecordMeta
 from analysis.records.reader import Record, open_record
 from analysis.records.writer import RecordWriter
 from cesaa.checkpoint import Checkpoint, load_checkpoint
@@ -63,11 +68,6 @@ def _safe(name: str) -> str:
 
 def checkpoint_meta(ckpt: Checkpoint, kept: tuple[str, ...], source: str, part: str) -> RecordMeta:
     caps = routing_capabilities(ckpt.model)
-    if not caps["has_gate"]:
-        raise ValueError(
-            f"model {caps['name']!r} has no gate: there is no routing to record (only a gated "
-            "model - cesaa, sparse_moe, mmoe, ple - has a record)"
-        )
     domains = tuple(ckpt.domain_names)
     names = expert_names(caps, domains)
     experts = tuple(
@@ -82,7 +82,9 @@ def checkpoint_meta(ckpt: Checkpoint, kept: tuple[str, ...], source: str, part: 
         model_name=caps["name"],
         model_description=str(ckpt.meta["model"].get("description", "")),
         domains=domains,
-        gates=(checkpoint_gate(caps, experts, ckpt.model_config, len(domains)),),
+        gates=(checkpoint_gate(caps, experts, ckpt.model_config, len(domains)),)
+        if caps["has_gate"]
+        else (),
         always_on=always_on,
         kept=kept,
         data={
@@ -150,6 +152,8 @@ def write_checkpoint_record(
     decoders = _decoders(ckpt.encoders) if keep else {}
     meta = checkpoint_meta(ckpt, tuple(decoders), source, part)
     meta.command = command
+    if not meta.gates:  # a model without a gate: its predictions, no routing, no sample
+        sample_size = 0
     model = ckpt.model
     was_training = model.training
     model.eval()
@@ -159,8 +163,9 @@ def write_checkpoint_record(
         for batch in batches:
             b = batch.to(device)
             o = model(b.cat, b.num, b.domain)
-            probs = o.probs.float().cpu().numpy()  # [B, E]
-            topk = {} if o.topk_idx is None else {GATE: o.topk_idx.cpu().numpy()}  # [B, k]
+            probs = {} if o.probs is None else {GATE: o.probs.float().cpu().numpy()}  # [B, E]
+            sparse = bool(meta.gates) and meta.gates[0].kind == "sparse"
+            topk = {GATE: o.topk_idx.cpu().numpy()} if sparse else {}  # [B, k]
 
             def outputs(local: np.ndarray, b: EncodedTable = b) -> tuple[Any, Any]:
                 sub = b.subset(torch.as_tensor(local, dtype=torch.long, device=device))
@@ -171,7 +176,7 @@ def write_checkpoint_record(
                 domain=batch.domain,
                 label=batch.label,
                 prediction=torch.sigmoid(o.logit).float(),
-                probs={GATE: probs},
+                probs=probs,
                 topk=topk,
                 keep={k: fn(batch) for k, fn in decoders.items()},
                 expert_outputs=outputs,
@@ -183,6 +188,25 @@ def write_checkpoint_record(
     finally:
         model.train(was_training)
     return open_record(out)
+
+
+def _rows(ckpt: Checkpoint, data: str | None, part: str, batch_size: int) -> tuple[Any, str, str]:
+    """(batches of split ``part``, its source, the data fingerprint) of the checkpoint's own data
+    (found where it was trained or relative to the run folder) or of ``data``.  Stream sources
+    (``stream:SCHEMA``) are read one row-group piece at a time."""
+    from cesaa.data import MultiDomainData
+    from cesaa.data.locate import open_checkpoint_data
+
+    if part not in PARTS:
+        raise ValueError(f"part must be one of {list(PARTS)}, got {part!r}")
+    opened = open_checkpoint_data(ckpt.meta, ckpt.path, override=data)
+    source = data or ckpt.meta["data"].get("description", {}).get("source")
+    rows = getattr(opened, part)
+    if isinstance(opened, MultiDomainData):
+        batches: Iterable[EncodedTable] = rows.batches(batch_size)
+    else:  # a stream: one row-group piece at a time
+        batches = (piece for chunk in rows.chunks() for piece in chunk.batches(batch_size))
+    return batches, source, str(opened.fingerprint)
 
 
 def record_checkpoint(
@@ -198,24 +222,9 @@ def record_checkpoint(
     command: str = "",
     overwrite: bool = False,
 ) -> Record:
-    """The record of a checkpoint on ``data`` (default: its own data source), split ``part``.
-
-    Stream sources (``stream:SCHEMA``) are read one row-group piece at a time.
-    """
-    from cesaa.data import MultiDomainData
-    from cesaa.data.locate import open_checkpoint_data
-
-    if part not in PARTS:
-        raise ValueError(f"part must be one of {list(PARTS)}, got {part!r}")
+    """The record of a checkpoint on ``data`` (default: its own data source), split ``part``."""
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
-    # its own data, found where it was trained or relative to the run folder (cesaa.data.locate)
-    opened = open_checkpoint_data(ckpt.meta, ckpt.path, override=data)
-    source = data or ckpt.meta["data"].get("description", {}).get("source")
-    rows = getattr(opened, part)
-    if isinstance(opened, MultiDomainData):
-        batches: Iterable[EncodedTable] = rows.batches(batch_size)
-    else:  # a stream: one row-group piece at a time
-        batches = (piece for chunk in rows.chunks() for piece in chunk.batches(batch_size))
+    batches, source, _ = _rows(ckpt, data, part, batch_size)
     return write_checkpoint_record(
         ckpt,
         batches,
@@ -228,3 +237,73 @@ def record_checkpoint(
         command=command,
         overwrite=overwrite,
     )
+
+
+CACHE_ENV = "CESAA_RECORD_CACHE"
+CACHE_VERSION = 1  # bump when a cached record would be written differently
+
+
+def record_cache_root() -> Path:
+    """Where checkpoints' records are cached: ``$CESAA_RECORD_CACHE``, else
+    ``~/.cache/cesaa/records``."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "cesaa" / "records")
+
+
+def cached_record(
+    checkpoint: str | Path | Checkpoint,
+    *,
+    data: str | None = None,
+    part: str = "test",
+    sample_size: int = 2000,
+    seed: int = 0,
+    cache_dir: str | Path | None = None,
+) -> Record:
+    """The record of a checkpoint, made once per (weights, data fingerprint, split, sample) and
+    reused: every descriptive view of a checkpoint reads this record.
+
+    Kept under ``cache_dir`` (default ``record_cache_root()``) in a folder named by the hash of
+    the key; written to a temporary folder and renamed, so concurrent makers never read half a
+    record.  ``data``: another data source than the checkpoint's own (its fingerprint is part of
+    the key, so the record follows the data).
+    """
+    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
+    batches = source = None
+    fingerprint = ckpt.meta["data"].get("fingerprint")
+    if data is not None or not fingerprint:  # the data decides the key: open it first
+        batches, source, fingerprint = _rows(ckpt, data, part, 8192)
+    key = {
+        "version": CACHE_VERSION,
+        "weights_sha256": ckpt.meta.get("weights_sha256"),
+        "data_fingerprint": fingerprint,
+        "part": part,
+        "sample_size": int(sample_size),
+        "seed": int(seed),
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+    root = Path(cache_dir) if cache_dir is not None else record_cache_root()
+    folder = root / f"{_safe(ckpt.meta['model'].get('name', 'model'))}-{digest}"
+    if (folder / META_FILE).is_file():
+        return open_record(folder, check="footer")
+    if batches is None:
+        batches, source, _ = _rows(ckpt, data, part, 8192)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=root))
+    try:
+        write_checkpoint_record(
+            ckpt,
+            batches,
+            tmp / "record",
+            source=source,
+            part=part,
+            sample_size=sample_size,
+            seed=seed,
+            command=f"cesaa record {ckpt.path} --split {part} --sample {sample_size}",
+        )
+        try:
+            os.replace(tmp / "record", folder)
+        except OSError:  # another process made it first: theirs is the same record
+            if not (folder / META_FILE).is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return open_record(folder, check="footer")

@@ -29,6 +29,19 @@ def record_capabilities(rec: Record, gate: str | None = None) -> dict[str, Any]:
     from the metadata (expert kinds: "routed", "shared", or "domain:<d>" for an expert owned by
     domain d)."""
     g = rec.meta.gate(gate) if gate else rec.primary
+    if g is None:
+        return {
+            "name": rec.meta.model_name,
+            "num_experts": 0,
+            "expert_kinds": [],
+            "row_experts": 0,
+            "top_k": None,
+            "num_shared": 0,
+            "always_on": 0,
+            "has_gate": False,
+            "has_topk": False,
+            "source": "record",
+        }
     domains = list(rec.domains)
     kinds = []
     for e in g.experts:
@@ -55,8 +68,8 @@ def record_capabilities(rec: Record, gate: str | None = None) -> dict[str, Any]:
 def record_collection(rec: Record, gate: str | None = None) -> Collection:
     """The ``Collection`` of gate ``gate`` (default: the primary gate) of a record."""
     g = rec.meta.gate(gate) if gate else rec.primary
-    top1_col = top_column(g.name, 0) if g.top_k else None
-    pcols = [prob_column(g.name, e) for e in range(g.num_experts)]
+    top1_col = top_column(g.name, 0) if g is not None and g.top_k else None
+    pcols = [] if g is None else [prob_column(g.name, e) for e in range(g.num_experts)]
     cols = ["domain", "label", "prediction"] + ([top1_col] if top1_col else pcols)
     parts: dict[str, list[np.ndarray]] = {"domain": [], "label": [], "prediction": [], "top1": []}
     for t in rec.iter_batches(cols):
@@ -65,7 +78,7 @@ def record_collection(rec: Record, gate: str | None = None) -> Collection:
         parts["prediction"].append(t["prediction"].to_numpy().astype(np.float32))
         if top1_col:
             parts["top1"].append(t[top1_col].to_numpy().astype(np.int64))
-        else:
+        elif pcols:
             probs = np.column_stack([t[c].to_numpy() for c in pcols])
             parts["top1"].append(probs.argmax(axis=1).astype(np.int64))
 
@@ -73,17 +86,60 @@ def record_collection(rec: Record, gate: str | None = None) -> Collection:
         return np.concatenate(parts[name]) if parts[name] else np.zeros(0, dtype)
 
     col = Collection(
-        stats=rec.stats[g.name],
+        stats=None if g is None else rec.stats[g.name],
         predictions=cat("prediction", np.float32),
         labels=cat("label", np.float32),
         domain=cat("domain", np.int64),
-        top1=cat("top1", np.int64),
-        sample=record_sample(rec, g.name),
+        top1=None if g is None else cat("top1", np.int64),
+        sample=None if g is None else record_sample(rec, g.name),
         num_domains=len(rec.domains),
-        capabilities=record_capabilities(rec, g.name),
+        capabilities=record_capabilities(rec, None if g is None else g.name),
     )
     col.domain_names = tuple(rec.domains)
     return col
+
+
+def sample_positions(n: int, size: int, seed: int = 0) -> np.ndarray:
+    """Sorted positions of a seeded uniform draw of ``size`` of ``n`` rows (all when n <= size)."""
+    if n <= size:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
+
+
+ROW_DRAW = 20_000  # rows whose per-row gate values (entropy, margin) a report or page shows
+
+
+def read_rows(rec: Record, columns: list[str], positions: np.ndarray) -> Any:
+    """The rows at sorted ``positions`` (a pyarrow Table), read one row group at a time."""
+    import pyarrow as pa
+
+    parts, start = [], 0
+    for t in rec.iter_batches(columns):
+        lo, hi = np.searchsorted(positions, [start, start + t.num_rows])
+        if hi > lo:
+            parts.append(t.take(positions[lo:hi] - start))
+        start += t.num_rows
+    return pa.concat_tables(parts) if parts else None
+
+
+def gate_rows(
+    rec: Record, gate: str | None = None, size: int = ROW_DRAW, seed: int = 0
+) -> dict[str, np.ndarray] | None:
+    """Gate values of a seeded draw of ``size`` rows from rows.parquet (every row when the record
+    has fewer): ``{rows, domain, probs [n, E], topk [n, k] or None}``; ``None`` without a gate or
+    rows.  Per-row measures (entropy, margin) read these, not the expert-output sample."""
+    g = rec.meta.gate(gate) if gate else rec.primary
+    if g is None or rec.rows == 0:
+        return None
+    idx = sample_positions(rec.rows, size, seed)
+    t = read_rows(rec, ["domain", *g.columns()], idx)
+    probs, top = rec.gate_arrays(t, g.name)
+    return {
+        "rows": idx,
+        "domain": t["domain"].to_numpy().astype(np.int64),
+        "probs": probs,
+        "topk": top,
+    }
 
 
 def head_sample(sample: EmbeddingSample | None, n: int) -> EmbeddingSample | None:

@@ -127,6 +127,8 @@ class GateInfo:
       load-balancing loss).  ``{}``: the model has none; ``None``: not declared (old records),
       so the alarms that need them say "not checked".
     - ``family``: "cesaa" for cesaa models (alarm advice names cesaa settings), else "".
+    - ``layer``: the gate's position in a sequence of gates (PLE levels, transformer layers, from
+      0); gates at consecutive layers get the cross-gate views.  ``None``: not in a sequence.
     - ``inferred``: the fields above that were inferred on reading rather than declared.
     """
 
@@ -138,6 +140,7 @@ class GateInfo:
     reach: tuple[tuple[int, ...], ...] | None = None
     hyper: dict[str, float] | None = None
     family: str = ""
+    layer: int | None = None
     inferred: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -195,6 +198,14 @@ class GateInfo:
             return list(self.reach)
         return [tuple(range(self.num_experts))] * num_domains
 
+    @property
+    def declared(self) -> str:
+        """One line on what was inferred rather than declared ("" when everything was declared)."""
+        parts = [f"{x} inferred" for x in self.inferred]
+        if self.hyper is None:
+            parts.append("hyperparameters (alpha, beta) not declared")
+        return "; ".join(parts)
+
     def hyperparameter(self, name: str) -> float | None:
         """``hyper[name]``, or ``None`` when the model has no such setting or none is declared."""
         return None if not self.hyper else self.hyper.get(name)
@@ -219,6 +230,7 @@ class GateInfo:
             reach=None if g.get("reach") is None else tuple(tuple(r) for r in g["reach"]),
             hyper=None if g.get("hyper") is None else dict(g["hyper"]),
             family=g.get("family", ""),
+            layer=g.get("layer"),
             inferred=tuple(g.get("inferred", ())),
         )
 
@@ -268,8 +280,6 @@ class RecordMeta:
     def __post_init__(self) -> None:
         if not self.domains:
             raise ValueError("a record needs at least one domain name")
-        if not self.gates:
-            raise ValueError("a record needs at least one gate")
         names = [g.name for g in self.gates]
         if len(set(names)) != len(names):
             raise ValueError(f"gate names must be unique, got {names}")
@@ -284,8 +294,10 @@ class RecordMeta:
                 )
 
     @property
-    def primary(self) -> GateInfo:
-        return self.gates[0]
+    def primary(self) -> GateInfo | None:
+        """The first gate (overview, embedding); ``None`` for a model without a gate, whose
+        record holds its predictions only."""
+        return self.gates[0] if self.gates else None
 
     def gate(self, name: str) -> GateInfo:
         for g in self.gates:

@@ -18,7 +18,8 @@ No change to the model's code: ``record`` registers forward hooks on the modules
 The record declares each gate's kind (``docs/record.md``): sparse with ``top_k``; structured when
 ``columns`` place the gate among more experts than it can weigh (domain d reaches ``columns[d]``);
 dense otherwise, or as ``gate_kind=`` says.  ``hyper={"alpha": ..., "beta": ...}`` declares the
-model settings the alarms read (``{}``: the model has none; left out: not declared).
+model settings the alarms read (``{}``: the model has none; left out: not declared);
+``layer=l`` places the gate in a sequence (consecutive layers get the cross-gate views).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class GateSpec:
     output: Callable[[Any], Any] | None = None
     gate_kind: str | None = None
     hyper: dict[str, float] | None = None
+    layer: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ("probs", "logits"):
@@ -357,6 +359,7 @@ def _meta(
                 kind=s.gate_kind or ("sparse" if s.top_k else "structured" if reach else "dense"),
                 reach=reach,
                 hyper=None if s.hyper is None else dict(s.hyper),
+                layer=s.layer,
             )
         )
     return RecordMeta(

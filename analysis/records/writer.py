@@ -333,14 +333,18 @@ class RecordWriter:
 
 
 def _metrics(path: Path, domains: tuple[str, ...]) -> dict[str, float]:
-    """Overall and per-domain AUC / logloss from the record's label and prediction columns."""
+    """Overall and per-domain AUC / logloss from the record's label and prediction columns, and
+    GAUC when the record keeps ``user_id``."""
     from cesaa.metrics import evaluate_predictions
 
-    t = pq.read_table(path, columns=["domain", "label", "prediction"])
+    user = keep_column("user_id")
+    have = pq.ParquetFile(path).schema_arrow.names
+    t = pq.read_table(path, columns=["domain", "label", "prediction"] + [user] * (user in have))
     metrics = evaluate_predictions(
         t["label"].to_numpy(),
         t["prediction"].to_numpy().astype(np.float64),
         t["domain"].to_numpy().astype(np.int64),
+        user=t[user].to_numpy(zero_copy_only=False) if user in have else None,
         domain_names=domains,
     )
     # JSON has no NaN: an undefined metric (a domain with one class) is null
