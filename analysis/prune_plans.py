@@ -323,7 +323,8 @@ def prune_curve(
 def prediction_error(curve: pd.DataFrame) -> pd.DataFrame:
     """Per criterion: mean absolute error of the predicted against the measured ΔAUC over the
     budgets below E, the mean signed error (predicted - measured; > 0 = optimistic) and the
-    fewest experts kept whose measured ΔAUC is >= -0.001."""
+    fewest experts kept whose measured ΔAUC is >= -0.001.  Sorted by mean absolute error: the
+    first row's criterion predicts its cost best."""
     e = int(curve["keep"].max())
     out = []
     for crit, g in curve.groupby("criterion", sort=False):
@@ -338,6 +339,22 @@ def prediction_error(curve: pd.DataFrame) -> pd.DataFrame:
                 int(ok.min()) if len(ok) else e,
             )
         )
-    return pd.DataFrame(
-        out, columns=["criterion", "mean_abs_error", "mean_error", "min_keep_within_0.001"]
-    )
+    cols = ["criterion", "mean_abs_error", "mean_error", "min_keep_within_0.001"]
+    frame = pd.DataFrame(out, columns=cols)
+    return frame.sort_values("mean_abs_error", kind="stable").reset_index(drop=True)
+
+
+def describe_plan(plan: dict, expert_labels: Sequence[str] | None = None) -> str:
+    """A plan's JSON dict in words: ``"remove expert 1, expert 6; merge expert 2 + expert 3"``
+    (``"keep every expert"`` for the empty plan)."""
+    p = ExpertPlan.from_dict(plan)
+
+    def name(i: int) -> str:
+        return expert_labels[i] if expert_labels is not None else f"expert {i}"
+
+    parts = []
+    if p.remove:
+        parts.append("remove " + ", ".join(name(i) for i in p.remove))
+    if p.merge:
+        parts.append("merge " + ", ".join(" + ".join(name(i) for i in g) for g in p.merge))
+    return "; ".join(parts) or "keep every expert"

@@ -162,6 +162,32 @@ def new_run_dir(name: str) -> Path:
     return out
 
 
+def prune_refusal(path: str) -> str | None:
+    """None when the checkpoint's model can be pruned into a new checkpoint, else why not."""
+    from cesaa.pruning import not_editable
+
+    return not_editable(loaders.checkpoint(path).model)
+
+
+def write_pruned(path: str, plan: dict, out: Path) -> Path:
+    """The checkpoint at ``path`` with ``plan`` (an ``ExpertPlan`` dict) applied, evaluated on
+    its validation and test splits and written to ``out`` (``cesaa.pruning``)."""
+    from cesaa.evaluation import evaluate
+    from cesaa.pruning import ExpertPlan, apply_plan, save_edited_checkpoint
+
+    ckpt, d = loaders.checkpoint(path), loaders.data(path)
+    try:
+        p = ExpertPlan.from_dict(plan)
+        model = apply_plan(ckpt.model, p)
+        names = ckpt.domain_names
+        metrics = {"val": evaluate(model, d.val, names), "test": evaluate(model, d.test, names)}
+        written = save_edited_checkpoint(ckpt, model, p, out, metrics=metrics)
+    except LOAD_ERRORS as e:
+        raise LoadError(f"{type(e).__name__}: {e}") from None
+    loaders.list_runs.clear()
+    return written
+
+
 # ---- uploads -------------------------------------------------------------------------------------
 
 

@@ -31,6 +31,7 @@ PAGES = [
     st.Page("views/experts.py", title="Experts", icon=":material/groups:"),
     st.Page("views/rows.py", title="Rows", icon=":material/table_rows:"),
     st.Page("views/ablations.py", title="Ablations", icon=":material/tune:"),
+    st.Page("views/prune.py", title="Prune", icon=":material/content_cut:"),
     st.Page("views/compare.py", title="Compare", icon=":material/compare:"),
     st.Page("views/train.py", title="Train", icon=":material/model_training:"),
     # after Train: the browser test and bench find links by substring ("Routing over training")

@@ -10,6 +10,7 @@ figure: pass ``html_config(static=True)`` when rendering for print.
 
 from __future__ import annotations
 
+from analysis.figures.pruning import prune_cost_figure
 from analysis.figures.results import (
     embedding_scatter,
     k_curve_figure,
@@ -44,6 +45,7 @@ __all__ = [
     "knockout_heatmap",
     "load_bars",
     "metric_bars",
+    "prune_cost_figure",
     "similarity_heatmap",
     "training_curve",
     "truth_vs_learned",

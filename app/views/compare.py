@@ -35,6 +35,12 @@ caps_a, caps_b = loaders.capabilities(path), components.require(loaders.capabili
 if not (caps_a["has_gate"] and caps_b["has_gate"]):
     st.info("Routing is compared only when both models have a gate.")
     st.stop()
+if caps_a["num_experts"] != caps_b["num_experts"]:  # e.g. a pruned checkpoint and its source
+    st.info(
+        f"Routing is aligned only between models with as many experts: A has "
+        f"{caps_a['num_experts']}, B {caps_b['num_experts']} (the metrics above compare them)."
+    )
+    st.stop()
 res = components.aligned_heatmaps(
     path, other, kind, ("A", "B, experts aligned to A"), ("cmp_heat_a", "cmp_heat_b")
 )
