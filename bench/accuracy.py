@@ -116,9 +116,15 @@ def comparisons(lb: Leaderboard) -> str:
     if cesaa is not None and others:
         c, o = auc[cesaa], others[0]
         if o.is_best:
-            d = f"{c.diff_mean:+.4f} [{c.ci_low:+.4f}, {c.ci_high:+.4f}], Holm p {c.p_holm:.3f}"
+            d = (
+                f"{c.diff_mean:+.4f} [{c.ci_low:+.4f}, {c.ci_high:+.4f}], Holm p {c.p_holm:.3f}; "
+                f"detectable at 80 % power: {c.detectable:.4f}"
+            )
         elif c.is_best:
-            d = f"{-o.diff_mean:+.4f} [{-o.ci_high:+.4f}, {-o.ci_low:+.4f}], Holm p {o.p_holm:.3f}"
+            d = (
+                f"{-o.diff_mean:+.4f} [{-o.ci_high:+.4f}, {-o.ci_low:+.4f}], Holm p "
+                f"{o.p_holm:.3f}; detectable at 80 % power: {o.detectable:.4f}"
+            )
         else:
             d = None
         if d is not None:

@@ -27,7 +27,7 @@ from cesaa.benchmark.leaderboard import Leaderboard
 from cesaa.benchmark.protocol import Protocol
 from cesaa.benchmark.report import overall_rows, p_text, write_leaderboard
 from cesaa.benchmark.runner import BenchSpec, run_benchmark
-from cesaa.benchmark.stats import paired_difference
+from cesaa.benchmark.stats import detectable_difference, paired_difference
 
 SETUP = "bench._rechub:register"  # torch-rechub adapters, in every worker
 MODELS = (
@@ -63,14 +63,17 @@ def verdict(runs: list[dict], lb: Leaderboard) -> tuple[str, dict]:
     }
     d = paired_difference(per_seed["cesaa"], per_seed[best.model], lb.level)
     rel = d.mean / best.mean
+    floor = detectable_difference(d.std, d.n, alpha=1.0 - lb.level)
     met = rel >= GOAL
     nums = {"baseline": best.model, "diff": d.mean, "rel": rel, "lo": d.ci_low, "hi": d.ci_high}
+    nums["detectable"] = floor
     text = (
         f"**Goal (CESAA >= the best tuned baseline by +{GOAL:.2%} test AUC, paired by seed): "
         f"{'met' if met else 'missed'}.**  CESAA {auc['cesaa'].mean:.4f} ± {auc['cesaa'].std:.4f} "
         f"vs {best.model} {best.mean:.4f} ± {best.std:.4f}: CESAA − {best.model} = "
         f"{d.mean:+.4f} [{d.ci_low:+.4f}, {d.ci_high:+.4f}] ({lb.level:.0%} t interval over "
-        f"{d.n} seeds, paired t-test p {p_text(d.p_value)}), {rel:+.2%} of the baseline's AUC."
+        f"{d.n} seeds, paired t-test p {p_text(d.p_value)}), {rel:+.2%} of the baseline's AUC; "
+        f"the smallest difference these seeds detect at 80 % power: {floor:.4f}."
     )
     if d.ci_low <= 0 <= d.ci_high:
         text += (

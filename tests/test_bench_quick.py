@@ -29,8 +29,12 @@ BENCHES = {  # module -> (section, extra arguments)
     "planted": ("planted", ["--jobs", "1"]),
     "plateau": ("plateau", ["--jobs", "1", "--models", "mlp,mmoe"]),
     "best_shot": ("best_shot_age", ["--jobs", "1", "--publish", "{tmp}/published"]),
+    "sweep": ("sweep", ["--jobs", "1", "--out", "{tmp}/sweep"]),
+    "noise_floor": ("noise_floor", ["--jobs", "1", "--out", "{tmp}/noise"]),
 }
-NEEDS_ML100K = {"throughput", "roofline", "accuracy", "tune", "retrieval", "best_shot"}
+NEEDS_ML100K = {
+    "throughput", "roofline", "accuracy", "tune", "retrieval", "best_shot", "noise_floor"
+}  # fmt: skip
 
 
 def _rechub() -> bool:

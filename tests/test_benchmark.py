@@ -11,7 +11,7 @@ from scipy import stats
 from cesaa.benchmark.leaderboard import build_leaderboard
 from cesaa.benchmark.protocol import Protocol, split_params
 from cesaa.benchmark.report import read_leaderboard, write_leaderboard
-from cesaa.benchmark.stats import holm, mean_std, paired_difference
+from cesaa.benchmark.stats import detectable_difference, holm, mean_std, paired_difference
 
 # ---- statistics ------------------------------------------------------------------------------------
 
@@ -51,6 +51,23 @@ def test_holm_known_values() -> None:
     out = holm([0.6, float("nan"), 0.7])
     assert out[0] == pytest.approx(1.0) and math.isnan(out[1]) and out[2] == pytest.approx(1.0)
     assert holm([]) == []
+
+
+def test_detectable_difference_agrees_with_statsmodels_power() -> None:
+    from statsmodels.stats.power import TTestPower
+
+    power = TTestPower()
+    for n, tol in ((10, 0.002), (20, 0.001), (5, 0.015)):
+        # the exact smallest standardized effect a paired (one-sample) t-test detects at 80 %
+        effect = power.solve_power(effect_size=None, nobs=n, alpha=0.05, power=0.8)
+        assert detectable_difference(0.003, n) == pytest.approx(effect * 0.003, rel=tol)
+    # and the power statsmodels gives at that difference is 80 % (to the same tolerance)
+    d = detectable_difference(0.002, 10) / 0.002
+    assert power.power(effect_size=d, nobs=10, alpha=0.05) == pytest.approx(0.8, abs=0.002)
+    assert detectable_difference(0.0, 10) == 0.0
+    assert math.isnan(detectable_difference(0.01, 1))
+    with pytest.raises(ValueError, match="power=1.2 must be in"):
+        detectable_difference(0.01, 10, power=1.2)
 
 
 def test_mean_std() -> None:
@@ -102,6 +119,11 @@ def test_leaderboard_ranks_and_pairs_against_the_best() -> None:
     assert c.diff_mean == pytest.approx((c_vals - b_vals).mean())
     p_c = stats.ttest_rel(c_vals, b_vals).pvalue
     assert c.p_value == pytest.approx(p_c)
+    # its noise floor: (t_.975 + t_.8 at 3 degrees of freedom) x paired SD / sqrt(4)
+    sd = np.std(c_vals - b_vals, ddof=1)
+    t_sum = stats.t.ppf(0.975, 3) + stats.t.ppf(0.8, 3)
+    assert c.detectable == pytest.approx(t_sum * sd / 2)
+    assert math.isnan(auc[0].detectable)  # the best has no difference to detect
     # Holm over {a, c}: a has p ~ 0 (rank 1, times 2), c is second (times 1) but >= a's
     assert c.p_holm == pytest.approx(max(p_c, 2 * a.p_value))
     # logloss: lower is better, so b (1 - auc smallest) is best there too
@@ -232,6 +254,12 @@ def test_best_shot_verdict_compares_cesaa_with_the_best_other_model() -> None:
     assert (nums["lo"], nums["hi"]) == pytest.approx((mean - half, mean + half))
     assert nums["rel"] == pytest.approx(mean / base)
     assert "met" in text and "missed" not in text and "cannot be told apart" not in text
+    # beside the verdict, its noise floor (statsmodels' exact power solution, within 5 % at n = 4)
+    from statsmodels.stats.power import TTestPower
+
+    effect = TTestPower().solve_power(effect_size=None, nobs=4, alpha=0.05, power=0.8)
+    assert nums["detectable"] == pytest.approx(effect * sd, rel=0.05)
+    assert f"detect at 80 % power: {nums['detectable']:.4f}" in text
     for r in runs:  # CESAA 0.001 above on average: +0.14 %, short of the goal, interval spans 0
         if r["model"] == "cesaa":
             r["test"]["auc"] -= 0.01 + (0.002 if r["seed"] % 2 else -0.0005)

@@ -11,6 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from cesaa.benchmark.report import (
+    DETECTABLE_NOTE,
     TALLY_NOTE,
     TITLES,
     domain_rows,
@@ -61,7 +62,8 @@ cols, rows = overall_rows(lb)
 st.dataframe(pd.DataFrame(rows, columns=cols), hide_index=True, key="lb_overall")
 st.caption(
     f"Mean ± std over seeds.  Δ: model minus the best, paired by seed, {lb.level:.0%} Student-t "
-    "interval; p: paired t-test, Holm-corrected over the models compared with the best."
+    "interval; p: paired t-test, Holm-corrected over the models compared with the best.  "
+    + DETECTABLE_NOTE
 )
 
 if lb.domains:

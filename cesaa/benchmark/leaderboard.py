@@ -12,7 +12,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from cesaa.benchmark.stats import holm, mean_std, paired_difference
+from cesaa.benchmark.stats import detectable_difference, holm, mean_std, paired_difference
 from cesaa.convergence import stalled_text
 
 METRICS = ("auc", "gauc", "logloss")
@@ -23,7 +23,9 @@ OVERALL = "overall"
 @dataclass
 class Cell:
     """One (scope, metric, model) entry.  ``diff_*`` / ``p_*``: this model minus the best model of
-    that (scope, metric) over paired seeds; empty (nan) for the best model itself."""
+    that (scope, metric) over paired seeds; empty (nan) for the best model itself.  ``detectable``:
+    the smallest true difference these paired seeds detect at 80 % power (the comparison's noise
+    floor, :func:`cesaa.benchmark.stats.detectable_difference` of ``diff_std``)."""
 
     scope: str  # "overall" or a domain name
     metric: str
@@ -39,6 +41,7 @@ class Cell:
     ci_high: float = math.nan
     p_value: float = math.nan
     p_holm: float = math.nan
+    detectable: float = math.nan
 
 
 @dataclass
@@ -202,6 +205,7 @@ def _rank(
             d = paired_difference(values[m], values[best], level)
             cell.diff_mean, cell.diff_std = d.mean, d.std
             cell.ci_low, cell.ci_high, cell.p_value = d.ci_low, d.ci_high, d.p_value
+            cell.detectable = detectable_difference(d.std, d.n, alpha=1.0 - level)
         cells.append(cell)
     others = [c for c in cells if not c.is_best]
     for c, p in zip(others, holm([c.p_value for c in others]), strict=True):

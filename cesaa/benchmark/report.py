@@ -56,6 +56,7 @@ def overall_rows(lb: Leaderboard) -> tuple[list[str], list[list[str]]]:
         f"Δ AUC vs best [{pct} CI]",
         "p (Holm)",
         "stalled",
+        "detectable Δ (80 % power)",
         "best epoch",
         "train s / run",
         "tuning",
@@ -79,6 +80,7 @@ def overall_rows(lb: Leaderboard) -> tuple[list[str], list[list[str]]]:
                 _diff(auc),
                 p_text(auc.p_holm),
                 m.stalled,  # next to the verdict: a stalled run measures training, not a model
+                "" if auc.is_best else _f(auc.detectable),
                 _pm(*m.best_epoch, 1),
                 _pm(*m.train_seconds, 1),
                 tuned,
@@ -111,6 +113,11 @@ def tally_rows(lb: Leaderboard, metric: str) -> tuple[list[str], list[list[str]]
     return cols, rows
 
 
+DETECTABLE_NOTE = (
+    "Detectable Δ: the smallest true difference to the best that these paired seeds detect with "
+    "80 % power (two-sided paired t-test at 1 − the level, from the paired seed-to-seed SD): a "
+    "model whose Δ is not significant is level with the best only to within this noise floor."
+)
 TALLY_NOTE = (
     "Domains where the model has the best mean, where its seed-paired difference to that "
     "domain's best is not significant (Holm-corrected paired t-test at 1 − the level; with one "
@@ -151,7 +158,7 @@ def to_markdown(lb: Leaderboard) -> str:
     parts.append(
         "Test metrics of the best-validation epoch, mean ± sample std over seeds.  Δ: the model "
         "minus the best model, paired by seed, with a Student-t interval; p: paired t-test, "
-        "Holm-corrected over the models compared with the best."
+        "Holm-corrected over the models compared with the best.  " + DETECTABLE_NOTE
     )
     parts.append("## Overall\n\n" + _md_table(*overall_rows(lb)))
     if lb.domains:
@@ -185,6 +192,7 @@ def to_csv_rows(lb: Leaderboard) -> list[dict]:
             "ci_high": c.ci_high,
             "p_value": c.p_value,
             "p_holm": c.p_holm,
+            "detectable": c.detectable,
         }
         for c in lb.cells
     ]
@@ -212,6 +220,7 @@ def to_html(lb: Leaderboard) -> str:
         f"<style>{_CSS}</style></head><body><h1>Leaderboard</h1>{intro}",
         "<h2>Overall</h2>",
         _html_table(*overall_rows(lb)),
+        f"<p>{html.escape(DETECTABLE_NOTE)}</p>",
     ]
     if lb.domains:
         parts += [

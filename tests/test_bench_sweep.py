@@ -1,0 +1,115 @@
+"""bench.sweep: one cell's point on the map from hand-built runs (scipy and statsmodels as the
+oracles), the grid's sources, and the ablations it registers."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench import sweep  # noqa: E402
+
+CESAA = [0.80, 0.81, 0.79, 0.82, 0.80]
+
+
+def _runs(extra: dict[str, list[float]]) -> list[dict]:
+    models = {"cesaa": CESAA, **extra}
+    return [
+        {"model": m, "seed": s, "test": {"auc": v}} for m, vals in models.items()
+        for s, v in enumerate(vals)
+    ]  # fmt: skip
+
+
+def test_cell_map_pairs_cesaa_with_the_best_baseline_and_its_ablations() -> None:
+    from statsmodels.stats.power import TTestPower
+
+    mlp = [0.79, 0.805, 0.785, 0.80, 0.795]  # the best baseline by mean
+    star = [0.70, 0.71, 0.69, 0.72, 0.70]
+    nomi = [0.80, 0.80, 0.79, 0.81, 0.80]
+    point = sweep.cell_map(_runs({"mlp": mlp, "star": star, "cesaa_nomi": nomi}))
+    assert point["baseline"] == "mlp"  # the ablation is no baseline, however good
+    d = np.array(CESAA) - np.array(mlp)
+    gap = point["gap"]
+    assert gap["mean"] == pytest.approx(d.mean())
+    assert gap["p_value"] == pytest.approx(stats.ttest_rel(CESAA, mlp).pvalue)
+    half = stats.t.ppf(0.975, 4) * d.std(ddof=1) / math.sqrt(5)
+    assert (gap["ci_low"], gap["ci_high"]) == pytest.approx((d.mean() - half, d.mean() + half))
+    effect_10 = TTestPower().solve_power(effect_size=None, nobs=10, alpha=0.05, power=0.8)
+    assert gap["detectable_10"] == pytest.approx(effect_10 * d.std(ddof=1), rel=0.002)
+    assert gap["detectable"] > gap["detectable_10"]  # 5 seeds see less than 10
+    mech = point["mechanisms"]["cesaa_nomi"]
+    assert mech["mean"] == pytest.approx(np.mean(np.array(CESAA) - np.array(nomi)))
+    assert set(point["mechanisms"]) == {"cesaa_nomi"}
+    assert point["spread"]["star"][1] == pytest.approx(np.std(star, ddof=1))
+    cols, rows = sweep.map_rows({"h1-d3-r1000": point})
+    row = dict(zip(cols, rows[0], strict=True))
+    assert gap["ci_low"] > 0 and row["verdict"] == "ahead"
+    assert row["CESAA − no shared expert"] == "not run"
+
+
+def test_cell_map_verdicts_and_errors() -> None:
+    behind = [v + 0.01 + 0.001 * (s % 2) for s, v in enumerate(CESAA)]
+    point = sweep.cell_map(_runs({"m2m": behind}))
+    _, rows = sweep.map_rows({"c": point})
+    assert rows[0][4] == "behind"
+    level = [v + (0.004 if s % 2 else -0.004) for s, v in enumerate(CESAA)]
+    _, rows = sweep.map_rows({"c": sweep.cell_map(_runs({"m2m": level}))})
+    assert rows[0][4].startswith("level (within ±")
+    with pytest.raises(ValueError, match="no 'cesaa' runs"):
+        sweep.cell_map([{"model": "mlp", "seed": 0, "test": {"auc": 0.7}}])
+    with pytest.raises(ValueError, match="no baseline runs"):
+        sweep.cell_map(_runs({"cesaa_k1": CESAA}))
+
+
+def test_cells_are_synthetic_sources_at_the_dial() -> None:
+    from cesaa.data.sources import load_data
+
+    src = sweep.cell_source(0.25, 3, 1000)
+    assert src == "synthetic:rows=3000,domains=3,heterogeneity=0.25,seed=0"
+    data = load_data(src)
+    assert data.truth["heterogeneity"] == 0.25 and len(data.domain_names) == 3
+    assert sweep.cell_name(0.25, 3, 1000) == "h0.25-d3-r1000"
+
+
+@pytest.fixture
+def clean_registry():
+    from cesaa.models import registry
+
+    before, spaces = dict(registry._REGISTRY), dict(registry._SPACES)
+    yield
+    registry._REGISTRY.clear()
+    registry._REGISTRY.update(before)
+    registry._SPACES.clear()
+    registry._SPACES.update(spaces)
+
+
+def test_ablations_pin_one_setting_of_cesaas_space(clean_registry) -> None:
+    from bench import _sweep_models
+    from cesaa.models.registry import default_config, model_search_space
+
+    _sweep_models.register()
+    _sweep_models.register()  # idempotent
+    assert default_config("cesaa_nomi").alpha == 0.0
+    assert default_config("cesaa_noshared").num_shared == 0
+    assert default_config("cesaa_k1").top_k == 1
+
+    class Trial:
+        def suggest_categorical(self, name, choices):
+            return choices[-1]
+
+        def suggest_float(self, name, low, high, log=False):
+            return high
+
+        def suggest_int(self, name, low, high, step=1, log=False):
+            return high
+
+    assert model_search_space("cesaa_nomi")(Trial())["alpha"] == 0.0
+    assert model_search_space("cesaa")(Trial())["alpha"] != 0.0
