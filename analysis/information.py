@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from analysis.mi_ceiling import MICeiling, mi_ceiling_of
 from analysis.routing_input import (
     KINDS,
     check_kind,
@@ -49,15 +50,16 @@ def mutual_information(
     in float32, so expect ~1e-7 relative error).  For k = 1 the hard joint is the contingency table
     of (domain, selected expert), so hard I equals ``sklearn.metrics.mutual_info_score``.
 
-    normalized: I / ``mi_ceiling`` in [0, 1], the fraction of the largest I(D; E) the routing's
-    shape allows: min(H(D), log(E / k)) for hard routing with k distinct experts per row,
-    min(H(D), log E) for soft; 0 when the ceiling is 0 (one domain, one expert, or k = E).
+    normalized: I / ``mi_ceiling`` in [0, 1], the fraction of the largest I(D; E) a routing of
+    this shape (E, k, P(d)) can reach, so the best routing reads 1 (where that largest value is
+    only bounded, the fraction of the upper bound; see ``mi_ceiling``); NaN ("n/a") when nothing
+    can be reached (one domain, one expert, or k = E), where 0 would read "ignores the domain".
     ``k``: experts per row of a bare joint (a number or one per domain; default 1); ignored for
     a ``RoutingStats`` or raw probs, whose hard k is read from the selections.
     """
     joint, k_d = _joint_and_k(source, kind, k, domain, topk_idx, selected, num_domains)
     mi = _mi(joint)
-    return _fraction(mi, _ceiling(joint, k_d)) if normalized else mi
+    return mi_fraction(mi, _ceiling(joint, k_d)) if normalized else mi
 
 
 def mi_ceiling(
@@ -71,18 +73,45 @@ def mi_ceiling(
     num_domains: int | None = None,
 ) -> float:
     """The largest I(D; E) a routing of this shape can reach, in nats (arguments as
-    ``mutual_information``).
+    ``mutual_information``; ``mi_ceiling_detail`` says whether it is exact).
 
     I(D; E) = H(D) - H(D | E) <= H(D), and I(D; E) = H(E) - H(E | D) <= log E - H(E | D).  A row
     that selects k distinct experts gives each at most 1/k of its selections, so P(e | d) <= 1/k_d
-    (k_d: the domain's mean number of selections per row) and H(E | d) >= log k_d.  Hence
+    (k_d: the domain's mean number of selections per row) and H(E | d) >= log k_d.  Hence the
+    upper bound
 
-        ceiling = min(H(D), log E - sum_d P(d) log k_d)  =  min(H(D), log(E / k)) for a fixed k,
+        bound = min(H(D), log E - sum_d P(d) log k_d)  =  min(H(D), log(E / k)) for a fixed k,
 
     with P(d) the joint's domain marginal (for hard routing: the domain's share of the
-    selections).  Soft routing (dense gate probabilities) has no such floor: min(H(D), log E).
-    Example: E = 8, D = 4 balanced, k = 4 gives log 2, half of the k = 1 ceiling log 4.
+    selections) and E the joint's columns (the model's experts, used or not).  Soft routing
+    (dense gate probabilities) has no such floor (k = 1).  The bound is not always reachable
+    (D = 3 balanced, E = 4, k = 2: the best routing reaches 0.6365 nats of log 2);
+    ``analysis.mi_ceiling.best_routing_mi`` finds the reachable maximum, which is returned when
+    it is known exactly, else the bound.  Example: E = 8, D = 4 balanced, k = 4 gives log 2.
     """
+    return mi_ceiling_detail(
+        source,
+        kind,
+        k=k,
+        domain=domain,
+        topk_idx=topk_idx,
+        selected=selected,
+        num_domains=num_domains,
+    ).value
+
+
+def mi_ceiling_detail(
+    source: Any,
+    kind: str = "soft",
+    *,
+    k: Any = None,
+    domain: Any = None,
+    topk_idx: Any = None,
+    selected: Any = None,
+    num_domains: int | None = None,
+) -> MICeiling:
+    """``mi_ceiling`` with its parts: ``value`` (the denominator), ``bound`` (the closed form),
+    ``best`` (the best routing of this shape found) and ``exact`` (``value`` is reachable)."""
     joint, k_d = _joint_and_k(source, kind, k, domain, topk_idx, selected, num_domains)
     return _ceiling(joint, k_d)
 
@@ -129,19 +158,18 @@ def _mi(joint: np.ndarray) -> float:
     return float(losses.mutual_information(torch.from_numpy(np.asarray(joint, np.float64))).item())
 
 
-def _ceiling(joint: np.ndarray, k_d: np.ndarray) -> float:
+def _ceiling(joint: np.ndarray, k_d: np.ndarray) -> MICeiling:
     total = joint.sum()
     if total <= 0:
-        return 0.0
-    p_d = joint.sum(axis=1) / total
-    floor = float(np.sum(p_d * np.log(k_d)))  # lower bound on H(E | D)
-    return max(0.0, min(float(entropy(p_d)), math.log(joint.shape[1]) - floor))
+        return MICeiling(0.0, 0.0, 0.0, True)
+    return mi_ceiling_of(joint.sum(axis=1) / total, joint.shape[1], k_d)
 
 
-def _fraction(value: float, ceiling: float) -> float:
-    if ceiling <= 1e-12:
-        return 0.0
-    return float(min(max(value / ceiling, 0.0), 1.0))
+def mi_fraction(value: float, ceiling: MICeiling) -> float:
+    """``value`` / ``ceiling.value`` clipped to [0, 1]; NaN where the bound is 0."""
+    if ceiling.bound <= 1e-12:
+        return float("nan")  # nothing reachable: "n/a", not 0 ("routing ignores the domain")
+    return float(min(max(value / ceiling.value, 0.0), 1.0))
 
 
 def mutual_information_from_assignments(
@@ -154,8 +182,13 @@ def mutual_information_from_assignments(
 ) -> float:
     """Hard I(D; E) from assignments: domain [N] and expert [N] (top-1) or [N, k] (every selection
     counts once, k distinct experts per row).  Nats; see ``mutual_information`` for bounds and
-    ``normalized`` (here by min(H(D), log(E / k))).
+    ``normalized`` (here by the ceiling at this E and k; it needs ``num_experts``).
     """
+    if normalized and num_experts is None:
+        raise ValueError(
+            "normalized=True needs num_experts (the model's E, used or not): the ceiling "
+            "depends on it, and the largest expert index seen may be smaller"
+        )
     a = check_routing_arrays(
         domain=domain, expert=expert, num_domains=num_domains, num_experts=num_experts
     )
@@ -165,7 +198,7 @@ def mutual_information_from_assignments(
     cell = (a.domain[:, None] * e + ex).ravel()
     joint = np.bincount(cell, minlength=d * e).reshape(d, e).astype(np.float64)
     mi = _mi(joint)
-    return _fraction(mi, _ceiling(joint, np.full(d, float(ex.shape[1])))) if normalized else mi
+    return mi_fraction(mi, _ceiling(joint, np.full(d, float(ex.shape[1])))) if normalized else mi
 
 
 # ---- entropy -------------------------------------------------------------------------------------
@@ -230,9 +263,24 @@ def gating_entropy(
     )
 
 
+def ceiling_note(summary: dict[str, Any], kind: str) -> str:
+    """What the ``kind`` MI fraction of a ``summarize`` dict is a fraction of, in words."""
+    ceiling, bound = summary[f"mi_{kind}_ceiling"], summary.get(f"mi_{kind}_bound")
+    if summary[f"mi_{kind}_normalized"] is None or not ceiling:
+        return "n/a: a routing of this shape cannot tell domains apart (one domain, or k = E)"
+    if summary.get(f"mi_{kind}_ceiling_exact"):
+        gap = "" if bound is None or ceiling >= bound - 1e-9 else f", below the bound {bound:.4f}"
+        return f"of {ceiling:.4f} nats, the most a routing of this shape reaches (1 = best){gap}"
+    best = summary.get(f"mi_{kind}_best")
+    found = f"; the best routing found reads {best / ceiling:.4f}" if best else ""
+    return f"of the upper bound {ceiling:.4f} nats (perhaps not reachable){found}"
+
+
 def mi_table(summary: dict[str, Any]) -> pd.DataFrame:
     """The MI rows of a ``summarize`` dict as a table: index soft / hard; columns ``nats`` (raw
-    I(D; E)), ``ceiling`` (nats, see ``mi_ceiling``) and ``fraction`` (of the ceiling)."""
+    I(D; E)), ``ceiling`` (nats, see ``mi_ceiling``), ``fraction`` (of the ceiling; NaN = n/a),
+    ``bound`` (the closed-form upper bound, nats), ``best found`` (nats) and ``ceiling is``
+    ("reachable": the best routing of this shape reads 1; "upper bound": it may read less)."""
     missing = [
         f"mi_{kind}{suffix}"
         for kind in KINDS
@@ -246,7 +294,16 @@ def mi_table(summary: dict[str, Any]) -> pd.DataFrame:
             "nats": [summary[f"mi_{kind}"] for kind in KINDS],
             "ceiling": [summary[f"mi_{kind}_ceiling"] for kind in KINDS],
             "fraction": [summary[f"mi_{kind}_normalized"] for kind in KINDS],
+            "bound": [summary.get(f"mi_{kind}_bound") for kind in KINDS],
+            "best found": [summary.get(f"mi_{kind}_best") for kind in KINDS],
         },
         index=pd.Index(list(KINDS), name="routing"),
         dtype=float,
+    ).assign(
+        **{
+            "ceiling is": [
+                "reachable" if summary.get(f"mi_{kind}_ceiling_exact") else "upper bound"
+                for kind in KINDS
+            ]
+        }
     )

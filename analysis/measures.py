@@ -27,6 +27,8 @@ from analysis.gates import built_in_mi, dead_experts, expert_work
 from analysis.information import (
     gating_entropy,
     mi_ceiling,
+    mi_ceiling_detail,
+    mi_fraction,
     mutual_information,
     mutual_information_from_assignments,
     row_entropy,
@@ -44,6 +46,8 @@ __all__ = [
     "json_safe",
     "load_balance",
     "mi_ceiling",
+    "mi_ceiling_detail",
+    "mi_fraction",
     "mutual_information",
     "mutual_information_from_assignments",
     "row_entropy",
@@ -69,8 +73,10 @@ def summarize(
 ) -> dict[str, Any]:
     """Every measure above as one JSON-safe dict (plain ints, floats, lists; NaN -> None).
 
-    MI keys: ``mi_soft``/``mi_hard`` (nats), ``mi_*_ceiling`` (the largest value the routing's
-    shape allows, nats, see ``mi_ceiling``) and ``mi_*_normalized`` (the fraction of that ceiling).
+    MI keys: ``mi_soft``/``mi_hard`` (nats), ``mi_*_ceiling`` (the denominator, nats: the largest
+    value a routing of this shape reaches when ``mi_*_ceiling_exact``, else the upper bound; see
+    ``mi_ceiling``), ``mi_*_bound`` (the closed-form upper bound), ``mi_*_best`` (the best routing
+    of this shape found) and ``mi_*_normalized`` (the fraction of the ceiling; None = n/a).
     With ``gate_kind`` (and ``reach`` for a structured gate, see ``analysis.gates``): ``gate_kind``,
     ``work`` (``expert_work``: each expert's share in the notion that fits the gate, its even
     share), ``dead_experts`` in that notion, and for structured gates ``mi_built_in`` (the
@@ -94,12 +100,7 @@ def summarize(
         "rows": stats.rows,
         "rows_per_domain": stats.count,
         "mean_selected_per_row": mean_k,
-        "mi_soft": mutual_information(stats, "soft"),
-        "mi_hard": mutual_information(stats, "hard"),
-        "mi_soft_ceiling": mi_ceiling(stats, "soft"),
-        "mi_hard_ceiling": mi_ceiling(stats, "hard"),
-        "mi_soft_normalized": mutual_information(stats, "soft", normalized=True),
-        "mi_hard_normalized": mutual_information(stats, "hard", normalized=True),
+        **_mi_keys(stats),
         "activation_soft": activation(stats, "soft"),
         "activation_hard": activation(stats, "hard"),
         "load_soft": expert_load(stats, "soft"),
@@ -118,6 +119,19 @@ def summarize(
         if reach is not None:
             out["mi_built_in"] = built_in_mi(stats.count, reach, stats.num_experts)
     return json_safe(out)
+
+
+def _mi_keys(stats: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for kind in KINDS:
+        mi, ceiling = mutual_information(stats, kind), mi_ceiling_detail(stats, kind)
+        out[f"mi_{kind}"] = mi
+        out[f"mi_{kind}_ceiling"] = ceiling.value
+        out[f"mi_{kind}_bound"] = ceiling.bound
+        out[f"mi_{kind}_best"] = ceiling.best
+        out[f"mi_{kind}_ceiling_exact"] = ceiling.exact
+        out[f"mi_{kind}_normalized"] = mi_fraction(mi, ceiling)
+    return out
 
 
 def json_safe(x: Any) -> Any:

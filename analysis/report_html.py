@@ -18,6 +18,7 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
 from analysis import figures, report_gates
+from analysis.information import ceiling_note
 from analysis.report_inspection import inspection_html
 
 SECTIONS = {
@@ -239,10 +240,10 @@ def _information(r: Any, figs: dict, static: bool) -> str:
     rows = [
         ("I(D;E) soft [nats]", _num(s["mi_soft"])),
         ("I(D;E) hard [nats]", _num(s["mi_hard"])),
-        ("ceiling soft min(H(D), log E) [nats]", _num(s["mi_soft_ceiling"])),
-        ("ceiling hard min(H(D), log(E/k)) [nats]", _num(s["mi_hard_ceiling"])),
-        ("soft, fraction of ceiling", _num(s["mi_soft_normalized"])),
-        ("hard, fraction of ceiling", _num(s["mi_hard_normalized"])),
+        ("upper bound soft min(H(D), log E) [nats]", _num(s.get("mi_soft_bound"))),
+        ("upper bound hard min(H(D), log(E/k)) [nats]", _num(s.get("mi_hard_bound"))),
+        ("soft, fraction", f"{_num(s['mi_soft_normalized'])} {_e(ceiling_note(s, 'soft'))}"),
+        ("hard, fraction", f"{_num(s['mi_hard_normalized'])} {_e(ceiling_note(s, 'hard'))}"),
         ("mean experts selected per row", _num(s["mean_selected_per_row"], ".2f")),
     ]
     if s.get("mi_built_in") is not None:

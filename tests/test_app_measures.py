@@ -36,7 +36,10 @@ def test_information_shows_ceilings_and_fractions(k4):
     assert shown["hard, fraction of ceiling"] == f"{fraction:.3f}"
     frames = {df.value.index.name: df.value for df in at.dataframe}
     mi = frames["routing"]  # the MI table: index soft / hard
-    assert mi.loc["hard", "ceiling"] == pytest.approx(math.log(8 / 4))  # E = 8, k = 4
+    assert mi.loc["hard", "bound"] == pytest.approx(math.log(8 / 4))  # E = 8, k = 4
+    # the test split's domains are not exactly balanced: the best routing stays a hair below
+    assert mi.loc["hard", "ceiling"] == pytest.approx(math.log(8 / 4), rel=1e-3)
+    assert mi.loc["hard", "ceiling is"] == "reachable"
     assert mi.loc["hard", "ceiling"] == pytest.approx(mi_ceiling(col.stats, "hard"))
     assert mi.loc["hard", "fraction"] == pytest.approx(fraction)
     assert mi.loc["soft", "nats"] == pytest.approx(mutual_information(col.stats, "soft"))

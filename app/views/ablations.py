@@ -128,5 +128,11 @@ components.aligned_heatmaps(
     (f"Soft P(expert | domain), {alpha}", f"{opts[other].split(' · ')[0]}, experts aligned"),
     ("abl_alpha_heat_a", "abl_alpha_heat_b"),
 )
-mi = [derived.summary(p)["mi_soft_normalized"] for p in (path, other)]
-st.caption(f"Normalized soft I(D;E): {mi[0]:.3f} here vs {mi[1]:.3f} for the other checkpoint.")
+mi = [
+    "n/a" if x is None else f"{x:.3f}"
+    for x in (derived.summary(p)["mi_soft_normalized"] for p in (path, other))
+]
+st.caption(
+    f"Soft I(D;E) as a fraction of the most a routing of this shape reaches (0 = ignores the "
+    f"domain, 1 = best; higher = more specialized): {mi[0]} here vs {mi[1]} for the other."
+)

@@ -45,8 +45,8 @@ res = components.aligned_heatmaps(
     path, other, kind, ("A", "B, experts aligned to A"), ("cmp_heat_a", "cmp_heat_b")
 )
 c = st.columns(4)
-c[0].metric(f"I(D;E) {kind} A", f"{res[f'mi_{kind}_a']:.3f}")
-c[1].metric(f"I(D;E) {kind} B", f"{res[f'mi_{kind}_b']:.3f}")
+c[0].metric(f"I(D;E) {kind} A (nats)", f"{res[f'mi_{kind}_a']:.3f}")
+c[1].metric(f"I(D;E) {kind} B (nats)", f"{res[f'mi_{kind}_b']:.3f}")
 agree, chance = res["routing_agreement"], res["agreement_chance"]
 c[2].metric("top-1 agreement", "n/a" if agree is None else f"{agree:.1%}")
 c[3].metric("by chance", "n/a" if chance is None else f"{chance:.1%}")

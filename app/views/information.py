@@ -8,7 +8,7 @@ import loaders
 import streamlit as st
 
 from analysis import figures
-from analysis.information import mi_table
+from analysis.information import ceiling_note, mi_table
 from analysis.truth import recovery_table
 
 st.title("Information")
@@ -24,9 +24,17 @@ names = s["domain_names"]
 
 DOC = "docs/measures.md"
 st.markdown(
-    "**Mutual information I(D;E)** — raw, the most this model's shape allows, and the share"
+    "**Mutual information I(D;E)** — raw, the most a routing of this shape (E, k, D, domain shares) "
+    "reaches, and the share of it"
 )
 components.show_table(mi_table(s), key="info_mi_table")
+
+
+def fraction(kind: str) -> str:
+    x = s[f"mi_{kind}_normalized"]
+    return "n/a" if x is None else f"{x:.3f}"
+
+
 c = st.columns(4)
 c[0].metric(
     "I(D;E) soft",
@@ -38,24 +46,13 @@ c[1].metric(
     f"{s['mi_hard']:.4f}",
     help=f"Nats, from the experts actually selected (k per row). {DOC} § mutual information.",
 )
-c[2].metric(
-    "soft, fraction of ceiling",
-    f"{s['mi_soft_normalized']:.3f}",
-    help=f"I / min(H(D), log E) = I / {s['mi_soft_ceiling']:.4f} nats. {DOC} § ceilings.",
-)
-c[3].metric(
-    "hard, fraction of ceiling",
-    f"{s['mi_hard_normalized']:.3f}",
-    help=(
-        f"I / min(H(D), log(E/k)) = I / {s['mi_hard_ceiling']:.4f} nats: with k distinct experts "
-        f"per row hard MI cannot exceed log(E/k). {DOC} § ceilings."
-    ),
-)
+c[2].metric("soft, fraction of ceiling", fraction("soft"), help=f"{ceiling_note(s, 'soft')}. {DOC}")
+c[3].metric("hard, fraction of ceiling", fraction("hard"), help=f"{ceiling_note(s, 'hard')}. {DOC}")
 st.caption(
-    f"Ceilings: soft {s['mi_soft_ceiling']:.4f} nats, hard {s['mi_hard_ceiling']:.4f} nats "
-    f"(k = {s['mean_selected_per_row']:.2f} experts per row).  0 = routing ignores the domain, "
-    f"1 = the most this model's (E, k, D) allows.  Definitions: {DOC}.  The training log's "
-    "`train/mi` is a per-batch estimate during training, not this split-level value."
+    f"Soft: {ceiling_note(s, 'soft')}.  Hard (k = {s['mean_selected_per_row']:.2f} experts per "
+    f"row, E = {s['num_experts']}): {ceiling_note(s, 'hard')}.  0 = routing ignores the domain.  "
+    f"Definitions: {DOC} § ceilings.  The training log's `train/mi` is a per-batch estimate during "
+    "training, not this split-level value."
 )
 
 left, right = st.columns(2)
