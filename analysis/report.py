@@ -32,6 +32,7 @@ import pandas as pd
 
 from analysis.causal import K_CURVE_COLUMNS, KNOCKOUT_COLUMNS
 from analysis.measures import json_safe
+from analysis.prune_plans import CURVE_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class Report:
     cross_gates: list = field(default_factory=list)  # analysis.gate_report.cross_gate
     knockout: list | None = None
     k_curve: list | None = None
+    prune: list | None = None  # analysis.prune_plans.prune_curve records
     truth: dict | None = None
     alarms: list = field(default_factory=list)
     embedding: dict | None = None
@@ -112,7 +114,8 @@ class Report:
         return text
 
     def tables(self) -> dict[str, pd.DataFrame]:
-        """The CSV tables by file stem: metrics, activation_soft/hard, knockout, k_curve, alarms."""
+        """The CSV tables by file stem: metrics, activation_soft/hard, knockout, k_curve, prune,
+        alarms."""
         from cesaa.metrics import metrics_table
 
         domains = self.model_card["domain_names"]
@@ -129,6 +132,7 @@ class Report:
             out[f"activation_{kind}"] = df.rename_axis("domain").reset_index()
         out["knockout"] = pd.DataFrame(self.knockout or [], columns=KNOCKOUT_COLUMNS)
         out["k_curve"] = pd.DataFrame(self.k_curve or [], columns=K_CURVE_COLUMNS)
+        out["prune"] = pd.DataFrame(self.prune or [], columns=CURVE_COLUMNS)
         out["alarms"] = pd.DataFrame(self.alarms, columns=ALARM_COLUMNS)
         return out
 

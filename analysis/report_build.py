@@ -19,6 +19,7 @@ from analysis.causal import k_curve, knockout_importance
 from analysis.collection import Collection
 from analysis.gate_report import cross_gate, gate_section, gate_sequence, record_alarms
 from analysis.opened import Opened
+from analysis.prune_plans import prune_curve
 from analysis.records.collection import head_sample
 from analysis.records.reader import Record
 from analysis.report_inspection import inspection_section
@@ -73,7 +74,7 @@ def gather(
         notes["routing"] = col.no_routing_reason or "the model has no gate"
     experts = meta.primary.expert_names if meta.primary else []
 
-    knockout = kc = truth = inspection = None
+    knockout = kc = truth = inspection = prune = None
     if opened.has_model:
         model, caps, table = opened.model, opened.capabilities(), opened.table()
         with _timed(timings, "causal"):
@@ -81,13 +82,28 @@ def gather(
                 notes, "knockout", knockout_importance, model, table, domains, caps
             )
             kc = _optional(notes, "k_curve", k_curve, model, table, domains, caps)
+        with _timed(timings, "prune"):  # plans chosen on the validation split, measured here
+            plan_rows = opened.data().val
+            prune = _optional(
+                notes,
+                "prune",
+                lambda m, t, d: prune_curve(m, plan_rows, t, d),
+                model,
+                table,
+                domains,
+                caps,
+            )
         truth = _truth(opened.data().truth, col, caps, domains, notes)
         with _timed(timings, "inspection"):  # experts, domain swap, routing over training
             inspection = inspection_section(
                 model, table, opened.checkpoint.encoders, domains, opened.path
             )
     else:
-        for key, what in (("knockout", "Knock-out importance"), ("k_curve", "The k curve")):
+        for key, what in (
+            ("knockout", "Knock-out importance"),
+            ("k_curve", "The k curve"),
+            ("prune", "Pruning and merging experts"),
+        ):
             notes[key] = opened.needs_model(what)
         notes["truth"] = (
             "A record carries no planted truth (only the built-in synthetic data has one)."
@@ -120,6 +136,7 @@ def gather(
         "cross_gates": cross,
         "knockout": None if knockout is None else knockout.to_dict(orient="records"),
         "k_curve": None if kc is None else kc.to_dict(orient="records"),
+        "prune": None if prune is None else prune.to_dict(orient="records"),
         "truth": truth,
         "alarms": [a.to_dict() for a in alarms],
         "embedding": projection,

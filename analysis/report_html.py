@@ -19,6 +19,7 @@ from plotly.offline import get_plotlyjs
 
 from analysis import figures, report_gates
 from analysis.information import ceiling_note
+from analysis.prune_plans import describe_plan, prediction_error
 from analysis.report_inspection import inspection_html
 
 SECTIONS = {
@@ -32,6 +33,7 @@ SECTIONS = {
     "gates": "Every gate",
     "knockout": "Knock-out",
     "k-curve": "k curve",
+    "prune": "Pruning and merging",
     "embeddings": "Expert outputs",
     "truth": "Planted truth",
     "inspection": "Experts, domain swap, routing over training",
@@ -132,6 +134,8 @@ def report_figures(report: Any, static: bool = False) -> dict[str, go.Figure]:
         figs["knockout"] = figures.knockout_heatmap(pd.DataFrame(report.knockout), width=w)
     if report.k_curve:
         figs["k_curve"] = figures.k_curve_figure(pd.DataFrame(report.k_curve), width=w)
+    if report.prune:
+        figs["prune"] = figures.prune_cost_figure(pd.DataFrame(report.prune), width=w)
     emb = report.embedding
     if emb and emb.get("xy"):
         xy, title = _arr(emb["xy"]), f"Expert outputs ({emb['method'].upper()}, {emb['mode']})"
@@ -295,6 +299,26 @@ def _knockout(r: Any, figs: dict, static: bool) -> str:
     return body + f"<details><summary>knock-out table</summary>{table}</details>"
 
 
+def _prune(r: Any, figs: dict, static: bool) -> str:
+    body = _optional("prune", "pruning plans")(r, figs, static)
+    if not r.prune:
+        return body
+    curve = pd.DataFrame(r.prune)
+    err = prediction_error(curve)
+    lead = _note(
+        "Which experts this model could do without, and what that would cost: each plan chosen "
+        "and its cost predicted on the validation split, then measured on this split with the "
+        f"edited model.  Best predictor of its own cost: {err['criterion'].iloc[0]}."
+    )
+    shown = curve.assign(plan=[describe_plan(p) for p in curve["plan"]]).set_index("criterion")
+    return (
+        lead
+        + body
+        + _table(err.set_index("criterion"))
+        + f"<details><summary>every plan</summary>{_table(shown)}</details>"
+    )
+
+
 def _embeddings(r: Any, figs: dict, static: bool) -> str:
     emb = r.embedding
     if not emb or not emb.get("xy"):
@@ -349,6 +373,7 @@ RENDER = {
     ),
     "knockout": _knockout,
     "k-curve": _optional("k_curve", "k curve (the model has no gate)"),
+    "prune": _prune,
     "embeddings": _embeddings,
     "truth": _truth,
     "inspection": lambda r, figs, static: inspection_html(r.inspection),

@@ -288,3 +288,21 @@ def test_auto_embedding_survives_a_umap_failure(ckpt, tmp_path, monkeypatch):
     assert "--embedding pca" in r.command
     with pytest.raises(RuntimeError, match="numba exploded"):
         build_report(ckpt, embedding="umap", sample_size=50, cache_dir=tmp_path)
+
+
+def test_report_prune_section_is_the_analysis_curve(report, ckpt):
+    from analysis.prune_plans import CURVE_COLUMNS, prediction_error, prune_curve
+    from cesaa.checkpoint import load_checkpoint
+    from cesaa.data.locate import open_checkpoint_data
+
+    loaded = load_checkpoint(ckpt)
+    data = open_checkpoint_data(loaded.meta, loaded.path)
+    curve = prune_curve(loaded.model, data.val, data.test, loaded.domain_names)
+    got = pd.DataFrame(report.prune)
+    assert list(got.columns) == CURVE_COLUMNS and len(got) == 3 * E
+    np.testing.assert_allclose(got["delta_auc"], curve["delta_auc"], atol=1e-12)
+    np.testing.assert_allclose(got["predicted_delta_auc"], curve["predicted_delta_auc"])
+    page = report.to_html()
+    best = prediction_error(curve)["criterion"].iloc[0]
+    assert f"Best predictor of its own cost: {best}." in page
+    assert list(report.tables()["prune"].columns) == CURVE_COLUMNS
