@@ -16,6 +16,11 @@ from cesaa.metrics import evaluate_predictions
 from cesaa.models.output import RoutingOverride
 from cesaa.routing.stats import RoutingStats
 
+NO_LABELS = (
+    "No labels in this record: it holds routing without a 0/1 label per row (a language model's "
+    "tokens, say), so AUC, logloss and the label columns do not apply."
+)
+
 
 @dataclass
 class EmbeddingSample:
@@ -59,7 +64,8 @@ class Collection:
     - ``stats``: the routing statistics (with labels and predictions), or ``None`` when the model
       has no gate; then ``has_routing`` is False and ``no_routing_reason`` says why.
     - ``predictions`` [N] float32 predicted probabilities (as ``cesaa.train.predict``);
-      ``labels`` [N] float32; ``domain`` [N] int64.
+      ``labels`` [N] float32 (NaN, with ``has_labels`` False, in a record without labels: then
+      ``metrics()`` raises ``ValueError(NO_LABELS)``); ``domain`` [N] int64.
     - ``top1`` [N] int64 the top-1 expert of every row (``None`` without a gate).
     - ``sample``: the embedding sample, or ``None`` when ``sample_size=0``.
     - ``capabilities``: ``routing_capabilities(model)``; ``routing``: the override used.
@@ -75,6 +81,7 @@ class Collection:
     capabilities: dict[str, Any]
     routing: RoutingOverride | None = None
     domain_names: tuple[str, ...] | None = None
+    has_labels: bool = True
     has_routing: bool = field(init=False)
     no_routing_reason: str | None = field(init=False)
 
@@ -94,6 +101,8 @@ class Collection:
     def metrics(self, domain_names: tuple[str, ...] | list[str] | None = None) -> dict[str, float]:
         """Overall and per-domain AUC / logloss of the collected predictions (flat keys, as
         ``cesaa.train.evaluate``); names default to ``domain_names`` or ``domain_<d>``."""
+        if not self.has_labels:
+            raise ValueError(NO_LABELS)
         names = domain_names if domain_names is not None else self.domain_names
         if names is None:
             names = tuple(f"domain_{d}" for d in range(self.num_domains))

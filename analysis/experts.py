@@ -308,7 +308,9 @@ def expert_profiles(
     ``summary``: one row per expert: ``expert``, ``rows``, ``share`` (of all rows), ``domains``
     (how many domains send it rows), ``mean_prediction``, ``label_rate``, ``auc`` (NaN when its
     rows hold one class only).  ``per_domain``: ``expert``, ``domain``, ``rows``,
-    ``mean_prediction``, ``label_rate``, ``auc`` for every (expert, domain) with rows.
+    ``mean_prediction``, ``label_rate``, ``auc`` for every (expert, domain) with rows.  With
+    ``labels`` and ``preds`` both ``None`` (a record without labels) the three label columns are
+    left out.
     """
     from sklearn.metrics import roc_auc_score
 
@@ -328,8 +330,25 @@ def expert_profiles(
     if len(names) != n_dom:
         raise ValueError(f"domain_names has {len(names)} names but there are {n_dom} domains")
 
+    labeled = y is not None
+
     def auc(yy: np.ndarray, pp: np.ndarray) -> float:
         return float(roc_auc_score(yy, pp)) if 0 < yy.sum() < len(yy) else float("nan")
+
+    def quality(m: np.ndarray) -> dict[str, float]:
+        if not labeled:
+            return {}
+        if not m.any():
+            return {
+                "mean_prediction": float("nan"),
+                "label_rate": float("nan"),
+                "auc": float("nan"),
+            }
+        return {
+            "mean_prediction": float(p[m].mean()),
+            "label_rate": float(y[m].mean()),
+            "auc": auc(y[m], p[m]),
+        }
 
     summary, per_domain = [], []
     n = len(dom)
@@ -342,9 +361,7 @@ def expert_profiles(
                 "rows": rows,
                 "share": rows / n if n else float("nan"),
                 "domains": int(len(np.unique(dom[m]))),
-                "mean_prediction": float(p[m].mean()) if rows else float("nan"),
-                "label_rate": float(y[m].mean()) if rows else float("nan"),
-                "auc": auc(y[m], p[m]) if rows else float("nan"),
+                **quality(m),
             }
         )
         for d in np.unique(dom[m]):
@@ -354,10 +371,10 @@ def expert_profiles(
                     "expert": e,
                     "domain": names[int(d)],
                     "rows": int(md.sum()),
-                    "mean_prediction": float(p[md].mean()),
-                    "label_rate": float(y[md].mean()),
-                    "auc": auc(y[md], p[md]),
+                    **quality(md),
                 }
             )
-    cols = ["expert", "domain", "rows", "mean_prediction", "label_rate", "auc"]
+    cols = ["expert", "domain", "rows"] + (
+        ["mean_prediction", "label_rate", "auc"] if labeled else []
+    )
     return pd.DataFrame(summary), pd.DataFrame(per_domain, columns=cols)

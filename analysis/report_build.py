@@ -16,7 +16,7 @@ import numpy as np
 
 from analysis import embeddings as emb
 from analysis.causal import k_curve, knockout_importance
-from analysis.collection import Collection
+from analysis.collection import NO_LABELS, Collection
 from analysis.gate_report import cross_gate, gate_section, gate_sequence, record_alarms
 from analysis.opened import Opened
 from analysis.prune_plans import prune_curve
@@ -53,7 +53,8 @@ def gather(
     expert-output embedding of the sample.  The causal parts (knock-out, k curve, planted truth,
     inspection) re-run the live model and carry a one-line note when there is none.
     """
-    from cesaa.train import read_history
+    from analysis.collection import NO_LABELS
+from cesaa.train import read_history
 
     timings: dict[str, float] = {}
     notes: dict[str, str] = {}
@@ -63,6 +64,8 @@ def gather(
     with _timed(timings, "load"):
         col = opened.collection()
     metrics = {k: (float("nan") if v is None else v) for k, v in meta.metrics.items()}
+    if not meta.labels:
+        notes["metrics"] = NO_LABELS
     std = col.prediction_std_per_domain()
     with _timed(timings, "gates"):
         gates = [gate_section(rec, g.name, metrics, std) for g in meta.gates]

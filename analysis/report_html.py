@@ -101,7 +101,8 @@ def report_figures(report: Any, static: bool = False) -> dict[str, go.Figure]:
     figs: dict[str, go.Figure] = {}
     if card.get("history"):
         figs["training"] = figures.training_curve(card["history"], width=w)
-    figs["metrics"] = figures.metric_bars(report.metrics, domains, "auc", width=w)
+    if report.metrics:  # a record without labels has none
+        figs["metrics"] = figures.metric_bars(report.metrics, domains, "auc", width=w)
     if s is not None:
         experts = s["expert_names"]
         for kind in ("soft", "hard"):
@@ -206,6 +207,8 @@ def _model_card(r: Any, figs: dict, static: bool) -> str:
 def _metrics(r: Any, figs: dict, static: bool) -> str:
     from cesaa.metrics import metrics_table
 
+    if not r.metrics:
+        return _note(r.notes.get("metrics", "No metrics for this model or data."))
     m = {k: (math.nan if v is None else v) for k, v in r.metrics.items()}
     table = metrics_table(m, r.model_card["domain_names"])
     table["rows"] = table["rows"].astype("Int64")

@@ -181,7 +181,7 @@ def _alarms(path: str, tok: str) -> list[dict]:
         alpha = float(checkpoint(path).model_config.alpha)
     found = health_alarms(
         col.stats,
-        metrics(path),
+        metrics(path) if record_loaders.labeled(path) else {},  # no labels: no quality alarms
         domain_names(path),
         alpha=alpha,
         predictions_std_per_domain=col.prediction_std_per_domain(),

@@ -29,6 +29,7 @@ PAGES = [
     st.Page("views/information.py", title="Information", icon=":material/info:"),
     st.Page("views/embeddings.py", title="Embeddings", icon=":material/scatter_plot:"),
     st.Page("views/experts.py", title="Experts", icon=":material/groups:"),
+    st.Page("views/tokens.py", title="Tokens", icon=":material/text_fields:"),
     st.Page("views/rows.py", title="Rows", icon=":material/table_rows:"),
     st.Page("views/ablations.py", title="Ablations", icon=":material/tune:"),
     st.Page("views/prune.py", title="Prune", icon=":material/content_cut:"),

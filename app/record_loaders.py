@@ -126,8 +126,20 @@ def capabilities(path: str) -> dict:
     return record_capabilities(record(path))
 
 
+def labeled(path: str) -> bool:
+    """False for a record written without labels (True for checkpoints and labelled records)."""
+    return not is_record(path) or record(path).meta.labels
+
+
 def metrics(path: str) -> dict:
-    """The record's per-domain metrics (stored in record.json; recomputed when absent)."""
+    """The record's per-domain metrics (stored in record.json; recomputed when absent);
+    ``LoadError(NO_LABELS)`` for a record without labels."""
+    from loaders import LoadError
+
+    from analysis.collection import NO_LABELS
+
+    if not labeled(path):
+        raise LoadError(NO_LABELS)
     m = dict(record(path).meta.metrics)
     if not m:
         m = collection(path).metrics()
@@ -207,6 +219,7 @@ def _inspection_rows(path: str, tok: str, size: int) -> dict:
 
     rec = record(path)
     g = rec.primary
+    tokens = {"sequence", "position", "token_id"} <= set(rec.meta.kept)
     idx = sample_positions(rec.rows, size)  # the same seeded positions as the live-model path
     cols = ["domain", "label", "prediction"]
     cols += [prob_column(g.name, e) for e in range(g.num_experts)]
@@ -234,12 +247,16 @@ def _inspection_rows(path: str, tok: str, size: int) -> dict:
         "total": rec.rows,
         "source": "the record",
         "domain": t["domain"].to_numpy().astype(np.int64),
-        "label": t["label"].to_numpy().astype(np.float64),
-        "prediction": t["prediction"].to_numpy().astype(np.float64),
+        "label": t["label"].to_numpy().astype(np.float64) if rec.meta.labels else None,
+        "prediction": t["prediction"].to_numpy().astype(np.float64) if rec.meta.labels else None,
         "probs": probs,
         "topk": topk.astype(np.int64),
         "routed_by": how,
-        "columns": {k: t[keep_column(k)].to_numpy(zero_copy_only=False) for k in rec.meta.kept},
+        "columns": {
+            k: t[keep_column(k)].to_numpy(zero_copy_only=False)
+            for k in rec.meta.kept
+            if not (k == "sequence" and tokens)  # a token record's sequence index: no feature
+        },
     }
 
 

@@ -16,6 +16,7 @@ import record_loaders
 import streamlit as st
 
 from analysis import figures
+from analysis.collection import NO_LABELS
 
 
 def show(path: str) -> None:
@@ -59,16 +60,19 @@ def show(path: str) -> None:
             )
         )
     st.subheader("Quality")
-    met = components.require(derived.metrics, path)
-    cols = st.columns(3)
-    for col, key in zip(cols, ("auc", "gauc", "logloss"), strict=True):
-        if met.get(key) is not None and met.get(key) == met.get(key):
-            col.metric(key.upper() if key != "logloss" else "logloss", f"{met[key]:.4f}")
-    left, right = st.columns([3, 2])
-    with left:
-        components.chart(figures.metric_bars(met, m.domains, "auc"), key="ov_rec_auc_bars")
-    with right:
-        components.show_table(components.metric_table(path), key="ov_rec_metrics")
+    if not m.labels:
+        st.info(NO_LABELS)
+    else:
+        met = components.require(derived.metrics, path)
+        cols = st.columns(3)
+        for col, key in zip(cols, ("auc", "gauc", "logloss"), strict=True):
+            if met.get(key) is not None and met.get(key) == met.get(key):
+                col.metric(key.upper() if key != "logloss" else "logloss", f"{met[key]:.4f}")
+        left, right = st.columns([3, 2])
+        with left:
+            components.chart(figures.metric_bars(met, m.domains, "auc"), key="ov_rec_auc_bars")
+        with right:
+            components.show_table(components.metric_table(path), key="ov_rec_metrics")
     st.subheader("Health alarms")
     found = components.require(derived.alarms, path)
     components.alarm_summary(found, list(m.domains), key="ov_rec_alarm_values")

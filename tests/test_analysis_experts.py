@@ -278,3 +278,13 @@ def test_domain_contrast_says_when_the_domain_alone_picks_the_expert() -> None:
     feat = {"f": np.where(np.arange(1000) % 2 == 0, "a", "b")}
     assert not domain_contrast(dom, only)["contrast"].any()
     assert not feature_log_odds(feat, dom, only)["significant"].any()
+
+
+def test_expert_profiles_without_labels_counts_rows_and_leaves_label_columns_out():
+    dom = np.array([0, 0, 1, 1, 1])
+    top = np.array([[0, 1], [0, 2], [1, 2], [1, 0], [2, 1]])
+    summary, per_domain = expert_profiles(dom, top, None, None, num_experts=3, num_domains=2)
+    assert list(summary.columns) == ["expert", "rows", "share", "domains"]
+    assert summary["rows"].tolist() == [3, 4, 3]  # rows with the expert among their top-2
+    assert list(per_domain.columns) == ["expert", "domain", "rows"]
+    assert per_domain.loc[per_domain.expert == 1, "rows"].tolist() == [1, 3]

@@ -150,3 +150,17 @@ def test_fixed_size_and_static_config():
     assert (fig.layout.width, fig.layout.height, fig.layout.autosize) == (800, 300, False)
     assert figures.html_config(static=True)["displayModeBar"] is False
     assert "displayModeBar" not in figures.html_config()
+
+
+def test_token_text_html_colours_by_top1_and_escapes():
+    from analysis.figures.tokens import expert_colour, token_text_html
+
+    top = np.array([[2, 0], [1, 2]])
+    probs = np.array([[0.3, 0.1, 0.6], [0.1, 0.5, 0.4]])
+    html = token_text_html(["<b>", " x"], top, 3, probs=probs)
+    spans = html.split("</span>")
+    assert expert_colour(2, 3) in spans[0] and expert_colour(1, 3) in spans[1]
+    assert "&lt;b&gt;" in html and "<b>" not in html
+    assert 'title="expert 2 (0.60), expert 0 (0.30)"' in html
+    with pytest.raises(ValueError, match="expert index 3 outside"):
+        token_text_html(["a"], np.array([[3]]), 3)

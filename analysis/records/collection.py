@@ -94,6 +94,7 @@ def record_collection(rec: Record, gate: str | None = None) -> Collection:
         sample=None if g is None else record_sample(rec, g.name),
         num_domains=len(rec.domains),
         capabilities=record_capabilities(rec, None if g is None else g.name),
+        has_labels=rec.meta.labels,
     )
     col.domain_names = tuple(rec.domains)
     return col

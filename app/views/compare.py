@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import components
 import loaders
+import record_loaders
 import streamlit as st
 
 from analysis import figures
+from analysis.collection import NO_LABELS
 
 st.title("Compare")
 st.write(
@@ -16,7 +18,9 @@ st.write(
 )
 
 path = components.current_path()
-a = components.require(components.metric_table, path, title="Cannot evaluate this checkpoint")
+a = None  # A's per-domain metrics (a record without labels has none)
+if record_loaders.labeled(path):
+    a = components.require(components.metric_table, path, title="Cannot evaluate this checkpoint")
 others = [e for e in components.entries() if "error" not in e and e["path"] != path]
 if not others:
     st.info("Only one checkpoint is available: train another one on the Train page.")
@@ -27,9 +31,12 @@ c1.markdown(f"**A** = `{loaders.label(path)}` (the sidebar's checkpoint)")
 other = c1.selectbox("B", list(labels), key="cmp_other", format_func=labels.get)
 kind = c2.radio("Routing", ["soft", "hard"], horizontal=True, key="cmp_kind")
 
-b = components.require(components.metric_table, other, title=f"Cannot evaluate {labels[other]}")
 st.subheader("Per-domain metrics")
-components.show_table(components.delta_table(a, b, ("A", "B")), key="cmp_metrics")
+if a is None or not record_loaders.labeled(other):
+    st.info(f"{'A' if a is None else 'B'}: {NO_LABELS}")
+else:
+    b = components.require(components.metric_table, other, title=f"Cannot evaluate {labels[other]}")
+    components.show_table(components.delta_table(a, b, ("A", "B")), key="cmp_metrics")
 
 caps_a, caps_b = loaders.capabilities(path), components.require(loaders.capabilities, other)
 if not (caps_a["has_gate"] and caps_b["has_gate"]):

@@ -8,6 +8,7 @@ import inspection
 import loaders
 import streamlit as st
 
+from analysis.collection import NO_LABELS
 from analysis.experts import MIN_EXPECTED, top_values
 from analysis.figures.inspection import log_odds_bars, matrix_heatmap
 
@@ -31,6 +32,8 @@ if n < total:
     read = f"{n:,} of {total:,} rows of {source}, seeded sample"
 st.caption(f"{read}; an expert's rows are those with it among {r['routed_by']}.")
 st.dataframe(summary, key="ex_summary", hide_index=True)
+if r["label"] is None:
+    st.caption(NO_LABELS)
 
 c = st.columns([1, 3, 1])
 expert = c[0].selectbox("Expert", list(range(caps["num_experts"])), key="ex_expert")
