@@ -53,8 +53,7 @@ def gather(
     expert-output embedding of the sample.  The causal parts (knock-out, k curve, planted truth,
     inspection) re-run the live model and carry a one-line note when there is none.
     """
-    from analysis.collection import NO_LABELS
-from cesaa.train import read_history
+    from cesaa.train import read_history
 
     timings: dict[str, float] = {}
     notes: dict[str, str] = {}
