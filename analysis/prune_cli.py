@@ -167,7 +167,8 @@ def run_prune(args: argparse.Namespace) -> int:
     print(f"predicted ΔAUC on {args.plan_split}: {predicted:+.4f}")
     label = f"measured on {args.split}" + (f" after {steps} fine-tuning steps" if steps else "")
     print(f"{label} (paired bootstrap {args.reps} reps, 95% interval):")
-    print(cost.to_string(index=False, float_format=lambda v: f"{v:+.4f}"))
+    signed = {c: "{:+.4f}".format for c in cost.columns if c.startswith(("delta", "ci_"))}
+    print(cost.to_string(index=False, formatters={**signed, "auc": "{:.4f}".format}))
     if args.plan_json:
         Path(args.plan_json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.plan_json).write_text(json.dumps(plan.to_dict(), indent=2), encoding="utf-8")
