@@ -29,7 +29,11 @@ def add_prune_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
         "cost), reap (lowest router-weighted output norm), merge (average the most redundant "
         "experts, by output CKA).",
     )
-    p.add_argument("checkpoint", help="run folder holding meta.json and model.safetensors")
+    p.add_argument(
+        "checkpoint",
+        help="run folder holding meta.json and model.safetensors, or a routing record with an "
+        "expert-output sample (an outside model: --criterion reap or merge, --plan-json only)",
+    )
     p.add_argument("--keep", type=int, default=None, help="experts to keep (1..E)")
     p.add_argument("--criterion", default="knockout", help=f"one of {', '.join(CRITERIA)}")
     p.add_argument("--out", default=None, help="folder for the edited checkpoint")
@@ -118,12 +122,42 @@ def _print_curve(ckpt, data, args) -> int:
     return 0
 
 
+def _record_plan(args: argparse.Namespace) -> int:
+    """An outside model's record: the plan from its sample, exported as JSON (no cost)."""
+    from analysis.prune_record import record_plan
+    from analysis.records.reader import open_record
+
+    for flag, used in (
+        ("--out", args.out),
+        ("--curve", args.curve),
+        ("--fine-tune", args.fine_tune),
+    ):
+        if used:
+            raise ValueError(
+                f"{flag}: {args.checkpoint} is a routing record, which has no model to edit or "
+                "re-run; use --plan-json FILE and apply the plan in the model's own code"
+            )
+    plan = record_plan(open_record(args.checkpoint), args.keep, args.criterion)
+    print(f"plan ({args.criterion}, keep {args.keep}): {json.dumps(plan.to_dict())}")
+    print("cost not measured: a record has no model to evaluate with the plan applied")
+    _write_plan(args.plan_json, plan)
+    return 0
+
+
+def _write_plan(path: str | None, plan) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(plan.to_dict(), indent=2), encoding="utf-8")
+        print(f"plan: {path}")
+
+
 def run_prune(args: argparse.Namespace) -> int:
     """Choose, measure and apply one plan (or print the whole curve)."""
     import torch
 
     from analysis.expert_pass import expert_arrays
     from analysis.prune_plans import cost_table, edited_predictions, propose
+    from analysis.records.reader import is_record
     from cesaa.checkpoint import load_checkpoint
     from cesaa.data.locate import open_checkpoint_data
     from cesaa.evaluation import evaluate, predict
@@ -131,6 +165,8 @@ def run_prune(args: argparse.Namespace) -> int:
 
     _check_args(args)
     torch.set_num_threads(args.threads)
+    if is_record(args.checkpoint):
+        return _record_plan(args)
     ckpt = load_checkpoint(args.checkpoint)
     if args.out is not None and not_editable(ckpt.model):
         raise ValueError(f"--out: {not_editable(ckpt.model)} (use --plan-json)")
@@ -169,10 +205,7 @@ def run_prune(args: argparse.Namespace) -> int:
     print(f"{label} (paired bootstrap {args.reps} reps, 95% interval):")
     signed = {c: "{:+.4f}".format for c in cost.columns if c.startswith(("delta", "ci_"))}
     print(cost.to_string(index=False, formatters={**signed, "auc": "{:.4f}".format}))
-    if args.plan_json:
-        Path(args.plan_json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.plan_json).write_text(json.dumps(plan.to_dict(), indent=2), encoding="utf-8")
-        print(f"plan: {args.plan_json}")
+    _write_plan(args.plan_json, plan)
     if model is not None:
         names = ckpt.domain_names
         metrics = {

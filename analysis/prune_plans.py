@@ -185,8 +185,9 @@ def _greedy(model: nn.Module, rows: EncodedTable, batch_size: int) -> list[tuple
     return steps
 
 
-def _clusters(similarity: np.ndarray) -> list[list[list[int]]]:
-    """Average-linkage clusterings of the experts by similarity: element j holds E - j clusters."""
+def cka_clusters(similarity: np.ndarray) -> list[list[list[int]]]:
+    """Average-linkage clusterings of the experts by similarity [E, E] (NaN = 0): element j holds
+    E - j clusters (j = 0: every expert alone), each a sorted list of experts."""
     s = np.nan_to_num(similarity, nan=0.0)
     groups = [[i] for i in range(s.shape[0])]
     levels = [[list(g) for g in groups]]
@@ -203,6 +204,12 @@ def _clusters(similarity: np.ndarray) -> list[list[list[int]]]:
         ]
         levels.append([list(g) for g in groups])
     return levels
+
+
+def reap_order(gates: np.ndarray, output_norm: np.ndarray) -> list[int]:
+    """Experts by REAP score, lowest (the first to remove) first; never-routed experts first."""
+    score = np.nan_to_num(reap_scores(gates, output_norm), nan=-np.inf)
+    return [int(i) for i in np.argsort(score, kind="stable")]
 
 
 def propose(
@@ -240,15 +247,14 @@ def propose(
                 ("knockout", k, ExpertPlan(remove=tuple(removed), criterion="knockout"), pred)
             )
     if "reap" in crit:
-        score = np.nan_to_num(reap_scores(arrays.gates, arrays.output_norm), nan=-np.inf)
-        order = [int(i) for i in np.argsort(score, kind="stable")]  # lowest first
+        order = reap_order(arrays.gates, arrays.output_norm)
         single = {i: cost(ExpertPlan(remove=(i,))) for i in order[: e - min(keeps)]}
         for k in keeps:
             removed = order[: e - k]
             pred = float(sum(single[i] for i in removed))
             out.append(("reap", k, ExpertPlan(remove=tuple(removed), criterion="reap"), pred))
     if "merge" in crit and not_editable(model) is None:
-        levels = _clusters(expert_similarity(arrays.sample_outputs, "cka"))
+        levels = cka_clusters(expert_similarity(arrays.sample_outputs, "cka"))
         alone: dict[tuple[int, ...], float] = {}
         for k in keeps:
             groups = [tuple(g) for g in levels[e - k] if len(g) > 1]
