@@ -87,14 +87,19 @@ def record_upload() -> None:
             "Record folder as .zip",
             ["zip"],
             key="nav_record_zip",
-            help="Zip of a folder holding record.json, rows.parquet and sample.parquet.",
+            help="Zip of a folder holding record.json, rows.parquet and sample.parquet; it is "
+            f"unpacked under {loaders.runs_root() / 'records'} (set CESAA_DASHBOARD_RUNS to move "
+            "it), never in the current directory.",
         )
         if up is None:
             return
         content = up.getvalue()
         done = st.session_state.get("nav_record_done")
         if done and done[0] == (up.name, len(content)):
-            st.caption(f"Opened {up.name}.")
+            st.caption(
+                f"Opened {up.name}, unpacked in {done[1]} (under the dashboard's runs folder, "
+                "CESAA_DASHBOARD_RUNS)."
+            )
             return
         try:
             path = record_loaders.save_record_zip(

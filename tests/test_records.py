@@ -389,3 +389,21 @@ def test_footer_check_finds_range_errors_without_reading_rows(tmp_path):
 def test_every_named_error_is_a_record_error():
     for _, error, _ in MALFORMED.values():
         assert issubclass(error, RecordError) and issubclass(error, ValueError)
+
+
+def test_record_json_has_the_file_mode_of_the_parquet_files(tmp_path):
+    """record.json was written through a mkstemp file (mode 0600) while the Parquet files follow
+    the umask (0644 under 022): a record copied for others could not be opened by them."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        _write(tmp_path / "rec", _arrays(100), [0, 100])
+    finally:
+        os.umask(old)
+    mode = {
+        f: stat.S_IMODE((tmp_path / "rec" / f).stat().st_mode)
+        for f in ("record.json", "rows.parquet")
+    }
+    assert mode["record.json"] == mode["rows.parquet"] == 0o644, mode
