@@ -15,8 +15,10 @@ The map, per cell: CESAA minus the best baseline (by mean test AUC), paired by s
 t interval and the smallest difference these seeds detect at 80 % power; and each mechanism's
 effect, CESAA minus its ablation (no MI loss, no shared expert, k = 1), paired the same way.
 
-Full grid (the default; about 3 h on 2 free cores at ``--jobs 2``, sized from the reduced run
-below): ``python -m bench.sweep --jobs 2``.
+Full grid (the default: 3 x 3 x 2 cells, 10 models, 2 trials + 5 seeds each, about 1.1e9
+training row-epochs; docs/benchmarks.md gives its time estimate from the reduced run):
+``python -m bench.sweep --jobs 2``.  A reduced grid takes the same flags with fewer values, e.g.
+``--heterogeneity 1,0,0.5 --domains 3 --rows-per-domain 3000 --trials 0``.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ BASELINES = ("m2m", "ple", "star", "adasparse", "mlp", "shared_bottom")
 FULL = {
     "heterogeneity": (0.0, 0.5, 1.0),
     "domains": (3, 12, 40),
-    "rows_per_domain": (1000, 5000),
+    "rows_per_domain": (1000, 3000),
 }
 DATA_SEED = 0
 
@@ -192,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows-per-domain", default=",".join(str(r) for r in FULL["rows_per_domain"]))
     p.add_argument("--models", default=",".join([CESAA, *ABLATIONS, *BASELINES]))
     p.add_argument("--seeds", type=int, default=5, help="paired model seeds 0..S-1 per cell")
-    p.add_argument("--trials", type=int, default=4, help="Optuna trials per model and cell")
+    p.add_argument("--trials", type=int, default=2, help="Optuna trials per model and cell")
     p.add_argument("--out", default=str(_common.REPO / "runs" / "sweep"))
     args, argv = _common.parse(p, argv)
     grid = _grid(args)

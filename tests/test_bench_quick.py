@@ -31,6 +31,7 @@ BENCHES = {  # module -> (section, extra arguments)
     "best_shot": ("best_shot_age", ["--jobs", "1", "--publish", "{tmp}/published"]),
     "sweep": ("sweep", ["--jobs", "1", "--out", "{tmp}/sweep"]),
     "noise_floor": ("noise_floor", ["--jobs", "1", "--out", "{tmp}/noise"]),
+    "logloss_probe": ("logloss_probe", []),
 }
 NEEDS_ML100K = {
     "throughput", "roofline", "accuracy", "tune", "retrieval", "best_shot", "noise_floor"

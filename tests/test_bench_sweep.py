@@ -113,3 +113,15 @@ def test_ablations_pin_one_setting_of_cesaas_space(clean_registry) -> None:
 
     assert model_search_space("cesaa_nomi")(Trial())["alpha"] == 0.0
     assert model_search_space("cesaa")(Trial())["alpha"] != 0.0
+
+
+def test_logloss_probe_temperature_recovers_a_known_overconfidence() -> None:
+    """Labels drawn from sigmoid(z) and a model reporting 3 z: the fitted temperature is 3 (the
+    maximum-likelihood temperature of a calibrated model scaled by 3, up to sampling noise)."""
+    from bench.logloss_probe import temperature
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 1.5, 200_000)
+    y = (rng.random(z.size) < 1 / (1 + np.exp(-z))).astype(int)
+    assert temperature(3 * z, y) == pytest.approx(3.0, rel=0.03)
+    assert temperature(z, y) == pytest.approx(1.0, rel=0.03)
