@@ -48,8 +48,23 @@ EVIDENCE_COLUMNS = [
     "own_logloss",
     "alone_logloss",
     "underfit",
+    "knockout_delta_auc",
+    "knockout_delta_gauc",
+    "knockout_delta_logloss",
+    "knockout_worst_domain",
+    "knockout_worst_domain_delta_auc",
 ]
-DOMAIN_COLUMNS = ["expert", "domain", "selections", "gate_weight", "weight_share"]
+DOMAIN_COLUMNS = [
+    "expert",
+    "domain",
+    "selections",
+    "gate_weight",
+    "weight_share",
+    "knockout_delta_auc",
+    "knockout_delta_gauc",
+    "knockout_delta_logloss",
+]
+KNOCKOUT = ("delta_auc", "delta_gauc", "delta_logloss")
 
 
 def _gates(gates: Any) -> np.ndarray:
@@ -165,6 +180,7 @@ def evidence_table(
     alone_logloss: Any,
     domain_names: Sequence[str],
     expert_labels: Sequence[str] | None = None,
+    knockout: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The per-expert evidence (``EVIDENCE_COLUMNS``, one row per expert) and its per-domain part
     (``DOMAIN_COLUMNS``, one row per (expert, domain)).
@@ -174,7 +190,10 @@ def evidence_table(
     ``dead_units``, ``own_logloss`` (the model's on the expert's rows) and ``alone_logloss``
     ([E] each, see the module doc).  ``gate_weight`` is the mean weight per row (of the
     domain's rows in the per-domain part); ``weight_share`` the share of the expert's total
-    weight that comes from that domain.
+    weight that comes from that domain.  ``knockout``: each expert knocked out alone
+    (``analysis.prune_cost.single_knockouts``: columns ``expert``, ``scope`` = "overall" or a
+    domain name, ``delta_auc``, ``delta_gauc``, ``delta_logloss``); without it (a record, no
+    model) the ``knockout_*`` columns are NaN.
     """
     names = list(domain_names)
     weight, count = domain_weights(gates, domain, topk_idx, num_domains=len(names))
@@ -213,6 +232,14 @@ def evidence_table(
             "underfit": per["alone_logloss"] - per["own_logloss"],
         }
     )
+    ko = _knockout_lookup(knockout, e, names)
+    overall = np.array([[ko[(i, "overall")][m] for m in KNOCKOUT] for i in range(e)])
+    table["knockout_delta_auc"] = overall[:, 0]
+    table["knockout_delta_gauc"] = overall[:, 1]
+    table["knockout_delta_logloss"] = overall[:, 2]
+    worst = [_worst(ko, i, names) for i in range(e)]
+    table["knockout_worst_domain"] = [w[0] for w in worst]
+    table["knockout_worst_domain_delta_auc"] = [w[1] for w in worst]
     total = weight.sum(axis=0)
     n_dom = np.bincount(to_numpy(domain, "domain").astype(np.int64), minlength=len(names))
     rows = []
@@ -220,5 +247,29 @@ def evidence_table(
         for d, name in enumerate(names):
             w_share = weight[d, i] / total[i] if total[i] > 0 else np.nan
             mean = weight[d, i] / n_dom[d] if n_dom[d] > 0 else np.nan
-            rows.append((labels[i], name, int(count[d, i]), mean, w_share))
+            rows.append((labels[i], name, int(count[d, i]), mean, w_share, *ko[(i, name)].values()))
     return table[EVIDENCE_COLUMNS], pd.DataFrame(rows, columns=DOMAIN_COLUMNS)
+
+
+def _knockout_lookup(knockout: pd.DataFrame | None, e: int, names: list[str]) -> dict:
+    """{(expert, scope): {delta_auc, delta_gauc, delta_logloss}} (NaN where not given)."""
+    nan = dict.fromkeys(KNOCKOUT, np.nan)
+    out = {(i, s): dict(nan) for i in range(e) for s in ("overall", *names)}
+    if knockout is None:
+        return out
+    missing = [c for c in ("expert", "scope", *KNOCKOUT) if c not in knockout.columns]
+    if missing:
+        raise ValueError(f"knockout lacks columns {missing}")
+    for r in knockout.itertuples(index=False):
+        if (int(r.expert), r.scope) in out:
+            out[(int(r.expert), r.scope)] = {m: float(getattr(r, m)) for m in KNOCKOUT}
+    return out
+
+
+def _worst(ko: dict, i: int, names: list[str]) -> tuple[str, float]:
+    """The domain whose AUC the knock-out of expert i lowers most ("" / NaN when unknown)."""
+    vals = [(ko[(i, n)]["delta_auc"], n) for n in names if np.isfinite(ko[(i, n)]["delta_auc"])]
+    if not vals:
+        return "", float("nan")
+    v, n = min(vals)
+    return n, v

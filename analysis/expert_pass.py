@@ -21,6 +21,7 @@ from torch import nn
 
 from analysis.capabilities import expert_names, not_applicable, routing_capabilities
 from analysis.expert_evidence import dead_unit_share, evidence_table
+from analysis.prune_cost import single_knockouts
 from cesaa.data.table import EncodedTable
 from cesaa.evaluation import predict
 from cesaa.metrics import logloss
@@ -83,6 +84,7 @@ class ExpertArrays:
     dead_units: np.ndarray  # [E]
     own_logloss: np.ndarray  # [E]
     alone_logloss: np.ndarray  # [E]
+    knockout: pd.DataFrame | None = None  # analysis.prune_cost.single_knockouts
 
     def evidence(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """``analysis.expert_evidence.evidence_table`` of these arrays."""
@@ -97,6 +99,7 @@ class ExpertArrays:
             alone_logloss=self.alone_logloss,
             domain_names=self.names,
             expert_labels=self.labels,
+            knockout=self.knockout,
         )
 
 
@@ -148,6 +151,7 @@ def expert_arrays(
             others = tuple(j for j in range(e) if j != i)
             solo = RoutingOverride(top_k=1, knocked_out=others)
             alone[i] = _logloss(y[rows], predict(model, sub, batch_size, solo))
+        knockout = single_knockouts(model, table, names, pred, batch_size)
     finally:
         model.train(was_training)
     return ExpertArrays(
@@ -162,4 +166,5 @@ def expert_arrays(
         dead,
         own,
         alone,
+        knockout,
     )

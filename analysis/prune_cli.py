@@ -156,7 +156,8 @@ def run_prune(args: argparse.Namespace) -> int:
     import torch
 
     from analysis.expert_pass import expert_arrays
-    from analysis.prune_plans import cost_table, edited_predictions, propose
+    from analysis.prune_cost import cost_table, edited_predictions
+    from analysis.prune_plans import propose
     from analysis.records.reader import is_record
     from cesaa.checkpoint import load_checkpoint
     from cesaa.data.locate import open_checkpoint_data

@@ -29,17 +29,21 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+import torch
 from torch import nn
 
-from analysis.bootstrap import paired_auc_delta_ci
 from analysis.capabilities import routing_capabilities
 from analysis.expert_evidence import reap_scores
 from analysis.expert_pass import ExpertArrays, expert_arrays
+from analysis.prune_cost import (
+    cost_table,
+    edited_predictions,
+    knockout_routing,
+)
 from analysis.similarity import expert_similarity
 from cesaa.data.table import EncodedTable
 from cesaa.evaluation import predict
-from cesaa.metrics import auc, evaluate_predictions
-from cesaa.models.output import RoutingOverride
+from cesaa.metrics import auc
 from cesaa.pruning import (
     ExpertPlan,
     apply_plan,
@@ -49,16 +53,6 @@ from cesaa.pruning import (
 )
 
 CRITERIA = ("knockout", "reap", "merge")
-COST_COLUMNS = [
-    "scope",
-    "auc",
-    "delta_auc",
-    "ci_low",
-    "ci_high",
-    "delta_gauc",
-    "delta_logloss",
-    "rows",
-]
 CURVE_COLUMNS = [
     "criterion",
     "keep",
@@ -84,89 +78,6 @@ def _check_criteria(criteria: Sequence[str]) -> tuple[str, ...]:
     return crit
 
 
-def _routing(model: nn.Module, removed: Sequence[int]) -> RoutingOverride:
-    """The knock-out equal to removing ``removed`` (k clipped to the experts left)."""
-    caps = routing_capabilities(model)
-    left = caps["num_experts"] - len(removed)
-    k = caps["top_k"]
-    return RoutingOverride(
-        top_k=left if k is not None and k > left else None, knocked_out=tuple(removed)
-    )
-
-
-def edited_predictions(
-    model: nn.Module, plan: ExpertPlan, rows: EncodedTable, batch_size: int = 8192
-) -> np.ndarray:
-    """Predictions [N] of ``model`` with ``plan`` applied (a knock-out for removals from a model
-    that cannot be edited; ``ValueError`` for its merges)."""
-    if not_editable(model) is None:
-        return predict(apply_plan(model, plan), rows, batch_size)
-    if plan.merge:
-        raise ValueError(
-            f"merging needs a CESAA-family model ({not_editable(model)}); it is not measured"
-        )
-    return predict(model, rows, batch_size, _routing(model, plan.remove))
-
-
-def _user(rows: EncodedTable) -> np.ndarray | None:
-    return rows.user.numpy() if rows.user is not None else None
-
-
-def cost_table(
-    rows: EncodedTable,
-    domain_names: Sequence[str],
-    base: np.ndarray,
-    edited: np.ndarray,
-    *,
-    reps: int = 200,
-    seed: int = 0,
-    domains: bool = True,
-) -> pd.DataFrame:
-    """The measured cost of ``edited`` predictions against ``base`` on ``rows``: one row per
-    scope (``"overall"``, then each domain when ``domains``), ``COST_COLUMNS``; ``ci_low`` /
-    ``ci_high`` the paired bootstrap interval (``reps`` replicates) of ``delta_auc``."""
-    names = tuple(domain_names)
-    y, d, u = rows.label.numpy(), rows.domain.numpy(), _user(rows)
-    m0 = evaluate_predictions(y, base, d, user=u, domain_names=names)
-    m1 = evaluate_predictions(y, edited, d, user=u, domain_names=names)
-    scopes = [("overall", "", np.ones_like(d, dtype=bool))]
-    if domains:
-        scopes += [(n, f"/{n}", d == i) for i, n in enumerate(names)]
-    out = []
-    for scope, key, mask in scopes:
-        lo, hi = paired_auc_delta_ci(y[mask], base[mask], edited[mask], reps=reps, seed=seed)
-        gauc = m1.get(f"gauc{key}", np.nan) - m0.get(f"gauc{key}", np.nan)
-        out.append(
-            (
-                scope,
-                m1[f"auc{key}"],
-                m1[f"auc{key}"] - m0[f"auc{key}"],
-                lo,
-                hi,
-                gauc,
-                m1[f"logloss{key}"] - m0[f"logloss{key}"],
-                int(mask.sum()),
-            )
-        )
-    return pd.DataFrame(out, columns=COST_COLUMNS)
-
-
-def plan_cost(
-    model: nn.Module,
-    plan: ExpertPlan,
-    rows: EncodedTable,
-    domain_names: Sequence[str],
-    *,
-    reps: int = 200,
-    seed: int = 0,
-    batch_size: int = 8192,
-) -> pd.DataFrame:
-    """The measured cost of ``plan`` on ``rows``, overall and per domain (``cost_table``)."""
-    base = predict(model, rows, batch_size)
-    edited = edited_predictions(model, plan, rows, batch_size)
-    return cost_table(rows, domain_names, base, edited, reps=reps, seed=seed)
-
-
 def _greedy(model: nn.Module, rows: EncodedTable, batch_size: int) -> list[tuple[int, float]]:
     """Greedy knock-outs on ``rows``: [(expert removed at step i, joint ΔAUC after it)]."""
     e = routing_capabilities(model)["num_experts"]
@@ -177,7 +88,7 @@ def _greedy(model: nn.Module, rows: EncodedTable, batch_size: int) -> list[tuple
     for _ in range(e - 1):
         best = None
         for c in (c for c in range(e) if c not in removed):
-            a = auc(y, predict(model, rows, batch_size, _routing(model, [*removed, c])))
+            a = auc(y, predict(model, rows, batch_size, knockout_routing(model, [*removed, c])))
             if best is None or a > best[1]:
                 best = (c, a)
         removed.append(best[0])
@@ -210,6 +121,15 @@ def reap_order(gates: np.ndarray, output_norm: np.ndarray) -> list[int]:
     """Experts by REAP score, lowest (the first to remove) first; never-routed experts first."""
     score = np.nan_to_num(reap_scores(gates, output_norm), nan=-np.inf)
     return [int(i) for i in np.argsort(score, kind="stable")]
+
+
+def _single_costs(arrays: ExpertArrays, cost, experts: list[int]) -> dict[int, float]:
+    """Each expert's removal cost: the knock-outs ``arrays`` holds, else ``cost`` of each."""
+    ko = arrays.knockout
+    if ko is None:
+        return {i: cost(ExpertPlan(remove=(i,))) for i in experts}
+    overall = ko[ko["scope"] == "overall"].set_index("expert")["delta_auc"]
+    return {i: float(overall[i]) for i in experts}
 
 
 def propose(
@@ -248,7 +168,7 @@ def propose(
             )
     if "reap" in crit:
         order = reap_order(arrays.gates, arrays.output_norm)
-        single = {i: cost(ExpertPlan(remove=(i,))) for i in order[: e - min(keeps)]}
+        single = _single_costs(arrays, cost, order[: e - min(keeps)])
         for k in keeps:
             removed = order[: e - k]
             pred = float(sum(single[i] for i in removed))
@@ -274,6 +194,19 @@ def _saved(model: nn.Module, plan: ExpertPlan) -> tuple[float, float]:
         float(count_parameters(model) - count_parameters(edited)),
         float(expert_flops_per_row(model) - expert_flops_per_row(edited)),
     )
+
+
+def planning_sample(rows: EncodedTable, size: int | None, seed: int = 0) -> EncodedTable:
+    """At most ``size`` of ``rows`` (a seeded sample, in their order); all when ``size`` is None.
+
+    The greedy knock-out re-runs the model E(E - 1)/2 times on the planning rows: the dashboard and
+    the report plan on a sample so that 32 experts take seconds, not minutes."""
+    if size is None or len(rows) <= size:
+        return rows
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"plan sample size must be a positive int, got {size!r}")
+    idx = np.sort(np.random.default_rng(seed).choice(len(rows), size=size, replace=False))
+    return rows.subset(torch.from_numpy(idx))
 
 
 def prune_curve(

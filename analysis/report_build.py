@@ -19,13 +19,14 @@ from analysis.causal import k_curve, knockout_importance
 from analysis.collection import NO_LABELS, Collection
 from analysis.gate_report import cross_gate, gate_section, gate_sequence, record_alarms
 from analysis.opened import Opened
-from analysis.prune_plans import prune_curve
+from analysis.prune_plans import planning_sample, prune_curve
 from analysis.records.collection import head_sample
 from analysis.records.reader import Record
 from analysis.report_inspection import inspection_section
 from analysis.truth import truth_recovery
 
 log = logging.getLogger(__name__)
+PLAN_ROWS = 4000  # validation rows the pruning plans are chosen on (seeded sample)
 
 
 @contextmanager
@@ -85,7 +86,7 @@ def gather(
             )
             kc = _optional(notes, "k_curve", k_curve, model, table, domains, caps)
         with _timed(timings, "prune"):  # plans chosen on the validation split, measured here
-            plan_rows = opened.data().val
+            plan_rows = planning_sample(opened.data().val, PLAN_ROWS, seed)
             prune = _optional(
                 notes,
                 "prune",

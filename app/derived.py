@@ -261,12 +261,13 @@ def comparison(path_a: str, path_b: str, kind: str = "soft") -> dict:
 @st.cache_data(show_spinner="Planning and measuring every budget…", max_entries=16)
 def _prune(path: str, tok: str) -> dict:
     from analysis.expert_pass import expert_arrays
-    from analysis.prune_plans import prediction_error, prune_curve
+    from analysis.prune_plans import planning_sample, prediction_error, prune_curve
 
     d, model, names = data(path), checkpoint(path).model, domain_names(path)
     try:
-        arrays = expert_arrays(model, d.val, names)
-        curve = prune_curve(model, d.val, getattr(d, SPLIT), names, arrays=arrays)
+        plan_rows = planning_sample(d.val, PLAN_ROWS)
+        arrays = expert_arrays(model, plan_rows, names)
+        curve = prune_curve(model, plan_rows, getattr(d, SPLIT), names, arrays=arrays)
     except ValueError as e:
         raise LoadError(str(e)) from None
     per, per_domain = arrays.evidence()
@@ -278,9 +279,12 @@ def _prune(path: str, tok: str) -> dict:
     }
 
 
+PLAN_ROWS = 4000  # validation rows the plans are chosen on (a seeded sample; the greedy is E^2)
+
+
 def prune(path: str) -> dict:
-    """Plans, predicted and measured cost for every criterion and budget (chosen on the
-    validation split, measured on ``SPLIT``) and the per-expert evidence
+    """Plans, predicted and measured cost for every criterion and budget (chosen on at most
+    ``PLAN_ROWS`` validation rows, measured on ``SPLIT``) and the per-expert evidence
     (``analysis.prune_plans``, ``analysis.expert_pass``)."""
     return _prune(path, token(path))
 
@@ -289,7 +293,7 @@ def prune(path: str) -> dict:
 def _plan_cost(path: str, tok: str, plan: str):
     import json
 
-    from analysis.prune_plans import plan_cost
+    from analysis.prune_cost import plan_cost
     from cesaa.pruning import ExpertPlan
 
     model, names = checkpoint(path).model, domain_names(path)

@@ -17,13 +17,8 @@ from analysis.expert_evidence import (
     top_domain_share,
 )
 from analysis.expert_pass import expert_arrays
-from analysis.prune_plans import (
-    CURVE_COLUMNS,
-    plan_cost,
-    prediction_error,
-    propose,
-    prune_curve,
-)
+from analysis.prune_cost import plan_cost
+from analysis.prune_plans import CURVE_COLUMNS, prediction_error, propose, prune_curve
 from cesaa.data import load_data
 from cesaa.evaluation import evaluate
 from cesaa.models.registry import build_model, default_config
@@ -209,3 +204,33 @@ def test_bad_budget_and_criterion_name_the_value(data):
         propose(model, arr, data.val, keeps=[5])
     with pytest.raises(ValueError, match=r"criterion \['best'\] unknown"):
         propose(model, arr, data.val, criteria=("best",))
+
+
+def test_evidence_knockout_columns_equal_pruning_each_expert(data):
+    model = _model(data)
+    arr = expert_arrays(model, data.test, data.domain_names, sample_size=200)
+    per, per_domain = arr.evidence()
+    for i in range(4):
+        cost = plan_cost(model, ExpertPlan(remove=(i,)), data.test, data.domain_names, reps=1)
+        cost = cost.set_index("scope")
+        assert per.loc[i, "knockout_delta_auc"] == pytest.approx(
+            cost.loc["overall", "delta_auc"], abs=1e-9
+        )
+        assert per.loc[i, "knockout_delta_logloss"] == pytest.approx(
+            cost.loc["overall", "delta_logloss"], abs=1e-6
+        )
+        doms = cost.drop(index="overall")["delta_auc"]
+        assert per.loc[i, "knockout_worst_domain"] == doms.idxmin()
+        mine = per_domain[per_domain["expert"] == f"expert {i}"].set_index("domain")
+        np.testing.assert_allclose(mine["knockout_delta_auc"], doms[mine.index], atol=1e-9)
+
+
+def test_planning_sample_is_seeded_and_keeps_small_tables(data):
+    from analysis.prune_plans import planning_sample
+
+    assert planning_sample(data.val, None) is data.val
+    assert planning_sample(data.val, len(data.val)) is data.val
+    a, b = planning_sample(data.val, 100, seed=1), planning_sample(data.val, 100, seed=1)
+    assert len(a) == 100 and torch.equal(a.label, b.label) and torch.equal(a.cat, b.cat)
+    with pytest.raises(ValueError, match="positive int"):
+        planning_sample(data.val, 0)

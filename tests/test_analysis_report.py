@@ -291,13 +291,14 @@ def test_auto_embedding_survives_a_umap_failure(ckpt, tmp_path, monkeypatch):
 
 
 def test_report_prune_section_is_the_analysis_curve(report, ckpt):
-    from analysis.prune_plans import CURVE_COLUMNS, prediction_error, prune_curve
+    from analysis.prune_plans import CURVE_COLUMNS, planning_sample, prediction_error, prune_curve
     from cesaa.checkpoint import load_checkpoint
     from cesaa.data.locate import open_checkpoint_data
 
     loaded = load_checkpoint(ckpt)
     data = open_checkpoint_data(loaded.meta, loaded.path)
-    curve = prune_curve(loaded.model, data.val, data.test, loaded.domain_names)
+    plan_rows = planning_sample(data.val, 4000, seed=0)
+    curve = prune_curve(loaded.model, plan_rows, data.test, loaded.domain_names)
     got = pd.DataFrame(report.prune)
     assert list(got.columns) == CURVE_COLUMNS and len(got) == 3 * E
     np.testing.assert_allclose(got["delta_auc"], curve["delta_auc"], atol=1e-12)

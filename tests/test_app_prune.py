@@ -59,7 +59,7 @@ def _tiny_root(monkeypatch, runs):
 
 
 def test_prune_page_shows_the_analysis_curve(runs):
-    from analysis.prune_plans import prediction_error, prune_curve
+    from analysis.prune_plans import planning_sample, prediction_error, prune_curve
     from cesaa.checkpoint import load_checkpoint
     from cesaa.data.locate import open_checkpoint_data
 
@@ -70,7 +70,7 @@ def test_prune_page_shows_the_analysis_curve(runs):
     assert "could do without, and what that would cost" in at.markdown[0].value
     ckpt = load_checkpoint(path)
     data = open_checkpoint_data(ckpt.meta, ckpt.path)
-    curve = prune_curve(ckpt.model, data.val, data.test, ckpt.domain_names)
+    curve = prune_curve(ckpt.model, planning_sample(data.val, 4000), data.test, ckpt.domain_names)
     fig = charts(at)["prn_curve"]
     names = [t["name"] for t in fig["data"]]
     assert names == [
@@ -102,9 +102,10 @@ def test_the_page_writes_the_pruned_checkpoint(runs):
     assert load_checkpoint(out).model_config.num_experts in (3, 4)  # pruned or merged
 
 
-@pytest.mark.parametrize("page", [*PAGES, "ablations", "prune"])
+@pytest.mark.parametrize("page", [*PAGES, "ablations", "prune", "evolution", "train"])
 def test_a_pruned_checkpoint_opens_on_every_page(runs, page):
-    at = run_page(page, runs / "tiny-pruned")
+    # the Embeddings page shows PCA without fitting UMAP (its first fit compiles for a minute)
+    at = run_page(page, runs / "tiny-pruned", emb_auto=False)
     assert_clean(at)
 
 

@@ -25,7 +25,8 @@ found = components.require(derived.prune, path)
 curve, names = found["curve"], loaders.expert_names(path)
 e = int(caps["num_experts"])
 st.caption(
-    f"Each plan is chosen and its cost predicted on the validation split, then measured on the "
+    f"Each plan is chosen and its cost predicted on the validation split (at most "
+    f"{derived.PLAN_ROWS:,} rows, a seeded sample), then measured on the "
     f"{loaders.SPLIT} split with the edited model (ΔAUC against this model; 95% paired "
     "row-bootstrap interval).  knockout: greedy knock-outs by measured cost; reap: lowest "
     "router-weighted output norm; merge: average the most redundant experts (output CKA)."
@@ -68,6 +69,7 @@ st.caption(
     "units silent on all its rows (1 = collapsed); top_domain_share: largest share of its gate "
     "weight from one domain; underfit: logloss of the expert alone on its rows minus the "
     "model's (nats); cka_nearest / overlap_nearest: output similarity and routing overlap with "
-    "its most similar expert."
+    "its most similar expert; knockout_*: the change when the expert alone is knocked out "
+    "(validation rows; the worst domain by ΔAUC)."
 )
 components.show_table(found["evidence"], key="prn_evidence")
