@@ -407,3 +407,26 @@ def test_record_json_has_the_file_mode_of_the_parquet_files(tmp_path):
         for f in ("record.json", "rows.parquet")
     }
     assert mode["record.json"] == mode["rows.parquet"] == 0o644, mode
+
+
+def test_expert_outputs_asked_only_for_rows_that_can_enter_the_sample(tmp_path):
+    """A batch larger than the sample asks for the outputs of its sample_size smallest keys only
+    (the fused experts of a language model are re-run for every row asked for)."""
+    a = _arrays(1000)
+    asked = []
+
+    def outputs(local):
+        asked.append(len(local))
+        return a["out"][local], None
+
+    with RecordWriter(tmp_path / "rec", _meta(), sample_size=10) as w:
+        w.write(
+            domain=a["domain"], label=a["label"], prediction=a["prediction"],
+            probs={"gate": a["p"], "dense": a["p"]}, topk={"gate": a["top"]},
+            keep={"user": a["user"]}, expert_outputs=outputs,
+        )  # fmt: skip
+    assert asked == [10]
+    from analysis.records.writer import row_keys
+
+    want = np.sort(np.argsort(row_keys(np.arange(1000), 0))[:10])
+    np.testing.assert_array_equal(open_record(tmp_path / "rec").sample()["row"].to_numpy(), want)

@@ -208,10 +208,13 @@ class RecordWriter:
 
     def _add_sample(self, cols: dict[str, np.ndarray], outputs: Any) -> None:
         keys = row_keys(cols["row"], self.seed)
+        # only this batch's sample_size smallest keys can be among the record's smallest: the
+        # expert outputs are asked for those alone (a first batch larger than the sample)
+        cand = np.arange(len(keys))
+        if len(keys) > self.sample_size:
+            cand = np.sort(np.argpartition(keys, self.sample_size - 1)[: self.sample_size])
         if self._sample is not None and len(self._sample["key"]) >= self.sample_size:
-            cand = np.flatnonzero(keys < self._sample["key"].max())
-        else:
-            cand = np.arange(len(keys))
+            cand = cand[keys[cand] < self._sample["key"].max()]
         if cand.size == 0:
             return
         if outputs is None:
