@@ -11,10 +11,12 @@ The cost comes with the paired row-bootstrap interval of the AUC difference
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+from sklearn.exceptions import UndefinedMetricWarning
 from torch import nn
 
 from analysis.bootstrap import paired_auc_delta_ci
@@ -78,11 +80,14 @@ def cost_table(
     """The measured cost of ``edited`` predictions against ``base`` on ``rows``: one row per
     scope (``"overall"``, then each domain when ``domains``), ``COST_COLUMNS``; ``ci_low`` /
     ``ci_high`` the paired bootstrap interval (``reps`` replicates) of ``delta_auc``; ``reps=0``
-    skips it (NaN)."""
+    skips it (NaN).  A metric undefined on ``rows`` (one class) is NaN in the table, without the
+    warning ``cesaa.metrics`` gives (a curve evaluates hundreds of plans on the same rows)."""
     names = tuple(domain_names)
     y, d, u = rows.label.numpy(), rows.domain.numpy(), _user(rows)
-    m0 = evaluate_predictions(y, base, d, user=u, domain_names=names)
-    m1 = evaluate_predictions(y, edited, d, user=u, domain_names=names)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        m0 = evaluate_predictions(y, base, d, user=u, domain_names=names)
+        m1 = evaluate_predictions(y, edited, d, user=u, domain_names=names)
     scopes = [("overall", "", np.ones_like(d, dtype=bool))]
     if domains:
         scopes += [(n, f"/{n}", d == i) for i, n in enumerate(names)]
