@@ -97,3 +97,14 @@ def test_tokens_page_says_what_it_needs_on_a_checkpoint():
     at = run_page("tokens")
     assert_clean(at)
     assert any("one row per token" in i.value for i in at.info)
+
+
+def test_experts_page_describes_experts_by_their_tokens(token_rec):
+    import json
+
+    at = _run("experts", token_rec)
+    assert_clean(at)
+    fig = next(c for c in at.get("plotly_chart") if c.proto.id.endswith("ex_logodds"))
+    labels = json.loads(fig.proto.spec)["data"][0]["y"]
+    features = {lbl.split(" = ")[0] for lbl in labels}
+    assert "token" in features and "sequence" not in features, features
