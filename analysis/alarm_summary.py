@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import pandas as pd
+
 from analysis.alarms import Alarm
 
 # what an alarm of each per-domain kind says, in a headline over many domains
@@ -134,3 +136,14 @@ def summarize_alarms(
             title = f"{phrase} in {len(domains)} of {len(names)} domains: {listed}"
         out.append(AlarmGroup(level, code, title, domains, tuple(group), grouped=True))
     return out
+
+
+ALARM_TABLE_COLUMNS = ["level", "code", "domain", "other domain", "expert", "value", "threshold"]
+
+
+def alarm_table(alarms: Sequence[Alarm | Mapping[str, Any]]) -> pd.DataFrame:
+    """The raw alarm values, one row per alarm, columns ``ALARM_TABLE_COLUMNS``: an alarm about a
+    pair of domains (``domains_indistinguishable``) shows both, ``domain`` and ``other domain``."""
+    rows = [_as_alarm(a).to_dict() for a in alarms]
+    df = pd.DataFrame(rows, columns=list(Alarm.__dataclass_fields__))
+    return df.rename(columns={"other_domain": "other domain"})[ALARM_TABLE_COLUMNS]

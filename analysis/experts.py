@@ -153,8 +153,9 @@ def feature_log_odds(
     - ``min_expected``: values with fewer expected routed rows (``expected_routed``) stay in the
       table untested (p and q NaN, not significant; see the module doc).
 
-    Returns one row per tested (feature, value), columns ``LOG_ODDS_COLUMNS``, sorted by the lower
-    end of the 95% interval (most confidently over-represented first).
+    Returns one row per (feature, value), columns ``LOG_ODDS_COLUMNS``, ranked by
+    :func:`rank_values`: significantly over-represented values first, then the other tested
+    values, then the untested ones, each group by the lower end of the 95% interval.
     """
     if smoothing < 0:
         raise ValueError(f"smoothing={smoothing} must be >= 0")
@@ -193,9 +194,18 @@ def feature_log_odds(
     q[tested] = benjamini_hochberg(out["p_value"].to_numpy()[tested])
     out["q_value"] = q
     out["significant"] = tested & (q < fdr)
-    return out.sort_values("ci_low", ascending=False, kind="stable").reset_index(drop=True)[
-        LOG_ODDS_COLUMNS
-    ]
+    return rank_values(out)[LOG_ODDS_COLUMNS]
+
+
+def rank_values(table: pd.DataFrame) -> pd.DataFrame:
+    """A ``feature_log_odds`` table in display order: significant over-represented values (q <
+    fdr, interval above 0) first, then the other tested values, then the untested ones (too few
+    expected rows: wide intervals that would otherwise crowd out the significant values, e.g. rare
+    ids at 40 domains); within each group by ``ci_low``, highest first."""
+    tested = table["p_value"].notna()
+    group = np.where(table["significant"] & (table["ci_low"] > 0), 0, np.where(tested, 1, 2))
+    order = np.lexsort((-table["ci_low"].fillna(-np.inf).to_numpy(), group))
+    return table.iloc[order].reset_index(drop=True)
 
 
 def _one_feature(

@@ -206,14 +206,24 @@ def metric_table(path: str, routing: tuple = loaders.AS_TRAINED) -> pd.DataFrame
     return df.astype({"rows": "int64"})
 
 
+# the direction and unit of each metric, on every delta table's header
+METRIC_DIRECTION = {
+    "AUC": "AUC (higher is better)",
+    "GAUC": "GAUC (higher is better)",
+    "logloss": "logloss, nats (lower is better)",
+}
+
+
 def delta_table(base: pd.DataFrame, new: pd.DataFrame, names: tuple[str, str]) -> pd.DataFrame:
-    """Per-domain metrics of two evaluations side by side with the change (new - base)."""
+    """Per-domain metrics of two evaluations side by side with the change (new - base); each
+    metric's header says its direction and unit, the change column says which minus which."""
     cols = [c for c in METRIC_COLUMNS if not base[c].isna().all()]
     parts = {}
     for c in cols:
-        parts[(c, names[0])] = base[c]
-        parts[(c, names[1])] = new[c]
-        parts[(c, "Δ")] = new[c] - base[c]
+        head = METRIC_DIRECTION[c]
+        parts[(head, names[0])] = base[c]
+        parts[(head, names[1])] = new[c]
+        parts[(head, f"Δ = {names[1]} − {names[0]}")] = new[c] - base[c]
     return pd.DataFrame(parts)
 
 
@@ -256,8 +266,9 @@ def alarm_summary(found: list[dict], domain_names: list[str], key: str) -> None:
             with st.expander(f"Per-domain detail: {g.code} ({len(g.alarms)} alarms)"):
                 alarm_list([a.to_dict() for a in g.alarms])
     if found:
-        show = ["level", "code", "domain", "expert", "value", "threshold"]
-        show_table(pd.DataFrame(found)[show], key=key)
+        from analysis.alarm_summary import alarm_table
+
+        show_table(alarm_table(found), key=key)
 
 
 def routing_controls(path: str, prefix: str) -> tuple:

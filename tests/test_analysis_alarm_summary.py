@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from analysis.alarm_summary import summarize_alarms
+from analysis.alarm_summary import alarm_table, summarize_alarms
 from analysis.alarms import Alarm, health_alarms
 from analysis.stats import RoutingStats
 
@@ -118,3 +119,17 @@ def test_bad_input_is_named():
         summarize_alarms([{"level": "critical"}], NAMES40)
     with pytest.raises(ValueError, match="domain_names"):
         summarize_alarms([], "d1")
+
+
+def test_alarm_table_shows_both_domains_of_a_pair():
+    """The raw alarm table named only the first domain of each routed-alike pair."""
+    pair = Alarm(
+        "warning", "domains_indistinguishable", "t", "m", domain="news", other_domain="shop",
+        value=0.001, threshold=0.01,
+    )  # fmt: skip
+    single = Alarm("critical", "domain_auc_chance", "t", "m", domain="video", value=0.5)
+    t = alarm_table([pair, single.to_dict()])
+    assert list(t.columns) == ["level", "code", "domain", "other domain", "expert", "value",
+                               "threshold"]  # fmt: skip
+    assert (t.loc[0, "domain"], t.loc[0, "other domain"]) == ("news", "shop")
+    assert t.loc[1, "domain"] == "video" and pd.isna(t.loc[1, "other domain"])

@@ -288,3 +288,26 @@ def test_expert_profiles_without_labels_counts_rows_and_leaves_label_columns_out
     assert summary["rows"].tolist() == [3, 4, 3]  # rows with the expert among their top-2
     assert list(per_domain.columns) == ["expert", "domain", "rows"]
     assert per_domain.loc[per_domain.expert == 1, "rows"].tolist() == [1, 3]
+
+
+def test_significant_values_come_before_untested_ones():
+    """At 40 domains the top of the table was rare, untested ids (wide intervals from few rows,
+    some with a high lower end) above every significant value; they now follow the tested ones."""
+    rng = np.random.default_rng(0)
+    n = 4000
+    dom = np.repeat(np.arange(40), n // 40)
+    routed = rng.random(n) < 0.5
+    # "hit" in 30% of routed rows and 20% of the others: modest, but significant over 4000 rows
+    common = np.where(rng.random(n) < np.where(routed, 0.3, 0.2), "hit", "miss")
+    rare = np.full(n, "other", dtype=object)
+    rows = np.flatnonzero(routed & (dom == 0))[:15]
+    rare[rows] = "rare"  # 15 routed rows of one domain: a high lower end, too few to test
+    t = feature_log_odds({"common": common, "rare": rare}, dom, routed)
+    r = t.set_index("value")
+    assert r.loc["rare", "ci_low"] > r.loc["hit", "ci_low"]  # ranked by ci_low alone, rare led
+    top = t.iloc[0]
+    assert (top["feature"], top["value"], bool(top["significant"])) == ("common", "hit", True)
+    untested = t[t["p_value"].isna()]
+    assert len(untested) and untested.index.min() > t[t["p_value"].notna()].index.max()
+    shown = t.head(2)
+    assert shown["significant"].iloc[0] and not shown["p_value"].isna().any()

@@ -164,3 +164,66 @@ def test_token_text_html_colours_by_top1_and_escapes():
     assert 'title="expert 2 (0.60), expert 0 (0.30)"' in html
     with pytest.raises(ValueError, match="expert index 3 outside"):
         token_text_html(["a"], np.array([[3]]), 3)
+
+
+def test_probabilities_share_a_fixed_scale_with_uniform_marked():
+    """A near-uniform gate (0.12-0.13 at E = 8) was drawn from white to dark blue by plotly's own
+    range; on the fixed 0..1 scale it stays pale, with 1/E = 0.125 marked as uniform."""
+    rng = np.random.default_rng(0)
+    act = 0.125 + rng.uniform(-0.005, 0.005, size=(4, 8))
+    (hm,) = figures.activation_heatmap(act).data
+    assert (hm.zmin, hm.zmax) == (0.0, 1.0)
+    assert 0.125 in hm.colorbar.tickvals
+    assert any("uniform" in t for t in hm.colorbar.ticktext)
+    # the contrast view stretches the colours over the data, and says so
+    fig = figures.activation_heatmap(act, contrast=True)
+    (hm,) = fig.data
+    assert (hm.zmin, hm.zmax) == (pytest.approx(act.min()), pytest.approx(act.max()))
+    assert "contrast" in fig.layout.title.text and "contrast" in hm.colorbar.title.text
+
+
+def test_matrix_heatmap_of_one_zero_cell_has_a_range_from_zero():
+    from analysis.figures.inspection import matrix_heatmap
+
+    # the Rows page filtered to one domain: a single 0.00 cell got a -0.5..0.5 colour bar
+    (hm,) = matrix_heatmap(np.zeros((1, 1)), ["a"], ["a"], "one cell").data
+    assert hm.zmin == 0.0 and hm.zmax > 0.0
+    (hm,) = matrix_heatmap(np.array([[0.2, 0.4]]), ["a", "b"], ["r"], "t").data
+    assert (hm.zmin, hm.zmax) == (0.0, pytest.approx(0.4))
+
+
+def _k_table(names: list[str]) -> pd.DataFrame:
+    rows = [
+        {"k": k, "domain": n, "auc": 0.6 + 0.01 * k + 0.001 * i}
+        for k in (1, 2, 3)
+        for i, n in enumerate(["overall", *names])
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_one_colour_per_domain_across_figures():
+    """domain_0 was blue in the metric bars and orange in the k curve ("overall" took the first
+    colour there): every figure now colours a domain by figures.domain_color."""
+    names = ["d0", "d1", "d2", "d3"]
+    metrics = {f"auc/{n}": 0.7 + 0.01 * i for i, n in enumerate(names)}
+    bars = figures.metric_bars(metrics, names, "auc").data[0].marker.color
+    lines = {t.name: t.line.color for t in figures.k_curve_figure(_k_table(names)).data}
+    violin = {t.name: t.line.color for t in figures.entropy_violin(
+        np.zeros(8), np.repeat(np.arange(4), 2), names).data}  # fmt: skip
+    for i, n in enumerate(names):
+        assert bars[i] == lines[n] == violin[n] == figures.domain_color(i, 4)
+    assert lines["overall"] not in bars
+
+
+def test_forty_domains_get_top_and_bottom_bars_and_a_k_heatmap():
+    names = [f"d{i}" for i in range(40)]
+    metrics = {f"auc/{n}": 0.5 + 0.01 * i for i, n in enumerate(names)}
+    fig = figures.metric_bars(metrics, names, "auc")
+    (bar,) = fig.data
+    assert list(bar.x) == [f"d{i}" for i in (39, 38, 37, 36, 35, 34, 5, 4, 3, 2, 1, 0)]
+    assert "6 highest and 6 lowest of 40 domains" in fig.layout.title.text
+    assert bar.marker.color[0] == figures.domain_color(39, 40)
+    kc = figures.k_curve_figure(_k_table(names))
+    (hm,) = kc.data
+    assert hm.type == "heatmap" and np.asarray(hm.z).shape == (41, 3)
+    assert list(hm.y)[:2] == ["overall", "d0"]

@@ -164,3 +164,31 @@ def test_inspection_pages_read_at_40_domains_and_32_experts(tmp_path):
     (top,) = [d.value for d in at.dataframe if "mean |Δlogit| to other domains" in d.value]
     assert len(top) == 10  # a top-N table instead of 40 unreadable bars
     assert top["mean |Δlogit| to other domains"].is_monotonic_decreasing
+
+
+def test_experts_page_at_40_domains_shows_significant_values_first():
+    """The shipped 40-domain checkpoint: expert 0's top-15 bars were all grey, untested ids
+    (34 values were significant, none visible); the tested, significant values now lead."""
+    from analysis.figures import PALETTE
+
+    at = run_page("experts", SHIPPED / "cesaa-d40")
+    assert_clean(at)
+    bars = charts(at)["ex_logodds"]["data"][0]
+    colors = bars["marker"]["color"][::-1]  # drawn bottom-up: the first value is the last bar
+    assert colors[0] == PALETTE[0] and colors.count(PALETTE[0]) >= 10, colors
+    caption = " ".join(c.value for c in at.caption)
+    assert "values tested" in caption
+
+
+def test_routing_heatmaps_share_a_fixed_scale_unless_contrast_is_asked():
+    at = run_page("routing", DEFAULT)
+    assert_clean(at)
+    soft = charts(at)["rt_soft"]["data"][0]
+    assert (soft["zmin"], soft["zmax"]) == (0.0, 1.0)
+    assert any("uniform" in t for t in soft["colorbar"]["ticktext"])
+    at.toggle(key="rt_contrast").set_value(True).run()
+    assert_clean(at)
+    soft = charts(at)["rt_soft"]["data"][0]
+    z = arr(soft["z"])
+    assert soft["zmax"] == pytest.approx(z.max()) and soft["zmin"] == pytest.approx(z.min())
+    assert "contrast" in soft["colorbar"]["title"]["text"]

@@ -28,7 +28,7 @@ from analysis.figures.routing import (
     load_bars,
     similarity_heatmap,
 )
-from analysis.figures.style import DIVERGING, PALETTE, SEQUENTIAL, html_config
+from analysis.figures.style import DIVERGING, PALETTE, SEQUENTIAL, domain_color, html_config
 
 __all__ = [
     "DIVERGING",
@@ -37,6 +37,7 @@ __all__ = [
     "activation_heatmap",
     "aligned_difference_heatmap",
     "coactivation_heatmap",
+    "domain_color",
     "embedding_scatter",
     "entropy_histogram",
     "entropy_violin",

@@ -38,6 +38,10 @@ def matrix_heatmap(
     m = as_matrix(z, "z")
     if m.shape != (len(y), len(x)):
         raise ValueError(f"z has shape {m.shape} but there are {len(y)} row and {len(x)} names")
+    if zmax is None and zmin is not None:  # a range from zmin up, never a flat one (one 0 cell)
+        finite = m[np.isfinite(m)]
+        top = float(finite.max()) if finite.size else zmin
+        zmax = top if top > zmin else zmin + 1.0
     trace = heatmap_trace(
         m,
         list(map(str, x)),

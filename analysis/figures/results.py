@@ -17,10 +17,13 @@ from plotly.subplots import make_subplots
 
 from analysis.figures.style import (
     DIVERGING,
+    MANY_DOMAINS,
+    OVERALL_COLOR,
     PALETTE,
     SEQUENTIAL,
     as_matrix,
     axis_names,
+    domain_color,
     finish,
     heatmap_trace,
 )
@@ -73,20 +76,45 @@ def k_curve_figure(
     width: int | None = None,
     height: int | None = 340,
 ) -> go.Figure:
-    """One line per domain of ``df[value]`` against ``df["k"]``."""
+    """One line per domain of ``df[value]`` against ``df["k"]`` ("overall" dashed, in
+    ``OVERALL_COLOR``; each domain in its ``domain_color``).  Past ``MANY_DOMAINS`` domains the
+    lines would be unreadable: a heatmap of domains (rows, overall first) by k instead."""
     for col in ("k", "domain", value):
         if col not in df.columns:
             raise ValueError(f"k-curve table needs a {col!r} column, got {list(df.columns)}")
+    names = _ordered(df["domain"])
+    domains = [n for n in names if str(n) != "overall"]
+    if len(domains) > MANY_DOMAINS:
+        ks = sorted(df["k"].unique())
+        z = df.pivot_table(index="domain", columns="k", values=value, aggfunc="first")
+        z = z.reindex(index=names, columns=ks).to_numpy(dtype=np.float64)
+        fig = go.Figure(
+            heatmap_trace(
+                z,
+                [str(k) for k in ks],
+                [str(n) for n in names],
+                colorscale=SEQUENTIAL,
+                colorbar=value,
+                fmt=".3f",
+            )  # fmt: skip
+        )
+        fig.update_yaxes(autorange="reversed", title="domain", type="category")
+        fig.update_xaxes(title="k (experts per row)", type="category")
+        return finish(
+            fig, f"{title} ({len(domains)} domains: one row each)", width,
+            max(height or 0, 80 + 16 * len(names)),
+        )  # fmt: skip
     fig = go.Figure()
-    for i, name in enumerate(_ordered(df["domain"])):
+    for name in names:
         part = df[df["domain"] == name].sort_values("k")
-        dash = "dash" if str(name) == "overall" else "solid"
+        overall = str(name) == "overall"
+        color = OVERALL_COLOR if overall else domain_color(domains.index(name), len(domains))
         fig.add_scatter(
             x=part["k"],
             y=part[value],
             mode="lines+markers",
             name=str(name),
-            line={"color": PALETTE[i % len(PALETTE)], "dash": dash},
+            line={"color": color, "dash": "dash" if overall else "solid"},
         )
     fig.update_xaxes(title="k (experts per row)", dtick=1)
     fig.update_yaxes(title=value)
@@ -127,7 +155,7 @@ def embedding_scatter(
             mode="markers",
             name=name,
             text=text,
-            marker={"size": marker_size, "color": PALETTE[i % len(PALETTE)], "opacity": 0.7},
+            marker={"size": marker_size, "color": domain_color(i, len(names)), "opacity": 0.7},
         )
     fig.update_xaxes(showticklabels=False, zeroline=False)
     fig.update_yaxes(showticklabels=False, zeroline=False, scaleanchor="x")
@@ -209,17 +237,28 @@ def metric_bars(
     width: int | None = None,
     height: int | None = 320,
 ) -> go.Figure:
-    """Bars of ``metrics[f"{metric}/{name}"]`` per domain with the overall ``metrics[metric]`` as a
-    dashed line (the flat dict of ``cesaa.metrics.evaluate_predictions``)."""
+    """Bars of ``metrics[f"{metric}/{name}"]`` per domain (each in its ``domain_color``) with the
+    overall ``metrics[metric]`` as a dashed line (the flat dict of
+    ``cesaa.metrics.evaluate_predictions``).  Past ``MANY_DOMAINS`` domains only the
+    ``MANY_DOMAINS // 2`` highest and lowest are drawn, sorted, and the title says so."""
     names = [str(n) for n in domain_names]
     vals = [metrics.get(f"{metric}/{n}") for n in names]
     vals = [math.nan if v is None else float(v) for v in vals]
+    colors = [domain_color(i, len(names)) for i in range(len(names))]
+    idx = list(range(len(names)))
+    if len(names) > MANY_DOMAINS:
+        half = MANY_DOMAINS // 2
+        ranked = sorted((i for i in idx if not math.isnan(vals[i])), key=lambda i: -vals[i])
+        idx = ranked[:half] + [i for i in ranked[-half:] if i not in ranked[:half]]
+        title = (title or f"{metric} per domain") + (
+            f" · the {half} highest and {half} lowest of {len(names)} domains"
+        )
     fig = go.Figure(
         go.Bar(
-            x=names,
-            y=vals,
-            marker_color=[PALETTE[i % 10] for i in range(len(names))],
-            text=[f"{v:.4f}" for v in vals],
+            x=[names[i] for i in idx],
+            y=[vals[i] for i in idx],
+            marker_color=[colors[i] for i in idx],
+            text=[f"{vals[i]:.4f}" for i in idx],
             textposition="outside",
         )
     )

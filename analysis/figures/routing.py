@@ -19,6 +19,7 @@ from analysis.figures.style import (
     SEQUENTIAL,
     as_matrix,
     axis_names,
+    domain_color,
     finish,
     heatmap_trace,
 )
@@ -30,17 +31,40 @@ def activation_heatmap(
     expert_names: Sequence[str] | None = None,
     title: str = "P(expert | domain)",
     *,
-    zmax: float | None = None,
+    zmax: float = 1.0,
+    contrast: bool = False,
     width: int | None = None,
     height: int | None = None,
 ) -> go.Figure:
     """Heatmap of act [D, E]: one row per domain (top to bottom), one column per expert; the cell
-    values are ``act`` exactly."""
+    values are ``act`` exactly.
+
+    Probabilities share one fixed scale, 0 to ``zmax`` (default 1), with the uniform gate's 1/E
+    marked on the colour bar, so a near-uniform gate looks pale everywhere.  ``contrast`` stretches
+    the colours over the data's own range instead (said in the title and on the colour bar): small
+    differences then look large.
+    """
     z = as_matrix(act, "act")
     d, e = z.shape
     y = axis_names(domain_names, d, "domain_names", "domain_")
     x = axis_names(expert_names, e, "expert_names", "expert_")
-    fig = go.Figure(heatmap_trace(z, x, y, colorscale=SEQUENTIAL, zmin=0, zmax=zmax, colorbar="P"))
+    finite = z[np.isfinite(z)]
+    if contrast and finite.size:
+        lo, hi = float(finite.min()), float(finite.max())
+        hi = hi if hi > lo else lo + 1e-9
+        bar, title = f"P (contrast {lo:.2f}–{hi:.2f})", f"{title} · contrast {lo:.2f}–{hi:.2f}"
+    else:
+        lo, hi, bar = 0.0, float(zmax), "P"
+    trace = heatmap_trace(z, x, y, colorscale=SEQUENTIAL, zmin=lo, zmax=hi, colorbar=bar)
+    ticks = sorted({lo, hi, *([1 / e] if lo <= 1 / e <= hi else [])})
+    trace.update(
+        colorbar={
+            "title": {"text": bar},
+            "tickvals": ticks,
+            "ticktext": [f"1/E = {t:.3g} (uniform)" if t == 1 / e else f"{t:.2f}" for t in ticks],
+        }
+    )
+    fig = go.Figure(trace)
     fig.update_yaxes(autorange="reversed", title="domain")
     fig.update_xaxes(title="expert", side="bottom")
     return finish(fig, title, width, height or max(220, 60 + 40 * d))
@@ -142,7 +166,7 @@ def _by_domain(entropy: Any, domain: Any, domain_names: Sequence[str] | None) ->
         raise ValueError(f"entropy has {h.size} rows but domain has {dom.size}")
     d = len(domain_names) if domain_names is not None else int(dom.max(initial=-1)) + 1
     names = axis_names(domain_names, d, "domain_names", "domain_")
-    return [(names[i], h[dom == i], PALETTE[i % len(PALETTE)]) for i in range(d)]
+    return [(names[i], h[dom == i], domain_color(i, d)) for i in range(d)]
 
 
 def entropy_violin(

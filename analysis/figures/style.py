@@ -21,6 +21,20 @@ PALETTE = (
     "#bcbd22",
     "#17becf",
 )
+OVERALL_COLOR = "#444444"  # the "overall" line / bar beside the domains
+MANY_DOMAINS = 12  # past this, per-domain bars and lines give way to top/bottom or a heatmap
+
+
+def domain_color(index: int, num_domains: int) -> str:
+    """The one colour of domain ``index`` (of ``num_domains``) in every figure, app and report:
+    the 10-colour palette up to 10 domains, evenly spaced hues past that."""
+    if not 0 <= index < num_domains:
+        raise ValueError(f"domain index {index} must be in [0, {num_domains})")
+    if num_domains <= len(PALETTE):
+        return PALETTE[index]
+    return f"hsl({round(360 * index / num_domains)}, 65%, {45 + 10 * (index % 2)}%)"
+
+
 SEQUENTIAL = "Blues"
 DIVERGING = "RdBu"
 

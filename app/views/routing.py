@@ -24,9 +24,16 @@ s = components.require(derived.summary, path)
 names, experts = s["domain_names"], s["expert_names"]
 
 many = len(names) > 8
-c = st.columns([1, 3])
+c = st.columns([1, 1, 3])
 clustered = c[0].toggle("Cluster domains", many, key="rt_cluster", help="by their P(e | d) rows")
-shown = c[1].multiselect("Only these domains (empty = all)", names, key="rt_domains")
+contrast = c[1].toggle(
+    "Contrast colours",
+    False,
+    key="rt_contrast",
+    help="Off: every probability on one 0..1 scale, the uniform gate's 1/E marked.  On: the "
+    "colours stretch over the values shown, so small differences look large.",
+)
+shown = c[2].multiselect("Only these domains (empty = all)", names, key="rt_domains")
 order = [d for d in inspection.domain_order(path, clustered) if not shown or names[d] in shown]
 rows = [names[d] for d in order]
 left, right = st.columns(2)
@@ -36,6 +43,7 @@ with left:
         rows,
         experts,
         "Soft P(expert | domain): mean gate probability",
+        contrast=contrast,
     )
     components.chart(fig, key="rt_soft")
 with right:
@@ -44,6 +52,7 @@ with right:
         rows,
         experts,
         "Hard P(expert | domain): share of selections",
+        contrast=contrast,
     )
     components.chart(fig, key="rt_hard")
 
