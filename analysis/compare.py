@@ -259,3 +259,21 @@ def activation_evolution(
     if not out:
         return pd.DataFrame(columns=["epoch", "domain", "expert", "p"])
     return pd.concat(out, ignore_index=True)
+
+
+def rows_mismatch(a: Collection, b: Collection) -> str | None:
+    """None when two evaluations ran over the same rows (same number, the same domain and label
+    per row, the same domain names); else why not, in words.  Per-domain differences and row-level
+    agreement between unrelated rows mean nothing, so Compare checks this first."""
+    names_a, names_b = a.domain_names, b.domain_names
+    if len(a.domain) != len(b.domain):
+        return f"they were evaluated on different rows ({len(a.domain):,} vs {len(b.domain):,})"
+    if names_a is not None and names_b is not None and tuple(names_a) != tuple(names_b):
+        return f"their domains differ ({list(names_a)[:4]}… vs {list(names_b)[:4]}…)"
+    if not np.array_equal(a.domain, b.domain):
+        return "the same number of rows, but not the same domain per row: different data"
+    la, lb = np.asarray(a.labels, np.float64), np.asarray(b.labels, np.float64)
+    both = a.has_labels and b.has_labels  # a record without labels: the domains must do
+    if both and not np.array_equal(la, lb, equal_nan=True):
+        return "the same domains per row, but not the same labels: different data"
+    return None

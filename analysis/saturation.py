@@ -59,15 +59,29 @@ def router_saturation(topk_by_epoch: list[Any]) -> np.ndarray:
     return np.array([float(topk_overlap(t, final).mean()) for t in topk_by_epoch])
 
 
+def chance_saturation(num_experts: int, k: int) -> float:
+    """The saturation unrelated routing gives on average: k / E (a row's top-k set at epoch t and
+    an independent uniform top-k set share k * k / E experts in expectation)."""
+    if not 1 <= k <= num_experts:
+        raise ValueError(f"k={k} must be in [1, num_experts={num_experts}]")
+    return k / num_experts
+
+
 def settled_epoch(
-    epochs: list[int], saturation: Any, threshold: float = SETTLED_THRESHOLD
+    epochs: list[int],
+    saturation: Any,
+    threshold: float = SETTLED_THRESHOLD,
+    chance: float = 0.0,
 ) -> int | None:
-    """The first epoch from which saturation stays >= ``threshold`` (None with no epochs)."""
+    """The first epoch from which saturation stays >= ``threshold`` of the way from ``chance``
+    (k / E, see ``chance_saturation``) to 1, i.e. (s - chance) / (1 - chance) >= threshold; None
+    with no epochs, or when chance is 1 (k = E: every row takes every expert, nothing to settle)."""
     s = np.asarray(saturation, dtype=np.float64)
     if len(epochs) != len(s):
         raise ValueError(f"epochs has {len(epochs)} entries but saturation has {len(s)}")
-    if not len(s):
+    if not len(s) or chance >= 1.0 - 1e-12:
         return None
+    s = (s - chance) / (1.0 - chance)
     below = np.flatnonzero(s < threshold)
     i = 0 if below.size == 0 else int(below[-1]) + 1
     return int(epochs[min(i, len(s) - 1)])
@@ -114,6 +128,7 @@ def saturation_table(run_dir: str | Path, k: int | None = None) -> pd.DataFrame:
     """
     rows = read_row_snapshots(run_dir)
     sat: dict[int, float] = {}
+    chance = np.nan
     if rows:
         tops = []
         for _, arrays in rows:
@@ -122,6 +137,7 @@ def saturation_table(run_dir: str | Path, k: int | None = None) -> pd.DataFrame:
             else:
                 tops.append(topk_from_probs(arrays["probs"], k or 1))
         sat = dict(zip([e for e, _ in rows], router_saturation(tops), strict=True))
+        chance = chance_saturation(rows[0][1]["probs"].shape[1], tops[0].shape[1])
     out = []
     for epoch, stats in read_routing_snapshots(run_dir):
         load = expert_load(stats, "hard")
@@ -140,7 +156,8 @@ def saturation_table(run_dir: str | Path, k: int | None = None) -> pd.DataFrame:
         out.append({"epoch": epoch, "saturation": sat[epoch]})
     cols = ["epoch", "saturation", "mi_hard", "mi_soft_normalized", "mi_hard_normalized"]
     cols += ["load_cv", "load_max"]
-    return pd.DataFrame(out, columns=cols).sort_values("epoch").reset_index(drop=True)
+    out_df = pd.DataFrame(out, columns=cols).sort_values("epoch").reset_index(drop=True)
+    return out_df.assign(saturation_chance=chance)
 
 
 def settled_statement(table: pd.DataFrame, threshold: float = SETTLED_THRESHOLD) -> str:
@@ -153,13 +170,23 @@ def settled_statement(table: pd.DataFrame, threshold: float = SETTLED_THRESHOLD)
     epochs = t["epoch"].astype(int).tolist()
     if len(epochs) < 2:
         return "Only one epoch has a snapshot: saturation needs at least two."
-    e = settled_epoch(epochs, t["saturation"].to_numpy(), threshold)
+    chance = float(t["saturation_chance"].iloc[0]) if "saturation_chance" in t else 0.0
+    chance = 0.0 if np.isnan(chance) else chance
+    if chance >= 1.0 - 1e-12:
+        return (
+            "Cannot tell when routing settled: every row takes every expert (k = E), so any two "
+            "epochs agree completely by construction."
+        )
+    e = settled_epoch(epochs, t["saturation"].to_numpy(), threshold, chance)
+    need = chance + threshold * (1 - chance)
     if e == epochs[-1]:
         return (
             f"Routing had not settled before the last epoch ({epochs[-1]}): until then fewer than "
-            f"{threshold:.0%} of the sampled rows' top-k experts matched the final ones."
+            f"{need:.1%} of the sampled rows' top-k experts matched the final ones ({threshold:.0%} "
+            f"of the way from the {chance:.1%} that unrelated routing gives, k/E, to 100%)."
         )
     return (
-        f"Routing settled at epoch {e} of {epochs[-1]}: from then on at least {threshold:.0%} of "
-        "the sampled rows' top-k experts are already their final ones."
+        f"Routing settled at epoch {e} of {epochs[-1]}: from then on at least {need:.1%} of the "
+        f"sampled rows' top-k experts are already their final ones ({threshold:.0%} of the way "
+        f"from the {chance:.1%} that unrelated routing gives, k/E, to 100%)."
     )

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from analysis.saturation import (
+    chance_saturation,
     read_row_snapshots,
     router_saturation,
     saturation_table,
@@ -62,6 +64,38 @@ def test_settled_epoch():
     assert settled_epoch([], []) is None
 
 
+def _random_routing_table(e: int, k: int, epochs: int = 5, n: int = 2000) -> pd.DataFrame:
+    """Saturation of routing drawn afresh at random every epoch: chance level only."""
+    rng = np.random.default_rng(0)
+    tops = [np.argsort(rng.random((n, e)), axis=1)[:, :k] for _ in range(epochs)]
+    sat = router_saturation(tops)
+    return pd.DataFrame(
+        {"epoch": list(range(1, epochs + 1)), "saturation": sat, "saturation_chance": k / e}
+    )
+
+
+def test_settled_is_judged_beyond_chance():
+    """k = E, or random routing at k/E >= 0.9, "settled at epoch 1" (saturation >= 0.9 by chance
+    alone); settling is now measured from chance k/E up to 1."""
+    assert chance_saturation(8, 2) == 0.25
+    # random routing, fresh every epoch, at k/E = 9/10: saturation ~0.9 everywhere
+    t = _random_routing_table(10, 9)
+    assert t["saturation"].iloc[:-1].mean() == pytest.approx(0.9, abs=0.01)
+    assert settled_epoch(t["epoch"].tolist(), t["saturation"], chance=0.9) == 5
+    assert "had not settled" in settled_statement(t)
+    # k = E: nothing can be said
+    t = _random_routing_table(4, 4)
+    assert settled_epoch(t["epoch"].tolist(), t["saturation"], chance=1.0) is None
+    s = settled_statement(t)
+    assert "Cannot tell" in s and "k = E" in s and "settled at epoch" not in s
+    # real settling still reads as such: 0.95 of the way at E = 8, k = 2 (chance 0.25)
+    t = pd.DataFrame(
+        {"epoch": [1, 2, 3], "saturation": [0.3, 0.97, 1.0], "saturation_chance": 0.25}
+    )
+    assert "settled at epoch 2 of 3" in settled_statement(t)
+    assert settled_epoch([1, 2, 3], [0.3, 0.9, 1.0], chance=0.25) == 3  # 0.9 < 0.925
+
+
 def test_trainer_writes_row_snapshots_that_saturation_reads(tmp_path):
     torch.set_num_threads(1)
     data = load_data("synthetic:rows=3000,domains=3,seed=0")
@@ -82,6 +116,7 @@ def test_trainer_writes_row_snapshots_that_saturation_reads(tmp_path):
     assert table["saturation"].iloc[-1] == 1.0
     assert ((table["saturation"] >= 0) & (table["saturation"] <= 1)).all()
     assert table["mi_hard"].notna().all()
+    assert (table["saturation_chance"] == 2 / 4).all()  # k / E
     assert "epoch" in settled_statement(table)
     # a sample that changes between epochs is refused, naming the file
     path = tmp_path / "run" / "routing" / "rows_epoch_002.npz"

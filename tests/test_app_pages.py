@@ -150,6 +150,17 @@ def test_compare_aligns_the_second_checkpoint(oracle):
     assert diff["zmid"] == 0
 
 
+def test_compare_refuses_checkpoints_on_different_data_before_any_table():
+    """cesaa (4 synthetic domains) against cesaa-d40 (40 domains, other rows): the per-domain
+    table used to fill with differences between unrelated domains before the error card."""
+    at = run_page("compare")
+    at.selectbox(key="cmp_other").set_value(str((SHIPPED / "cesaa-d40").resolve())).run()
+    assert not at.exception
+    (err,) = at.error
+    assert "not evaluated on the same data" in err.value and "different rows" in err.value
+    assert not at.dataframe and not charts(at)  # no per-domain table, no heatmaps
+
+
 def test_report_page_and_its_files(oracle):
     import jobs
     import projections

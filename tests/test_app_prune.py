@@ -122,5 +122,7 @@ def test_compare_shows_the_pruned_checkpoint_against_its_source(runs):
     for name, col in (("tiny-pruned", "A"), ("tiny", "B")):
         ckpt = load_checkpoint(runs / name)
         want = evaluate(ckpt.model, data.test, ckpt.domain_names)["auc"]
-        assert table.loc["overall", ("AUC", col)] == pytest.approx(want, abs=1e-9)
+        assert table.loc["overall", ("AUC (higher is better)", col)] == pytest.approx(
+            want, abs=1e-9
+        )
     assert any("A has 3, B 4" in i.value for i in at.info)

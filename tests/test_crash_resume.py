@@ -45,11 +45,36 @@ def _records(run: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "time_s"} for r in rows]
 
 
+# The run under test, with one change: a few optimizer steps into epoch 2 (epoch 1 committed) it
+# writes a marker and blocks, so the kill lands mid-epoch by construction, not by timing.
+PAUSED_RUN = """
+import json, sys, time
+from pathlib import Path
+import torch
+from cesaa.cli import main
+
+run, marker = Path(sys.argv[1]), Path(sys.argv[2])
+step, after_commit = torch.optim.Adam.step, []
+
+def paused_step(self, *args, **kwargs):
+    state = run / "train_state.json"
+    if state.is_file() and json.loads(state.read_text())["epoch"] >= 0:
+        after_commit.append(1)
+        if len(after_commit) == 3:  # the third step of epoch 2
+            marker.write_text("mid-epoch 2")
+            time.sleep(3600)
+    return step(self, *args, **kwargs)
+
+torch.optim.Adam.step = paused_step
+sys.exit(main([*sys.argv[3:], "--out", str(run)]))
+"""
+
+
 def test_kill_9_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path):
-    run = tmp_path / "killed"
+    run, marker = tmp_path / "killed", tmp_path / "mid-epoch"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cesaa", *ARGS, "--out", str(run)],
+        [sys.executable, "-c", PAUSED_RUN, str(run), str(marker), *ARGS],
         env=env,
         cwd=REPO,
         stdout=subprocess.DEVNULL,
@@ -57,13 +82,10 @@ def test_kill_9_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path):
     )
     try:
         deadline = time.monotonic() + 120
-        while _committed_epoch(run) < 0:  # epoch 1 committed: epoch 2 is now running
+        while not marker.is_file():  # blocked inside epoch 2's third optimizer step
             assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-            assert time.monotonic() < deadline, "the first epoch did not finish in time"
+            assert time.monotonic() < deadline, "the run did not reach epoch 2 in time"
             time.sleep(0.02)
-        epoch_s = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])["time_s"]
-        time.sleep(epoch_s / 3)  # well inside epoch 2
-        assert proc.poll() is None, "the run finished before it could be killed"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:

@@ -4,12 +4,14 @@ where their routing differs."""
 from __future__ import annotations
 
 import components
+import derived
 import loaders
 import record_loaders
 import streamlit as st
 
 from analysis import figures
 from analysis.collection import NO_LABELS
+from analysis.compare import rows_mismatch
 
 st.title("Compare")
 st.write(
@@ -31,6 +33,19 @@ c1.markdown(f"**A** = `{loaders.label(path)}` (the sidebar's checkpoint)")
 other = c1.selectbox("B", list(labels), key="cmp_other", format_func=labels.get)
 kind = c2.radio("Routing", ["soft", "hard"], horizontal=True, key="cmp_kind")
 
+why = rows_mismatch(
+    components.require(derived.collection, path), components.require(derived.collection, other)
+)
+if why is None and loaders.domain_names(path) != loaders.domain_names(other):
+    why = "their domains have other names: different data"
+if why:
+    components.error_card(
+        "These two checkpoints were not evaluated on the same data",
+        f"A and B cannot be compared row by row or domain by domain: {why}.",
+        "Pick a B trained on the same data as A (the same data fingerprint), or open B on A's "
+        "data with the sidebar's Data source field.",
+    )
+    st.stop()
 st.subheader("Per-domain metrics")
 if a is None or not record_loaders.labeled(other):
     st.info(f"{'A' if a is None else 'B'}: {NO_LABELS}")
