@@ -198,3 +198,27 @@ def test_refusals_name_the_problem(ml100k_path, tmp_path):
         record_deepctr(
             torch.nn.Linear(2, 2), x, y, domain="age_group", domains=DOMAINS, out=tmp_path / "c"
         )
+
+
+def test_ple_one_task_per_domain_reaches_each_domains_own_experts(ml100k_path, tmp_path):
+    x, y, feats = _movielens(ml100k_path, rows=400)
+    torch.manual_seed(0)
+    model = PLE(feats, shared_expert_num=1, specific_expert_num=1, num_levels=1,
+                expert_dnn_hidden_units=(8,), gate_dnn_hidden_units=(),
+                tower_dnn_hidden_units=(4,), task_types=("binary",) * 3, task_names=DOMAINS,
+                init_std=0.5)  # fmt: skip
+    rec = record_deepctr(model, x, y, domain="age_group", domains=DOMAINS, task=None,
+                         out=tmp_path / "rec")  # fmt: skip
+    g = rec.meta.primary
+    assert g.kind == "structured" and g.reach == ((0, 3), (1, 3), (2, 3))
+    assert [e.owner for e in g.experts] == [*DOMAINS, None]
+    model.eval()
+    with torch.no_grad():
+        inp = _dnn_input(model, x)
+        gates = [model.specific_gate_dnn_final_layer[0][t](inp).softmax(1) for t in range(3)]
+    d = x["age_group"]
+    want = np.zeros((len(d), 4))
+    for t in range(3):
+        want[np.ix_(d == t, [t, 3])] = gates[t].numpy()[d == t]
+    got = _rows(rec)[[f"p.gate.{e}" for e in range(4)]].to_numpy()
+    np.testing.assert_allclose(got, want, atol=1e-6)
