@@ -196,6 +196,19 @@ def _saved(model: nn.Module, plan: ExpertPlan) -> tuple[float, float]:
     )
 
 
+def curve_budgets(num_experts: int, most: int = 16) -> list[int]:
+    """The budgets (experts kept) a cost curve evaluates: every one of 1..E when E <= ``most``,
+    else about ``most`` geometrically spaced ones plus E - 1 and E (the measured side evaluates
+    each budget's plan of every criterion on the measuring rows)."""
+    e = int(num_experts)
+    if e < 1 or most < 2:
+        raise ValueError(f"num_experts={e} must be >= 1 and most={most} >= 2")
+    if e <= most:
+        return list(range(1, e + 1))
+    spaced = np.round(np.geomspace(1, e, most)).astype(int)
+    return sorted({int(k) for k in spaced} | {e - 1, e})
+
+
 def planning_sample(rows: EncodedTable, size: int | None, seed: int = 0) -> EncodedTable:
     """At most ``size`` of ``rows`` (a seeded sample, in their order); all when ``size`` is None.
 

@@ -19,7 +19,7 @@ from analysis.causal import k_curve, knockout_importance
 from analysis.collection import NO_LABELS, Collection
 from analysis.gate_report import cross_gate, gate_section, gate_sequence, record_alarms
 from analysis.opened import Opened
-from analysis.prune_plans import planning_sample, prune_curve
+from analysis.prune_plans import curve_budgets, planning_sample, prune_curve
 from analysis.records.collection import head_sample
 from analysis.records.reader import Record
 from analysis.report_inspection import inspection_section
@@ -90,7 +90,9 @@ def gather(
             prune = _optional(
                 notes,
                 "prune",
-                lambda m, t, d: prune_curve(m, plan_rows, t, d),
+                lambda m, t, d: prune_curve(
+                    m, plan_rows, t, d, keeps=curve_budgets(caps["num_experts"])
+                ),
                 model,
                 table,
                 domains,

@@ -261,13 +261,14 @@ def comparison(path_a: str, path_b: str, kind: str = "soft") -> dict:
 @st.cache_data(show_spinner="Planning and measuring every budget…", max_entries=16)
 def _prune(path: str, tok: str) -> dict:
     from analysis.expert_pass import expert_arrays
-    from analysis.prune_plans import planning_sample, prediction_error, prune_curve
+    from analysis.prune_plans import curve_budgets, planning_sample, prediction_error, prune_curve
 
     d, model, names = data(path), checkpoint(path).model, domain_names(path)
     try:
         plan_rows = planning_sample(d.val, PLAN_ROWS)
         arrays = expert_arrays(model, plan_rows, names)
-        curve = prune_curve(model, plan_rows, getattr(d, SPLIT), names, arrays=arrays)
+        keeps = curve_budgets(capabilities(path)["num_experts"])
+        curve = prune_curve(model, plan_rows, getattr(d, SPLIT), names, arrays=arrays, keeps=keeps)
     except ValueError as e:
         raise LoadError(str(e)) from None
     per, per_domain = arrays.evidence()
@@ -283,8 +284,9 @@ PLAN_ROWS = 4000  # validation rows the plans are chosen on (a seeded sample; th
 
 
 def prune(path: str) -> dict:
-    """Plans, predicted and measured cost for every criterion and budget (chosen on at most
-    ``PLAN_ROWS`` validation rows, measured on ``SPLIT``) and the per-expert evidence
+    """Plans, predicted and measured cost for every criterion and budget (``curve_budgets``:
+    every one up to 16 experts; chosen on at most ``PLAN_ROWS`` validation rows, measured on
+    ``SPLIT``) and the per-expert evidence
     (``analysis.prune_plans``, ``analysis.expert_pass``)."""
     return _prune(path, token(path))
 

@@ -234,3 +234,12 @@ def test_planning_sample_is_seeded_and_keeps_small_tables(data):
     assert len(a) == 100 and torch.equal(a.label, b.label) and torch.equal(a.cat, b.cat)
     with pytest.raises(ValueError, match="positive int"):
         planning_sample(data.val, 0)
+
+
+def test_curve_budgets_every_one_up_to_most_then_spaced():
+    from analysis.prune_plans import curve_budgets
+
+    assert curve_budgets(8) == list(range(1, 9))
+    b = curve_budgets(32)
+    assert b[0] == 1 and b[-2:] == [31, 32] and b == sorted(set(b)) and len(b) <= 18
+    assert all(1 <= k <= 32 for k in b)

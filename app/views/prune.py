@@ -31,7 +31,8 @@ st.caption(
     "row-bootstrap interval).  knockout: greedy knock-outs by measured cost; reap: lowest "
     "router-weighted output norm; merge: average the most redundant experts (output CKA)."
 )
-keep = st.slider("Experts to keep", 1, e, max(1, e - 1), key="prn_keep")
+budgets = sorted(int(k) for k in curve["keep"].unique())
+keep = st.select_slider("Experts to keep", budgets, value=budgets[-2], key="prn_keep")
 components.chart(figures.prune_cost_figure(curve, keep), key="prn_curve")
 
 at = curve[curve["keep"] == keep].copy()
