@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from skip_summary import pytest_terminal_summary  # noqa: F401  (the skip reasons section)
 
 torch.set_num_threads(1)  # tiny tensors: threads only add overhead (and the machine has 2 cores)
 

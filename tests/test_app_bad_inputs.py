@@ -121,7 +121,8 @@ def test_every_page_shows_an_error_card_for_every_bad_checkpoint(app_env, page):
 def test_uploads_are_capped_by_the_server_config():
     # Streamlit's server refuses an upload over server.maxUploadSize (MB) before the app sees it;
     # AppTest bypasses the server, so this checks that the cap is configured for `streamlit run`
-    tomllib = pytest.importorskip("tomllib")
+    from cesaa.data.schema import tomllib  # tomli on Python 3.10
+
     config = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())
     assert 1 <= config["server"]["maxUploadSize"] <= 1024
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from apptest_support import (  # noqa: F401  (fixtures)
     PAGES,
     _app_on_path,
@@ -19,7 +20,6 @@ from apptest_support import (  # noqa: F401  (fixtures)
 from analysis.collection import NO_LABELS
 
 transformers = pytest.importorskip("transformers", reason="pip install 'cesaa[transformers]'")
-torch = pytest.importorskip("torch")
 
 SOURCES = ["code", "prose", "numbers"]
 

@@ -82,7 +82,8 @@ def test_bench_tunes_every_model_with_the_same_budget(tmp_path) -> None:
 
 
 def test_bench_stream_source(tmp_path) -> None:
-    pd = pytest.importorskip("pandas")
+    import pandas as pd
+
     from cesaa.data import make_planted_frame
 
     planted = make_planted_frame(num_rows=3000, num_domains=2, seed=0)

@@ -134,3 +134,21 @@ def test_cesaa_ple_record_declares_a_structured_gate():
     shared = 2 * PD  # global index: D x 2 specific, then the shared one
     assert g.shared == [shared]
     assert g.reach == tuple((2 * d, 2 * d + 1, shared) for d in range(PD))
+
+
+@pytest.mark.parametrize("count", [E - 1, E + 1])
+def test_experts_of_the_wrong_count_name_the_gate_and_both_counts(tmp_path, count):
+    """experts= with one module too few or too many failed with a bare IndexError/RuntimeError."""
+    experts = {"gate": [f"experts.{i % E}" for i in range(count)]}
+    with pytest.raises(
+        ValueError,
+        match=rf"experts\['gate'\] names {count} modules but gate 'gate' has {E} experts",
+    ):
+        _record(
+            tmp_path,
+            {"gate": GateSpec(modules=("gate",), top_k=2)},
+            experts=experts,
+            sample_size=40,
+        )
+    with pytest.raises(ValueError, match=r"experts names gates \['nope'\] that are not in gates"):
+        _record(tmp_path, {"gate": GateSpec(modules=("gate",), top_k=2)}, experts={"nope": []})

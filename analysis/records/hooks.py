@@ -227,6 +227,9 @@ def record(
     specs = {name: _as_spec(g) for name, g in gates.items()}
     experts = {k: tuple(v) for k, v in (experts or {}).items()}
     primary = next(iter(specs))
+    unknown = sorted(set(experts) - set(specs))
+    if unknown:
+        raise ValueError(f"experts names gates {unknown} that are not in gates {list(specs)}")
     if sample_size > 0 and primary not in experts:
         raise ValueError(
             f"sample_size={sample_size} needs the expert modules of the primary gate "
@@ -349,6 +352,12 @@ def _meta(
             ex = s.experts
         else:
             mods = experts.get(name)
+            if mods is not None and len(mods) != e:
+                raise ValueError(
+                    f"experts[{name!r}] names {len(mods)} modules but gate {name!r} has {e} "
+                    "experts (the columns of its probabilities): give one module per expert, "
+                    "in column order"
+                )
             ex = tuple(ExpertInfo(name=mods[i] if mods else f"expert_{i}") for i in range(e))
         reach = _reach(s, e, len(domains))
         infos.append(

@@ -19,6 +19,7 @@ data rows from 0 (the CSV header is not a row).
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,10 +29,10 @@ import pandas as pd
 import pyarrow as pa
 import yaml
 
-try:
+if sys.version_info >= (3, 11):
     import tomllib
-except ImportError:  # Python 3.10
-    tomllib = None  # type: ignore[assignment]
+else:  # Python 3.10: the same parser as the tomli package (a dependency there)
+    import tomli as tomllib
 
 SCHEMA_KEYS = (
     "data",
@@ -49,8 +50,10 @@ PARQUET_EXTENSIONS = (".parquet", ".pq")
 DATA_EXTENSIONS = CSV_EXTENSIONS + PARQUET_EXTENSIONS
 SCHEMA_EXTENSIONS = (".toml", ".yaml", ".yml")
 _MAX_SHOWN = 10  # bad values listed in an error message
-_PARSE_ERRORS: tuple[type[Exception], ...] = (yaml.YAMLError, UnicodeDecodeError) + (
-    (tomllib.TOMLDecodeError,) if tomllib is not None else ()
+_PARSE_ERRORS: tuple[type[Exception], ...] = (
+    yaml.YAMLError,
+    UnicodeDecodeError,
+    tomllib.TOMLDecodeError,
 )
 
 
@@ -144,10 +147,6 @@ def read_schema(path: str | Path) -> TableSchema:
         )
     try:
         if suffix == ".toml":
-            if tomllib is None:
-                raise ValueError(
-                    f"schema file {path}: TOML needs Python >= 3.11; use a YAML schema"
-                )
             with path.open("rb") as f:
                 raw = tomllib.load(f)
         else:
