@@ -19,6 +19,7 @@ TASKS = ("ranking", "retrieval")
 MI_SCOPES = ("rank", "global")
 AMP_MODES = ("off", "bf16")
 ADASPARSE_FORMS = ("binarization", "scaling", "fusion")
+TOWER_INITS = ("tied", "independent")
 
 
 @dataclass
@@ -53,6 +54,17 @@ class ModelConfig:
     ple_levels: int = 1  # stacked CGC levels
     ple_specific: int = 2  # domain-specific experts per domain
     ple_shared: int = 1  # shared experts per level
+    # PLE's domain gates start with this total weight on the shared experts (the only experts every
+    # domain trains); 0 = nn.Linear's init, about Sh / (S + Sh), which left PLE on the plateau of
+    # product-structured data for longer (docs/training.md)
+    ple_shared_weight: float = 0.8
+    # per-domain towers (Shared-Bottom, MMoE, PLE, HMoE): tied = every domain's tower starts as one
+    # draw (STAR's shared start; its weights then train apart); independent = one draw per domain,
+    # which left these models on the plateau of product-structured data (docs/training.md)
+    tower_init: str = "tied"
+    # HMoE's label-space gate starts with this weight on the row's own domain (the only tower the
+    # row trains); 0 = nn.Linear's init, about 1/D, which kept HMoE on the plateau (docs/training.md)
+    hmoe_self_weight: float = 0.9
     star_hidden: tuple[int, ...] = (64, 32)  # star-topology FCN widths
     # AdaSparse (Yang et al. 2022): pi = s * 1[s >= eps], s from the form below (paper's defaults)
     adasparse_form: str = "fusion"  # binarization: sig(a v); scaling: b sig(v); fusion: b sig(a v)
@@ -91,6 +103,11 @@ class ModelConfig:
         _choice(self, "head", HEADS)
         _choice(self, "dispatch", DISPATCHES)
         _choice(self, "adasparse_form", ADASPARSE_FORMS)
+        _choice(self, "tower_init", TOWER_INITS)
+        if not 0 <= self.ple_shared_weight < 1:
+            raise ValueError(f"ple_shared_weight={self.ple_shared_weight} must be in [0, 1)")
+        if not 0 <= self.hmoe_self_weight < 1:
+            raise ValueError(f"hmoe_self_weight={self.hmoe_self_weight} must be in [0, 1)")
         if not 0 <= self.adasparse_epsilon < 1:
             raise ValueError(f"adasparse_epsilon={self.adasparse_epsilon} must be in [0, 1)")
         if self.adasparse_beta < 1:

@@ -89,6 +89,15 @@ class StackedMLP(nn.Module):
             nn.init.uniform_(w, -bound, bound)
             nn.init.uniform_(b, -bound, bound)
 
+    def tie_groups(self) -> None:
+        """Every group starts as group 0: its weights and biases copied to the others (the groups
+        stay separate parameters and train apart).  Called after ``reset_parameters``, so the
+        random stream is consumed as for independent groups."""
+        with torch.no_grad():
+            for w, b in zip(self.weights, self.biases, strict=True):
+                w.copy_(w[:1].expand_as(w))
+                b.copy_(b[:1].expand_as(b))
+
     def _act(self, h: torch.Tensor, layer: int) -> torch.Tensor:
         if layer < len(self.weights) - 1:
             return self.dropout(torch.relu(h))

@@ -82,7 +82,8 @@ def test_gradients_reach_every_parameter(name, kw):
 
 @pytest.mark.parametrize(("name", "kw"), VARIANTS, ids=IDS)
 def test_changing_only_the_domain_changes_the_logit(name, kw):
-    model = build(name, **kw).eval()
+    # independent towers: with tied ones Shared-Bottom's domains compute one function at init
+    model = build(name, tower_init="independent", **kw).eval()
     cat, num, domain = batch()
     a = model(cat, num, domain).logit
     b = model(cat, num, (domain + 1) % D).logit
@@ -344,3 +345,34 @@ def test_star_training_with_dropout_keeps_every_path_dropout_draws():
     out = model.fcn(x, domain)
     torch.manual_seed(11)
     assert torch.equal(out, model.fcn.forward_all_paths(x, domain))
+
+
+TOWERED = ("shared_bottom", "mmoe", "ple", "hmoe")
+
+
+@pytest.mark.parametrize("name", TOWERED)
+def test_per_domain_towers_start_tied_and_train_apart(name):
+    """tower_init="tied" (the default): every domain's tower starts as domain 0's draw of the
+    independent init (same random stream: every other parameter is unchanged), and one training
+    step on rows of every domain moves the towers apart."""
+    from cesaa.models.registry import build_model
+
+    def make(init: str) -> torch.nn.Module:
+        torch.manual_seed(0)
+        return build_model(ModelConfig(name=name, tower_init=init), SPEC)
+
+    tied, indep = make("tied"), make("independent")
+    for w_t, w_i in zip(tied.towers.parameters(), indep.towers.parameters(), strict=True):
+        assert torch.equal(w_t, w_i[:1].expand_as(w_i))  # every group = the independent group 0
+        assert not torch.equal(w_i[1], w_i[0])
+    others = {n: p for n, p in indep.named_parameters() if not n.startswith("towers.")}
+    for n, p in tied.named_parameters():
+        if not n.startswith("towers."):
+            assert torch.equal(p, others[n]), n
+    cat, num, domain = batch()
+    y = (num[:, 0] > 0).float()
+    opt = torch.optim.Adam(tied.parameters(), lr=1e-2)
+    F.binary_cross_entropy_with_logits(tied(cat, num, domain).logit, y).backward()
+    opt.step()
+    last = list(tied.towers.parameters())[-2]  # the last layer's weights [D, I, 1]
+    assert not torch.equal(last[0], last[1]) and not torch.equal(last[1], last[2])

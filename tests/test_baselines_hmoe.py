@@ -106,3 +106,24 @@ def test_experts_count_and_search_space():
     params = model_search_space("hmoe")(Trial())
     assert params["expert_hidden"] == (128, 64) and params["mmoe_experts"] == 8
     assert params["lr"] == 1e-2
+
+
+def test_label_gate_starts_on_the_rows_own_domain():
+    """hmoe_self_weight w: gate d's bias for domain d is raised by log(w (D - 1) / (1 - w)) over
+    nn.Linear's draw (same random stream), so with the other logits equal the own weight is
+    exactly w; 0 keeps nn.Linear's init (own weight about 1/D)."""
+    import math
+
+    plain, own = build(hmoe_self_weight=0.0), build(hmoe_self_weight=0.9)
+    boost = math.log(0.9 * (D - 1) / 0.1)
+    diff = own.label_gates.biases[0] - plain.label_gates.biases[0]
+    torch.testing.assert_close(diff, boost * torch.eye(D))
+    torch.testing.assert_close(own.label_gates.weights[0], plain.label_gates.weights[0])
+    logits = torch.zeros(D) + boost * torch.eye(D)[1]  # equal logits but the own one
+    assert torch.softmax(logits, 0)[1].item() == pytest.approx(0.9)
+    cat, num, domain = batch()
+    for model, lo, hi in ((own, 0.8, 0.97), (plain, 1 / D - 0.1, 1 / D + 0.1)):
+        weight = model.eval()(cat, num, domain).losses["self_weight"].item()
+        assert lo < weight < hi, weight
+    with pytest.raises(ValueError, match="hmoe_self_weight=1.0 must be in"):
+        default_config("hmoe", hmoe_self_weight=1.0)

@@ -109,7 +109,9 @@ def test_ple_domain_missing_from_the_batch_and_empty_batch():
 
 @pytest.mark.parametrize("levels", [1, 2])
 def test_ple_knocking_out_a_specific_expert_changes_only_its_domain(levels):
-    model = _ple(levels, 2, 1).eval()
+    # nn.Linear's gate init: each specific expert weighs about 1/3 (with the default shared start
+    # of 0.8 a knocked-out specific expert may move an untrained model's logit by < 1e-6)
+    model = _ple(levels, 2, 1, ple_shared_weight=0.0).eval()
     cat, num, domain = batch()
     base = model(cat, num, domain)
     for j in range(model.num_experts):
@@ -190,3 +192,30 @@ def test_ple_state_dict_is_unchanged_so_old_checkpoints_load():
     assert {k.split(".")[0] for k in keys} == {"embedding", "levels", "towers"}
     fresh = _ple(2, 2, 1)
     fresh.load_state_dict(model.state_dict())  # strict
+
+
+@pytest.mark.parametrize("levels", [1, 2])
+def test_domain_gates_start_on_the_shared_experts(levels):
+    """ple_shared_weight w: every level's domain gates get log(w S / ((1 - w) Sh)) added to the
+    shared columns' biases over nn.Linear's draw (same random stream), so with equal logits the
+    shared experts weigh exactly w in total; 0 keeps nn.Linear's init (about Sh / (S + Sh))."""
+    import math
+
+    plain = build("ple", ple_levels=levels, ple_shared_weight=0.0)
+    own = build("ple", ple_levels=levels)  # the default, 0.8
+    s, sh = own.s, own.sh
+    boost = math.log(0.8 * s / (0.2 * sh))
+    for lp, lo in zip(plain.levels, own.levels, strict=True):
+        diff = lo.gates.biases[0] - lp.gates.biases[0]  # [D, S + Sh]
+        expected = torch.zeros_like(diff)
+        expected[:, s:] = boost
+        torch.testing.assert_close(diff, expected)
+        torch.testing.assert_close(lo.gates.weights[0], lp.gates.weights[0])
+    logits = torch.zeros(s + sh)
+    logits[s:] = boost
+    assert torch.softmax(logits, 0)[s:].sum().item() == pytest.approx(0.8)
+    cat, num, domain = batch()
+    for model, lo, hi in ((own, 0.7, 0.9), (plain, sh / (s + sh) - 0.15, sh / (s + sh) + 0.15)):
+        probs = model.eval()(cat, num, domain).probs  # [B, G] global index: shared last
+        share = probs[:, -sh:].sum(1).mean().item()
+        assert lo < share < hi, share

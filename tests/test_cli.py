@@ -169,6 +169,7 @@ def test_model_key_the_model_does_not_use_is_rejected(tmp_path, capsys):
         "model.expert_hidden",
         "model.mmoe_experts",
         "model.tower_hidden",
+        "model.tower_init",
     ]
     assert not out.exists()  # nothing trained, nothing recorded in a meta.json
 
@@ -182,6 +183,8 @@ def test_model_key_the_model_does_not_use_is_rejected(tmp_path, capsys):
         ("cesaa", "alpha", True),
         ("ple", "ple_levels", True),
         ("mlp", "num_experts", False),
+        ("mlp", "tower_init", False),
+        ("shared_bottom", "tower_init", True),
     ],
 )
 def test_used_config_keys_follow_the_model_code(model, key, used):

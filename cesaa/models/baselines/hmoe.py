@@ -17,7 +17,11 @@ Deviations and choices, each deliberate:
   happens before the sigmoid.
 - ``n = cfg.mmoe_experts`` experts, or one per domain when it is 0 (as our MMoE).  Expert, gate and
   tower sizes are MMoE's (``expert_hidden``, ``expert_dim``, ``tower_hidden``).
-- The label-space gate reads the same feature embedding x as the expert gates.
+- The label-space gate reads the same feature embedding x as the expert gates.  It starts with
+  weight ``hmoe_self_weight`` (0.9) on the row's own domain: with nn.Linear's init it starts near
+  1/D, so 1 - 1/D of every row's logit came from other domains' towers that the row does not train,
+  and HMoE stayed on the plateau of product-structured data (docs/training.md).
+- Every domain's tower starts from one draw (``tower_init="tied"``, as MMoE's).
 - Routing overrides (inference ablations) act on every domain's expert gate, as in MMoE; ``probs``
   and ``gates`` report the row's own domain's expert gate.  The label-space weights are returned
   in ``losses["self_weight"]`` (mean weight on the row's own domain) for logging only.
@@ -27,6 +31,7 @@ Shapes: B = batch, D = domains, n = experts, I = FeatureEmbedding width, H = ``e
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -87,7 +92,14 @@ class HMoE(nn.Module):
         self.experts = StackedMLP(self.num_experts, i, cfg.expert_hidden, h, cfg.dropout, True)
         self.gates = StackedMLP(d, i, (), self.num_experts)  # D stacked linear expert gates
         self.towers = StackedMLP(d, h, cfg.tower_hidden, 1, cfg.dropout)  # tower j reads mix j
+        if cfg.tower_init == "tied":  # every domain starts from one tower (docs/training.md)
+            self.towers.tie_groups()
         self.label_gates = StackedMLP(d, i, (), d)  # D stacked linear label-space gates
+        w = cfg.hmoe_self_weight
+        if w > 0 and d > 1:  # gate d's logit for domain d raised: softmax weight ~w on its own
+            with torch.no_grad():
+                own = math.log(w * (d - 1) / (1 - w))
+                self.label_gates.biases[0].add_(own * torch.eye(d))
 
     def forward(
         self,

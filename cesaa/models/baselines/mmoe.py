@@ -53,6 +53,8 @@ class MMoE(nn.Module):
         self.experts = StackedMLP(self.num_experts, i, cfg.expert_hidden, h, cfg.dropout, True)
         self.gates = StackedMLP(d, i, (), self.num_experts)  # D stacked linear gates
         self.towers = StackedMLP(d, h, cfg.tower_hidden, 1, cfg.dropout)
+        if cfg.tower_init == "tied":  # every domain starts from one tower (docs/training.md)
+            self.towers.tie_groups()
 
     def forward(
         self,

@@ -13,6 +13,7 @@ index ``"domain:<d>"`` or ``"shared"``.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -63,7 +64,10 @@ class CGCLevel(nn.Module):
     """One Customized Gate Control level.
 
     - D*S specific experts: domain d's read domain d's input; Sh shared experts read the shared input.
-    - gate of domain d: softmax over [its S specific, the Sh shared] experts, from domain d's input.
+    - gate of domain d: softmax over [its S specific, the Sh shared] experts, from domain d's input;
+      it starts with total weight ``ple_shared_weight`` (0.8) on the shared experts, the only ones
+      every domain trains (with nn.Linear's init, about Sh / (S + Sh): PLE then stayed on the
+      plateau of product-structured data longer, docs/training.md).
     - shared gate (levels that feed another level, when Sh > 0): softmax over all D*S + Sh experts,
       from the shared input; its mixture is the next level's shared input.
 
@@ -80,6 +84,10 @@ class CGCLevel(nn.Module):
             StackedMLP(sh, in_dim, cfg.expert_hidden, h, cfg.dropout, True) if sh else None
         )
         self.gates = StackedMLP(d, in_dim, (), s + sh)  # D stacked linear gates
+        w = cfg.ple_shared_weight
+        if w > 0 and sh and s:  # shared columns raised: total softmax weight ~w on the shared
+            with torch.no_grad():
+                self.gates.biases[0][:, s:] += math.log(w * s / ((1 - w) * sh))
         self.shared_gate = nn.Linear(in_dim, d * s + sh) if shared_gate and sh else None
 
     def forward(
@@ -190,6 +198,8 @@ class PLE(nn.Module):
         dims = [self.embedding.out_dim] + [cfg.expert_dim] * last
         self.levels = nn.ModuleList(CGCLevel(cfg, d, dims[i], i < last) for i in range(last + 1))
         self.towers = StackedMLP(d, cfg.expert_dim, cfg.tower_hidden, 1, cfg.dropout)
+        if cfg.tower_init == "tied":  # every domain starts from one tower (docs/training.md)
+            self.towers.tie_groups()
         cols = [[i * self.s + j for j in range(self.s)] for i in range(d)]
         shared = list(range(d * self.s, self.num_experts))
         # [D, R] global index of each domain gate's columns (a buffer not saved: old checkpoints load)

@@ -34,6 +34,8 @@ class SharedBottom(nn.Module):
         sizes = cfg.expert_hidden + (cfg.expert_dim,)
         self.bottom = mlp(self.embedding.out_dim, sizes, None, cfg.dropout)
         self.towers = StackedMLP(spec.num_domains, cfg.expert_dim, cfg.tower_hidden, 1, cfg.dropout)
+        if cfg.tower_init == "tied":  # every domain starts from one tower (docs/training.md)
+            self.towers.tie_groups()
 
     def forward(
         self,

@@ -1,0 +1,111 @@
+"""MMoE and PLE leave the plateau of product-structured data at default settings (issue 27), and
+the plateau benchmark's capacity goal.
+
+The plateau level is derived from the generator, not from a model: the best a model reaches
+without the user x item product is what the main effects give (a logistic regression on one-hots
+of user, item and domain, sklearn), and a run "beats the plateau" when its test AUC exceeds that
+level by three standard errors of an AUC at that level on the test rows (Hanley & McNeil 1982).
+The fix (``ModelConfig``: per-domain towers start tied, PLE's gates start at 0.8 on the shared
+experts, HMoE's label-space gate at 0.9 on the own domain) was chosen on generator seed 0; this
+test uses seed 1.  With the old initialization PLE (0.5386) and HMoE (0.5309) end their 30 epochs
+below this seed's threshold (0.5572); MMoE passes with either (0.5841 old, 0.5758 now).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+SEED = 1  # the fix was chosen on seed 0
+ROWS = 40_000
+
+
+def hanley_mcneil_se(a: float, n_pos: int, n_neg: int) -> float:
+    """Standard error of an AUC ``a`` estimated from n_pos positives and n_neg negatives."""
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    var = a * (1 - a) + (n_pos - 1) * (q1 - a * a) + (n_neg - 1) * (q2 - a * a)
+    return math.sqrt(var / (n_pos * n_neg))
+
+
+@pytest.fixture(scope="module")
+def table():
+    from cesaa.data import load_data
+
+    return load_data(f"synthetic:rows={ROWS},structure=multiplicative,per_domain=1,seed={SEED}")
+
+
+@pytest.fixture(scope="module")
+def plateau(table) -> float:
+    """Main effects only: logistic regression on one-hots of user, item and domain (train split),
+    its test AUC; plus three standard errors at that level."""
+    from scipy import sparse
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.preprocessing import OneHotEncoder
+
+    names = list(table.spec.cat_names)
+    cols = [names.index("user_id"), names.index("item_id")]
+
+    def design(part):
+        return np.column_stack([part.cat[:, cols].numpy(), part.domain.numpy()])
+
+    enc = OneHotEncoder(handle_unknown="ignore").fit(design(table.train))
+    x_tr, x_te = (sparse.csr_matrix(enc.transform(design(p))) for p in (table.train, table.test))
+    fit = LogisticRegression(max_iter=2000).fit(x_tr, table.train.label.numpy())
+    y = table.test.label.numpy()
+    level = roc_auc_score(y, fit.predict_proba(x_te)[:, 1])
+    n_pos = int(y.sum())
+    margin = 3 * hanley_mcneil_se(level, n_pos, len(y) - n_pos)
+    assert table.truth["oracle_auc"] > level + 0.25  # the product carries the signal
+    return level + margin
+
+
+@pytest.mark.slow  # default trainings of 30 epochs on 32k rows: about a minute each
+@pytest.mark.parametrize("model", ["mmoe", "ple", "hmoe"])
+def test_default_training_leaves_the_plateau(table, plateau, model) -> None:
+    from cesaa.config import TrainConfig
+    from cesaa.models import default_config
+    from cesaa.train import train
+
+    res = train(default_config(model), TrainConfig(seed=SEED, device="cpu"), table)
+    assert res.test_metrics["auc"] > plateau, (model, res.test_metrics["auc"], plateau)
+    assert res.end is not None and res.end.verdict != "plateau"
+
+
+def test_hanley_mcneil_known_values() -> None:
+    # AUC 0.5: Q1 = 1/3, Q2 = 1/3, var = (0.25 + (n-1)/12 * 2) / n^2 for n_pos = n_neg = n
+    n = 100
+    assert hanley_mcneil_se(0.5, n, n) == pytest.approx(math.sqrt((0.25 + 2 * (n - 1) / 12) / n**2))
+    assert hanley_mcneil_se(0.9, 50, 50) < hanley_mcneil_se(0.6, 50, 50)
+
+
+def test_capacity_goal_compares_with_the_best_model_no_larger() -> None:
+    from bench.plateau import capacity_goal
+
+    auc = {"small": 0.69, "mid": 0.62, "big": 0.71, "bigger": 0.705}
+    params = {"small": 10, "mid": 20, "big": 30, "bigger": 40}
+    goal = capacity_goal(auc, params, explained=("mid",))
+    assert goal["small"] == {"best": "small", "best_auc": 0.69, "gap": 0.0, "state": "met"}
+    assert goal["mid"]["best"] == "small" and goal["mid"]["gap"] == pytest.approx(-0.07)
+    assert goal["mid"]["state"] == "explained"
+    assert goal["big"]["state"] == "met" and goal["big"]["best"] == "big"
+    assert goal["bigger"]["best"] == "big" and goal["bigger"]["state"] == "met"  # -0.005
+    assert capacity_goal(auc, params, explained=())["mid"]["state"] == "missed"
+    # equal capacity counts as a peer
+    tie = capacity_goal({"a": 0.7, "b": 0.68}, {"a": 5, "b": 5}, explained=())
+    assert tie["b"]["best"] == "a" and tie["b"]["state"] == "missed"
+
+
+def test_every_explained_model_is_explained_on_its_page() -> None:
+    from pathlib import Path
+
+    from bench.plateau import EXPLAINED, HEADING, PAGE
+
+    text = (Path(__file__).resolve().parents[1] / PAGE).read_text(encoding="utf-8")
+    heading = "### " + HEADING
+    assert heading in text, heading
+    section = text.split(heading, 1)[1].split("\n## ", 1)[0].split("\n### ", 1)[0]
+    for model in EXPLAINED:
+        assert f"`{model}`" in section, model
