@@ -112,13 +112,16 @@ def _tagged(a: Alarm, gate: str) -> Alarm:
 
 
 def gate_sequence(rec: Record) -> list[tuple[str, str]]:
-    """Pairs (gate at layer l, gate at layer l + 1) of the gates that declare a ``layer``."""
+    """Pairs (gate at one layer, gate at the next layer that has one) of the gates that declare
+    a ``layer`` (MoE layers may skip decoder layers: layer 1 then layer 3 are consecutive)."""
     layered = [g for g in rec.meta.gates if g.layer is not None]
+    levels = sorted({g.layer for g in layered})
+    nxt = dict(zip(levels, levels[1:], strict=False))
     return [
         (a.name, b.name)
         for a in sorted(layered, key=lambda g: g.layer)
         for b in layered
-        if b.layer == a.layer + 1
+        if a.layer in nxt and b.layer == nxt[a.layer]
     ]
 
 

@@ -20,6 +20,7 @@ from analysis.records.format import GateInfo
 from analysis.records.reader import Record, is_record, open_record
 
 STREAM_ROWS = 100_000  # rows of a stream split that the causal views re-run (seeded sample)
+RECORD_SAMPLE = 5_000  # expert-output rows a checkpoint's record keeps (views take its head)
 
 
 @dataclass
@@ -117,7 +118,7 @@ def open_path(
     *,
     data: str | None = None,
     split: str = "test",
-    sample_size: int = 2000,
+    sample_size: int = RECORD_SAMPLE,
     seed: int = 0,
     cache_dir: str | Path | None = None,
 ) -> Opened:

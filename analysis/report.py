@@ -232,7 +232,7 @@ def build_report(
     (umap-learn; ~1 min of JIT on a cold process), or "auto" (UMAP when umap-learn is installed,
     else PCA).  Projections are cached in ``cache_dir`` (default ``<record>/embeddings/``).
     """
-    from analysis.opened import open_path
+    from analysis.opened import RECORD_SAMPLE, open_path
     from analysis.report_build import gather
 
     if split not in SPLITS:
@@ -242,8 +242,8 @@ def build_report(
     if isinstance(sample_size, bool) or not isinstance(sample_size, int) or sample_size < 0:
         raise ValueError(f"sample_size must be an int >= 0, got {sample_size!r}")
     t0 = time.perf_counter()
-    opened = open_path(
-        checkpoint_path, data=data_source, split=split, sample_size=sample_size, seed=seed
+    opened = open_path(  # one cached record per checkpoint and split, shared with the dashboard
+        checkpoint_path, data=data_source, split=split, sample_size=max(sample_size, RECORD_SAMPLE)
     )
     parts = gather(
         opened,

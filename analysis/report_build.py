@@ -114,7 +114,8 @@ def gather(
             "A record carries no planted truth (only the built-in synthetic data has one)."
         )
     with _timed(timings, "embedding"):
-        col.sample = head_sample(col.sample, sample_size)  # at most sample_size rows
+        seed_of = int(rec.meta.sample.get("seed", 0))
+        col.sample = head_sample(col.sample, sample_size, seed_of)  # at most sample_size rows
         projection, used = _embedding(col, rec, embedding, seed, cache_dir, experts, notes)
     return {
         "checkpoint": _origin(opened),
@@ -249,6 +250,25 @@ def resolve_embedding(embedding: str) -> tuple[str, str | None]:
     return embedding, None
 
 
+def record_projection_key(
+    rec: Record, method: str, n: int, seed: int, params: dict, mode: str = "routed"
+) -> dict[str, Any]:
+    """The cache key of a projection of ``n`` rows of a record's expert-output sample: the
+    record's rows hash, the weights that made it (checkpoints), its split and sample seed."""
+    sha = rec.meta.data.get("rows_sha256")
+    key = emb.projection_key(
+        {"weights_sha256": rec.meta.source.get("weights_sha256") or sha},
+        method=method,
+        mode=mode,
+        split=str(rec.meta.data.get("part", "record")),
+        sample_size=n,
+        seed=seed,
+        params=params,
+        data_fingerprint=sha,
+    )
+    return {**key, "record_sample_seed": rec.meta.sample.get("seed")}
+
+
 def _embedding(
     col: Collection,
     rec: Record,
@@ -269,17 +289,7 @@ def _embedding(
     if method == "umap" and len(points) < 4:
         method, note = "pca", f"only {len(points)} sampled rows: PCA instead of UMAP."
     params = dict(emb.UMAP_DEFAULTS) if method == "umap" else {}
-    sha = rec.meta.data.get("rows_sha256")
-    key = emb.projection_key(
-        {"weights_sha256": rec.meta.source.get("weights_sha256") or sha},
-        method=method,
-        mode="routed",
-        split=str(rec.meta.data.get("part", "record")),
-        sample_size=len(points),
-        seed=seed,
-        params={**params, "record_sample_seed": rec.meta.sample.get("seed")},
-        data_fingerprint=sha,
-    )
+    key = record_projection_key(rec, method, len(points), seed, params)
     cache = Path(cache_dir) if cache_dir is not None else emb.embedding_cache_path(rec.path)
     xy = emb.lookup_projection(cache, key)
     cached = xy is not None

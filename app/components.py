@@ -8,7 +8,6 @@ from typing import Any
 import derived
 import loaders
 import pandas as pd
-import record_loaders
 import streamlit as st
 
 PENDING = "_nav_pending"  # a checkpoint to select on the next run (set by Train / Ablations)
@@ -46,7 +45,7 @@ def checkpoint_sidebar() -> None:
         )
         entry = next((e for e in entries if e["path"] == st.session_state.get("nav_ckpt")), None)
         entry = entry or entries[0]
-        if entry.get("meta") is not None and not record_loaders.is_record(entry["path"]):
+        if entry.get("meta") is not None:  # a checkpoint: its data source can be replaced
             data_source_field(entry["path"])
         if st.button("Refresh list", key="nav_refresh"):
             loaders.list_runs.clear()
@@ -81,6 +80,7 @@ def record_upload() -> None:
     """Sidebar: open a routing record uploaded as a zip of its folder (same size limit and error
     cards as data uploads); the record is then selected."""
     import jobs
+    import uploads
 
     with st.expander("Open a record (zip)"):
         up = st.file_uploader(
@@ -102,7 +102,7 @@ def record_upload() -> None:
             )
             return
         try:
-            path = record_loaders.save_record_zip(
+            path = uploads.save_record_zip(
                 up.name, content, jobs.max_upload_mb(), loaders.runs_root()
             )
         except loaders.LoadError as e:
@@ -117,9 +117,10 @@ def record_upload() -> None:
 
 
 def checkpoint_only(path: str, what: str) -> None:
-    """Stop the page with one line when ``path`` is a routing record: ``what`` needs the model."""
-    if record_loaders.is_record(path):
-        st.info(record_loaders.needs_checkpoint(what), icon=":material/info:")
+    """Stop the page with one line when ``path`` has no live model: ``what`` needs it."""
+    why = loaders.needs_model(path, what)
+    if why is not None:
+        st.info(why, icon=":material/info:")
         st.stop()
 
 
@@ -238,12 +239,14 @@ def alarm_list(found: list[dict]) -> None:
             icon=":material/check_circle:",
         )
         return
+    boxes = {
+        "critical": (st.error, ":material/error:"),
+        "warning": (st.warning, ":material/warning:"),
+        "unchecked": (st.info, ":material/help:"),  # could not be decided: says why
+    }
     for a in found:
-        box = st.error if a["level"] == "critical" else st.warning
-        box(
-            f"**{a['title']}** — {a['message']}",
-            icon=":material/error:" if a["level"] == "critical" else ":material/warning:",
-        )
+        box, icon = boxes.get(a["level"], boxes["warning"])
+        box(f"**{a['title']}** — {a['message']}", icon=icon)
 
 
 def alarm_summary(found: list[dict], domain_names: list[str], key: str) -> None:
@@ -269,6 +272,24 @@ def alarm_summary(found: list[dict], domain_names: list[str], key: str) -> None:
         from analysis.alarm_summary import alarm_table
 
         show_table(alarm_table(found), key=key)
+
+
+def gate_selector(path: str, key: str) -> str | None:
+    """A selector of the record's gates (shown when there are several); the chosen gate's name,
+    ``None`` for the primary gate."""
+    gates, _ = attempt(loaders.gate_names, path)  # an error shows on the page's first table
+    if not gates or len(gates) < 2:
+        return None
+    if st.session_state.get(f"{key}_for") != path:  # another path: back to its primary gate
+        st.session_state[key] = gates[0]
+        st.session_state[f"{key}_for"] = path
+    chosen = st.selectbox(
+        "Gate",
+        gates,
+        key=key,
+        help="Every gate of the record; the first is the primary one (the other pages' default).",
+    )
+    return None if chosen == gates[0] else chosen
 
 
 def routing_controls(path: str, prefix: str) -> tuple:

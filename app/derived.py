@@ -1,14 +1,15 @@
-"""Cached tables derived from a loaded checkpoint: routing collections, metrics, routing summaries,
+"""Cached tables derived from an opened path: routing collections, metrics, routing summaries,
 entropies, knock-out importance, the k curve, health alarms, planted-truth recovery, comparisons.
 
-Each is ``st.cache_data`` keyed by the checkpoint path, its ``loaders.token`` and the parameters it
-depends on (a routing tuple, a sample size, a kind); the public function adds the token.  Every
+As trained, everything reads the path's record (``loaders.opened``), gate by gate; re-routed
+(``routing`` other than ``AS_TRAINED``: another k, knocked-out experts, shared experts off) it
+re-runs the live model, which only a checkpoint has.  Each is ``st.cache_data`` keyed by the path,
+its ``loaders.token`` and the parameters it depends on; the public function adds the token.  Every
 number comes from ``analysis`` or ``cesaa``; a problem the user can fix is a ``LoadError``.
 """
 
 from __future__ import annotations
 
-import record_loaders
 import streamlit as st
 from loaders import (
     AS_TRAINED,
@@ -21,6 +22,9 @@ from loaders import (
     domain_names,
     expert_names,
     label,
+    labeled,
+    needs_model,
+    opened,
     override,
     token,
 )
@@ -47,13 +51,27 @@ def _collect(path: str, tok: str, routing: tuple, sample_size: int):
     return col
 
 
-def collection(path: str, routing: tuple = AS_TRAINED, sample_size: int = 0):
-    """``analysis.collect`` of the test split under ``routing`` (optionally with a row sample);
-    for a routing record, the record's collection (its stored sample; ``routing`` as trained)."""
-    if record_loaders.is_record(path):
-        if tuple(routing) != AS_TRAINED:
-            raise LoadError(record_loaders.needs_checkpoint("Re-routing"))
-        return record_loaders.collection(path, sample_size)
+def collection(
+    path: str, routing: tuple = AS_TRAINED, sample_size: int = 0, gate: str | None = None
+):
+    """The ``analysis.Collection`` of ``gate`` (default: primary): as trained, read from the
+    path's record (its expert-output sample cut to ``sample_size`` rows when that is smaller);
+    re-routed, ``analysis.collect`` of the live model on the test split."""
+    if tuple(routing) == AS_TRAINED:
+        from dataclasses import replace
+
+        from analysis.records.collection import head_sample
+
+        op = opened(path)
+        col = op.collection(gate)
+        if sample_size and col.sample is not None and sample_size < len(col.sample):
+            seed = int(op.record.meta.sample.get("seed", 0))
+            col = replace(col, sample=head_sample(col.sample, sample_size, seed))
+            col.domain_names = tuple(op.domains)
+        return col
+    why = needs_model(path, "Re-routing")
+    if why is not None:
+        raise LoadError(why)
     return _collect(path, token(path), tuple(routing), int(sample_size))
 
 
@@ -70,9 +88,15 @@ def _metrics(path: str, tok: str, routing: tuple) -> dict:
 
 
 def metrics(path: str, routing: tuple = AS_TRAINED) -> dict:
-    """Overall and per-domain AUC / GAUC / logloss on the test split (flat keys)."""
-    if record_loaders.is_record(path) and tuple(routing) == AS_TRAINED:
-        return record_loaders.metrics(path)
+    """Overall and per-domain AUC / GAUC / logloss on the test split (flat keys): the record's as
+    trained, the live model's re-routed."""
+    if not labeled(path):
+        from analysis.collection import NO_LABELS
+
+        raise LoadError(NO_LABELS)
+    if tuple(routing) == AS_TRAINED:
+        m = opened(path).record.meta.metrics
+        return {k: (float("nan") if v is None else v) for k, v in m.items()}
     return _metrics(path, token(path), tuple(routing))
 
 
@@ -86,50 +110,88 @@ def metrics_frame(path: str, routing: tuple = AS_TRAINED):
 
 
 @st.cache_data(show_spinner=False, max_entries=128)
-def _summary(path: str, tok: str, routing: tuple) -> dict | None:
+def _summary(path: str, tok: str, routing: tuple, gate: str | None) -> dict | None:
     from analysis.measures import summarize
 
-    col = collection(path, routing)
+    col = collection(path, routing, gate=gate)
     if col.stats is None:
         return None
-    return summarize(col.stats, domain_names(path), expert_names(path))
+    g = opened(path).gate(gate)  # the gate's kind picks the notion of load (analysis.gates)
+    return summarize(
+        col.stats,
+        domain_names(path),
+        expert_names(path, gate),
+        gate_kind=None if g is None else g.kind,
+        reach=None if g is None else g.reach,
+    )
 
 
-def summary(path: str, routing: tuple = AS_TRAINED) -> dict:
-    """``analysis.measures.summarize`` of the routing; ``LoadError`` for a gate-less model."""
-    out = _summary(path, token(path), tuple(routing))
+def summary(path: str, routing: tuple = AS_TRAINED, gate: str | None = None) -> dict:
+    """``analysis.measures.summarize`` of ``gate``'s routing in the notion that fits its kind;
+    ``LoadError`` for a gate-less model."""
+    out = _summary(path, token(path), tuple(routing), gate)
     if out is None:
         raise LoadError(collection(path, routing).no_routing_reason or "the model has no gate")
     return out
 
 
-def stats(path: str, routing: tuple = AS_TRAINED):
-    col = collection(path, routing)
+def stats(path: str, routing: tuple = AS_TRAINED, gate: str | None = None):
+    col = collection(path, routing, gate=gate)
     if col.stats is None:
         raise LoadError(col.no_routing_reason or "the model has no gate")
     return col.stats
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def _gating_entropy(path: str, tok: str, routing: tuple):
+def _gating_entropy(path: str, tok: str, routing: tuple, gate: str | None):
     from analysis.measures import gating_entropy
 
-    return gating_entropy(stats(path, routing), domain_names(path))
+    return gating_entropy(stats(path, routing, gate), domain_names(path))
 
 
-def gating_entropy(path: str, routing: tuple = AS_TRAINED):
-    return _gating_entropy(path, token(path), tuple(routing))
+def gating_entropy(path: str, routing: tuple = AS_TRAINED, gate: str | None = None):
+    return _gating_entropy(path, token(path), tuple(routing), gate)
 
 
-def row_entropies(path: str, sample_size: int) -> dict:
-    """Per-row gate entropy of a row sample: ``{values, domain, max}`` for the violin plot
-    (``analysis.measures.row_entropy_by_domain``)."""
+@st.cache_data(show_spinner="Reading the rows…", max_entries=32)
+def _row_entropies(path: str, tok: str, size: int, gate: str | None) -> dict:
     from analysis.measures import row_entropy_by_domain
+    from analysis.records.collection import gate_rows
 
-    s = collection(path, AS_TRAINED, sample_size).sample
-    if s is None or s.probs is None or len(s) == 0:
-        raise LoadError("no gate probabilities to compute row entropies from")
-    return row_entropy_by_domain(s.probs, s.domain)
+    rows = gate_rows(opened(path).record, gate, size)
+    if rows is None:
+        raise LoadError("the record has no gate probabilities to compute row entropies from")
+    return row_entropy_by_domain(rows["probs"], rows["domain"])
+
+
+def row_entropies(path: str, sample_size: int, gate: str | None = None) -> dict:
+    """Per-row gate entropy of a seeded draw of ``sample_size`` rows from the record's rows:
+    ``{values, domain, max}`` for the violin plot (``analysis.measures.row_entropy_by_domain``)."""
+    return _row_entropies(path, token(path), int(sample_size), gate)
+
+
+@st.cache_data(show_spinner="Reading every row of both gates…", max_entries=32)
+def _cross_gate(path: str, tok: str, first: str, second: str) -> dict:
+    import numpy as np
+
+    from analysis.gate_report import cross_gate
+
+    out = cross_gate(opened(path).record, first, second)
+    co = [[np.nan if v is None else v for v in row] for row in out["co_selection"]]
+    return {**out, "co_selection": np.asarray(co, dtype=np.float64)}
+
+
+def gate_pairs(path: str) -> list[tuple[str, str]]:
+    """Consecutive gates (``analysis.gate_report.gate_sequence``)."""
+    from analysis.gate_report import gate_sequence
+
+    return gate_sequence(opened(path).record)
+
+
+def cross_gate(path: str, first: str, second: str) -> dict:
+    """How the top expert at ``first`` predicts the top expert at ``second`` (co-selection and
+    I between the two choices, ``analysis.gate_report.cross_gate``)."""
+    return _cross_gate(path, token(path), first, second)
 
 
 # ---- causal tests: knock-out and the k curve -----------------------------------------------------
@@ -172,31 +234,22 @@ def k_curve(path: str):
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _alarms(path: str, tok: str) -> list[dict]:
-    from analysis.alarms import health_alarms
+    from analysis.gate_report import record_alarms
 
     col = collection(path)
-    caps = capabilities(path)
-    alpha = 0.0
-    if caps["has_topk"] and not record_loaders.is_record(path):
-        alpha = float(checkpoint(path).model_config.alpha)
-    found = health_alarms(
-        col.stats,
-        metrics(path) if record_loaders.labeled(path) else {},  # no labels: no quality alarms
-        domain_names(path),
-        alpha=alpha,
-        predictions_std_per_domain=col.prediction_std_per_domain(),
-    )
+    m = metrics(path) if labeled(path) else {}  # no labels: no quality alarms
+    found = record_alarms(opened(path).record, m, col.prediction_std_per_domain())
     return [a.to_dict() for a in found]
 
 
 def alarms(path: str) -> list[dict]:
-    """Health alarms of the checkpoint as trained (``analysis.alarms.health_alarms``)."""
+    """Health alarms of every gate as the record declares it (``gate_report.record_alarms``)."""
     return _alarms(path, token(path))
 
 
 def truth(path: str) -> dict | None:
     """The planted truth of the synthetic data (None for other data and for records)."""
-    if record_loaders.is_record(path):
+    if needs_model(path, "") is not None:
         return None
     return checkpoint(path).meta["data"].get("truth") or data(path).truth
 

@@ -8,21 +8,25 @@ Row-level views read a seeded sample of the test split (``MAX_ROWS``), so they o
 
 from __future__ import annotations
 
+import derived
 import numpy as np
-import record_loaders
 import streamlit as st
-from loaders import SPLIT, LoadError, capabilities, checkpoint, data, domain_names, label, token
+from loaders import (
+    SPLIT,
+    LoadError,
+    capabilities,
+    checkpoint,
+    data,
+    domain_names,
+    label,
+    opened,
+    token,
+)
+
+from analysis.records.collection import sample_positions
 
 MAX_ROWS = 20_000  # rows of the test split the Experts page reads (seeded sample)
 SWAP_ROWS = 1_000  # rows the domain-swap matrices average over
-
-
-def sample_positions(n: int, size: int, seed: int = 0) -> np.ndarray:
-    """Sorted positions of a seeded uniform sample of ``size`` of ``n`` rows (all when n <= size);
-    the live-model and the record paths draw the same positions."""
-    if n <= size:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
 
 
 @st.cache_resource(show_spinner="Routing the rows…", max_entries=16)  # read-only, no copy
@@ -70,9 +74,46 @@ def rows(path: str, size: int = MAX_ROWS) -> dict:
     ``total`` (rows sampled from), ``source``, ``domain``, ``label``, ``prediction``, ``probs``,
     ``topk``, ``routed_by`` and the raw ``columns`` (for a routing record: the same seeded sample of
     its stored rows and kept columns)."""
-    if record_loaders.is_record(path):
-        return record_loaders.inspection_rows(path, size)
-    return _rows(path, token(path), int(size))
+    if opened(path).has_model:  # the live model: rows it can also re-run (Rows page)
+        return _rows(path, token(path), int(size))
+    return _record_rows(path, token(path), int(size))
+
+
+@st.cache_data(show_spinner="Reading the record's rows…", max_entries=16)
+def _record_rows(path: str, tok: str, size: int) -> dict:
+    from analysis.records.collection import read_rows
+    from analysis.records.format import keep_column
+
+    rec = opened(path).record
+    g = rec.primary
+    idx = sample_positions(rec.rows, size)  # the same seeded positions as the live-model rows
+    kept = [keep_column(k) for k in rec.meta.kept]
+    t = read_rows(rec, ["domain", "label", "prediction", *g.columns(), *kept], idx)
+    if t is None:
+        raise LoadError(f"{label(path)}: the record has no rows")
+    probs, topk = rec.gate_arrays(t)
+    if topk is None:
+        topk, how = probs.argmax(1)[:, None], "the top-1 expert of the dense gate"
+    else:
+        how = "the selected (top-k) experts"
+    labels = rec.meta.labels  # a record without labels (tokens) has no label or prediction
+    tokens = {"sequence", "position", "token_id"} <= set(rec.meta.kept)
+    return {
+        "rows": idx,
+        "total": rec.rows,
+        "source": "the record",
+        "domain": t["domain"].to_numpy().astype(np.int64),
+        "label": t["label"].to_numpy().astype(np.float64) if labels else None,
+        "prediction": t["prediction"].to_numpy().astype(np.float64) if labels else None,
+        "probs": probs,
+        "topk": topk.astype(np.int64),
+        "routed_by": how,
+        "columns": {
+            k: t[keep_column(k)].to_numpy(zero_copy_only=False)
+            for k in rec.meta.kept
+            if not (k == "sequence" and tokens)  # a token record's sequence index: no feature
+        },
+    }
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
@@ -112,7 +153,7 @@ def _profiles(path: str, tok: str) -> tuple:
     from analysis.experts import expert_profiles
 
     r = rows(path)
-    return expert_profiles(
+    summary, per_domain = expert_profiles(
         r["domain"],
         r["topk"],
         r["label"],
@@ -121,6 +162,11 @@ def _profiles(path: str, tok: str) -> tuple:
         num_domains=len(domain_names(path)),
         domain_names=domain_names(path),
     )
+    # each expert's share of the work in its gate's notion, over every row of the record:
+    # gate weight for dense and structured gates, selections for sparse ones (analysis.gates)
+    work = derived.summary(path)["work"]
+    summary.insert(2, f"share of {work['notion']}", work["share"])
+    return summary.rename(columns={"share": "share of rows routed"}), per_domain
 
 
 def profiles(path: str) -> tuple:
@@ -130,11 +176,9 @@ def profiles(path: str) -> tuple:
 
 @st.cache_data(show_spinner="Comparing expert outputs…", max_entries=64)
 def _similarity(path: str, tok: str, method: str) -> dict:
-    from derived import collection
-
     from analysis.similarity import expert_similarity, routing_overlap, similarity_order
 
-    col = collection(path, sample_size=2000)
+    col = derived.collection(path, sample_size=2000)
     if col.sample is None or col.sample.expert_outputs is None:
         raise LoadError(f"{label(path)}: the model does not return its experts' outputs")
     sim = expert_similarity(col.sample.expert_outputs, method)
@@ -150,11 +194,9 @@ def similarity(path: str, method: str = "cka") -> dict:
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _domain_order(path: str, tok: str) -> np.ndarray:
-    from derived import summary
-
     from analysis.similarity import cluster_order
 
-    return cluster_order(np.nan_to_num(summary(path)["activation_soft"]))
+    return cluster_order(np.nan_to_num(derived.summary(path)["activation_soft"]))
 
 
 def domain_order(path: str, clustered: bool) -> np.ndarray:

@@ -1,9 +1,12 @@
-"""The dashboard's checkpoint loaders: list run folders, load a checkpoint, its data and its model.
+"""The dashboard's one loader: list checkpoints and routing records, open a path as one object.
 
-The dashboard calls ``cesaa`` and ``analysis`` only from three modules, split by concept: this one
-(listing and loading), ``derived`` (cached tables derived from a loaded model: routing collections,
-metrics, knock-out, k curve, alarms, truth recovery, comparisons) and ``projections`` (expert-output
-embeddings, their 2-D projections and the report that embeds one).
+Every selected path is opened once as an ``analysis.opened.Opened`` (``opened``): its record (a
+checkpoint's is made once and cached, ``analysis.records.checkpoint.cached_record``) is what every
+descriptive view reads, and a checkpoint adds its live model for the causal views.  Pages ask it
+(``has_model``, ``needs_model``) and never branch on what kind of path it was: this module is the
+only one that tells a record folder from a run folder.  ``derived`` (cached tables: collections,
+metrics, alarms, knock-out, k curve, truth, comparisons), ``inspection`` (row-level tables) and
+``projections`` (embeddings and the report) build on it; ``uploads`` unpacks a zipped record.
 
 Caching: models and data are ``st.cache_resource`` (one shared object, never copied); everything
 derived (routing collections, metrics, tables) is ``st.cache_data``.  Every cached function is keyed
@@ -22,7 +25,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import record_loaders
 import streamlit as st
 import torch
 
@@ -65,20 +67,33 @@ def roots(extra: str | None = None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
-def token(path: str | Path) -> str:
-    """Changes whenever the checkpoint (or record) in ``path`` is rewritten or its data source is
-    changed in the sidebar (cache key part)."""
-    if record_loaders.is_record(path):
-        return record_loaders.record_token(path)
+def _stamp(path: str | Path, names: tuple[str, ...]) -> str:
     parts = []
-    for name in ("meta.json", "model.safetensors"):
+    for name in names:
         try:
             s = (Path(path) / name).stat()
             parts.append(f"{s.st_mtime_ns}-{s.st_size}")
         except OSError:
             parts.append("missing")
+    return "/".join(parts)
+
+
+def is_record(path: str | Path) -> bool:
+    """Whether ``path`` is a record folder; asked here only (``opened`` is what pages ask)."""
+    from analysis.records.reader import is_record as record_folder
+
+    return record_folder(path)
+
+
+def token(path: str | Path) -> str:
+    """Changes whenever the checkpoint (or record) in ``path`` is rewritten or its data source is
+    changed in the sidebar (cache key part)."""
+    if is_record(path):
+        return "record:" + _stamp(path, ("record.json", "rows.parquet"))
     override = data_override(str(path))
-    return "/".join(parts) + (f"|data={override}" if override else "")
+    return _stamp(path, ("meta.json", "model.safetensors")) + (
+        f"|data={override}" if override else ""
+    )
 
 
 def label(path: str | Path) -> str:
@@ -110,12 +125,66 @@ def list_runs(search: tuple[str, ...]) -> list[dict]:
             if path not in seen:
                 seen.add(path)
                 out.append({**item, "path": path, "label": label(path)})
-    for item in record_loaders.list_records(search):  # routing records beside the checkpoints
+    for item in list_records(search):  # routing records beside the checkpoints
         if item["path"] not in seen:
             seen.add(item["path"])
             out.append({**item, "label": label(item["path"]) + " (record)"})
     first = str((shipped_root() / DEFAULT_CHECKPOINT).resolve())
     return sorted(out, key=lambda e: e["path"] != first)
+
+
+def list_records(search: tuple[str, ...]) -> list[dict]:
+    """Every record folder under ``search``: ``{path, record: True, summary}`` or ``{path, record:
+    True, error}`` (reads only record.json and the Parquet footer)."""
+    from analysis.records import RecordError, open_record
+
+    out, seen = [], set()
+    for root in search:
+        base = Path(root)
+        if not base.is_dir():
+            continue
+        for meta in sorted(base.rglob("record.json")):
+            path = str(meta.parent.resolve())
+            if path in seen:
+                continue
+            seen.add(path)
+            try:
+                rec = open_record(path, check="footer")
+            except (RecordError, OSError) as e:
+                out.append({"path": path, "record": True, "error": str(e)})
+                continue
+            out.append({"path": path, "record": True, "summary": record_summary(rec.meta)})
+    return out
+
+
+def record_summary(m: Any, auc: float | None = None) -> dict:
+    """One row of the "All checkpoints" table, from a record's metadata (``RecordMeta``)."""
+    g = m.primary
+    return {
+        "model": m.model_name,
+        "gate": "none" if g is None else g.kind,
+        "experts": 0 if g is None else g.num_experts,
+        "k": None if g is None else g.top_k,
+        "gated shared": 0 if g is None else len(g.shared),
+        "always-on shared": len(m.always_on),
+        "alpha": None if g is None else g.hyperparameter("alpha"),
+        "test AUC": m.metrics.get("auc") if auc is None else auc,
+    }
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def declared(path: str, tok: str) -> dict:
+    """``record_summary`` of a record, or of the record a checkpoint declares (its gate's kind, k,
+    shared experts and alpha as ``cesaa record`` writes them; no forward pass)."""
+    if is_record(path):
+        from analysis.records import open_record
+
+        return record_summary(open_record(path, check="footer").meta)
+    from analysis.records.checkpoint import checkpoint_meta
+
+    ckpt = checkpoint(path)
+    auc = ckpt.meta.get("metrics", {}).get("test", {}).get("auc")
+    return record_summary(checkpoint_meta(ckpt, (), "", SPLIT), auc)
 
 
 @st.cache_resource(show_spinner="Loading checkpoint…", max_entries=24)
@@ -128,11 +197,57 @@ def _checkpoint(path: str, tok: str) -> tuple[Any, str | None]:
         return None, str(e)
 
 
+@st.cache_resource(show_spinner="Opening…", max_entries=24)
+def _opened(path: str, tok: str, override: str | None) -> tuple[Any, str | None]:
+    from analysis.opened import RECORD_SAMPLE, Opened, open_path
+    from analysis.records.checkpoint import cached_record
+
+    try:
+        if is_record(path):
+            return open_path(path), None
+        ckpt = checkpoint(path)
+        rec = cached_record(ckpt, data=override, part=SPLIT, sample_size=RECORD_SAMPLE)
+        return Opened(Path(path), rec, ckpt, data_source=override, split=SPLIT), None
+    except LOAD_ERRORS as e:
+        return None, str(e)
+
+
+def opened(path: str):
+    """The path opened as an ``analysis.opened.Opened`` (cached): its record (a checkpoint's made
+    once on its test split) and, for a checkpoint, its live model."""
+    op, err = _opened(path, token(path), data_override(path))
+    if err is not None:
+        hint = "" if is_record(path) else DATA_HINT
+        raise LoadError(f"Cannot open {label(path)}: {err}{hint}")
+    return op
+
+
+def record(path: str):
+    """The ``analysis.records.Record`` every descriptive view reads."""
+    return opened(path).record
+
+
+def labeled(path: str) -> bool:
+    """False for a record written without labels (a language model's tokens); True for
+    checkpoints and labelled records."""
+    return needs_model(path, "") is None or record(path).meta.labels
+
+
+def needs_model(path: str, what: str) -> str | None:
+    """``None`` when ``what`` can run on ``path``, else one line saying it needs a checkpoint."""
+    from analysis.records.collection import NEEDS_CHECKPOINT
+
+    if not is_record(path):
+        return None
+    return f"{what} {NEEDS_CHECKPOINT}. The selected item is a routing record."
+
+
 def checkpoint(path: str):
-    """The loaded ``cesaa.checkpoint.Checkpoint`` (cached); ``LoadError`` when it cannot load, or
-    when ``path`` is a routing record (the view needs the live model)."""
-    if record_loaders.is_record(path):
-        raise LoadError(record_loaders.needs_checkpoint("This view"))
+    """The loaded ``cesaa.checkpoint.Checkpoint`` (cached; no record needed); ``LoadError`` when
+    it cannot load or when ``path`` has no live model (a routing record)."""
+    why = needs_model(path, "This view")
+    if why is not None:
+        raise LoadError(why)
     ckpt, err = _checkpoint(path, token(path))
     if err is not None:
         raise LoadError(f"Cannot load {label(path)}: {err}")
@@ -199,26 +314,35 @@ def data_note(path: str) -> str | None:
 
 
 def capabilities(path: str) -> dict:
-    from analysis.capabilities import routing_capabilities
+    """What the model's routing supports: from the live model when there is one (what re-routing
+    may ask), else from the record."""
+    if needs_model(path, "") is None:
+        from analysis.capabilities import routing_capabilities
 
-    if record_loaders.is_record(path):
-        return record_loaders.capabilities(path)
-    return routing_capabilities(checkpoint(path).model)
+        return routing_capabilities(checkpoint(path).model)
+    return opened(path).capabilities()
 
 
 def domain_names(path: str) -> list[str]:
-    if record_loaders.is_record(path):
-        return list(record_loaders.record(path).domains)
-    return list(checkpoint(path).domain_names)
+    if needs_model(path, "") is None:
+        return list(checkpoint(path).domain_names)
+    return opened(path).domains
 
 
-def expert_names(path: str) -> list[str]:
-    """One name per expert index; PLE's say which domain's (``analysis.capabilities``)."""
-    if record_loaders.is_record(path):
-        return [e.name for e in record_loaders.record(path).primary.experts]
-    from analysis.capabilities import expert_names as names
+def gate_names(path: str) -> list[str]:
+    """The record's gates, the primary one first (empty for a model without a gate)."""
+    return [g.name for g in opened(path).gates]
 
-    return names(capabilities(path), domain_names(path))
+
+def expert_names(path: str, gate: str | None = None) -> list[str]:
+    """One name per expert of ``gate`` (default: primary), as the record names them (a
+    checkpoint's record names PLE's experts by their domain, ``analysis.capabilities``)."""
+    if gate is None and needs_model(path, "") is None:
+        from analysis.capabilities import expert_names as names
+
+        return names(capabilities(path), domain_names(path))
+    g = opened(path).gate(gate)
+    return [] if g is None else g.expert_names
 
 
 def override(routing: tuple):
@@ -231,7 +355,7 @@ def override(routing: tuple):
 def history(path: str) -> list[dict]:
     from cesaa.train import read_history
 
-    if record_loaders.is_record(path):
+    if needs_model(path, "") is not None:
         return []  # a record holds one evaluation, no training history
     try:
         return read_history(path)

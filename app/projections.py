@@ -11,18 +11,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import jobs
-import record_loaders
 import streamlit as st
 from derived import collection
 from loaders import (
     AS_TRAINED,
     LOAD_ERRORS,
-    SPLIT,
     LoadError,
-    checkpoint,
-    data,
     data_override,
     label,
+    opened,
     runs_root,
     shipped_root,
     token,
@@ -48,31 +45,12 @@ def embedding_points(path: str, sample_size: int, mode: str = "routed"):
 
 
 def _projection_key(path: str, method: str, n: int, mode: str) -> dict:
+    """The projection's cache key, as the report keys it (the record's rows and sample)."""
     from analysis import embeddings as emb
+    from analysis.report_build import record_projection_key
 
     params = dict(emb.UMAP_DEFAULTS) if method == "umap" else {}
-    if record_loaders.is_record(path):  # a record is identified by the hash of its rows
-        sha = record_loaders.record(path).meta.data.get("rows_sha256")
-        return emb.projection_key(
-            {"weights_sha256": sha},
-            method=method,
-            mode=mode,
-            split=SPLIT,
-            sample_size=n,
-            seed=0,
-            params=params,
-            data_fingerprint=sha,
-        )
-    return emb.projection_key(
-        checkpoint(path).meta,
-        method=method,
-        mode=mode,
-        split=SPLIT,
-        sample_size=n,
-        seed=0,
-        params=params,
-        data_fingerprint=data(path).fingerprint,
-    )
+    return record_projection_key(opened(path).record, method, n, 0, params, mode)
 
 
 def _cache_dirs(path: str) -> tuple[Path, Path]:

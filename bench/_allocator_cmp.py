@@ -18,7 +18,7 @@ ROUNDS = 7  # inference passes over the table per process, after one warm-up pas
 def _infer_alone(label: str, name: str, eval_batch: int, quick: bool) -> dict:
     """One model's inference rows/s (median over ROUNDS passes) and minor page faults per batch,
     in this process: built, one warm-up pass, then the timed passes."""
-    from bench.throughput import _build, infer
+    from bench._timing import build, infer
     from cesaa.data import load_data
 
     if name.startswith("rechub_"):
@@ -27,7 +27,7 @@ def _infer_alone(label: str, name: str, eval_batch: int, quick: bool) -> dict:
     table = data.train
     if quick:
         table = table.subset(torch.arange(min(len(table), 4 * eval_batch)))
-    model = _build(name, data.spec)[0]
+    model = build(name, data.spec)[0]
     infer(model, table, eval_batch)
     rps, faults = [], []
     batches = -(-len(table) // eval_batch)

@@ -24,10 +24,10 @@ import time
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from bench import _allocator_cmp, _common, _e2e, _report
 from bench._speedup import ratio_cell, summarize, verdicts
+from bench._timing import build, infer, train_steps
 
 SECTION = "throughput"
 MODELS = (
@@ -46,41 +46,6 @@ GOALS = (
     ("PLE (ours)", "torch-rechub PLE", 2.0, 1.5),
     ("CESAA", "torch-rechub MMoE", 1.5, 1.5),
 )
-
-
-def _build(name: str, spec) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
-    from cesaa.models import build_model, default_config
-    from cesaa.train import make_optimizer
-
-    torch.manual_seed(0)
-    model = build_model(default_config(name), spec)
-    # every model, ours and theirs, gets the trainer's optimizer (fused Adam where torch has it)
-    return model, make_optimizer(model, lr=1e-3, weight_decay=1e-5)
-
-
-def train_steps(model, opt, table, batches: list[torch.Tensor]) -> float:
-    """Seconds for one training step per batch index tensor."""
-    model.train()
-    t0 = time.perf_counter()
-    for idx in batches:
-        b = table.subset(idx)
-        out = model(b.cat, b.num, b.domain)
-        loss = F.binary_cross_entropy_with_logits(out.logit, b.label) + out.aux_loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        loss.item()  # as the trainer, which logs it
-    return time.perf_counter() - t0
-
-
-@torch.no_grad()
-def infer(model, table, batch: int) -> float:
-    """Seconds to predict every row of ``table`` in batches of ``batch``."""
-    model.eval()
-    t0 = time.perf_counter()
-    for b in table.batches(batch):
-        torch.sigmoid(model(b.cat, b.num, b.domain).logit)
-    return time.perf_counter() - t0
 
 
 @dataclass(frozen=True)
@@ -107,7 +72,7 @@ def measure(plan: Plan) -> dict:
     table = data.train
     if plan.quick:
         table = table.subset(torch.arange(min(len(table), 4 * plan.eval_batch)))
-    built = {label: _build(name, data.spec) for label, name in plan.models}
+    built = {label: build(name, data.spec) for label, name in plan.models}
     gen = torch.Generator().manual_seed(0)
     n = len(table)
 

@@ -26,6 +26,9 @@ import torch
 from analysis import embeddings as emb
 from analysis.collect import collect
 from analysis.measures import mutual_information
+from analysis.opened import open_path
+from analysis.records.collection import head_sample
+from analysis.report_build import record_projection_key
 from cesaa.checkpoint import load_checkpoint
 from cesaa.config import TrainConfig
 from cesaa.data import load_data
@@ -94,42 +97,27 @@ def train_one(name: str, data, out: Path) -> Path:
     return run
 
 
-def projection_key(meta: dict, fingerprint: str, method: str, n: int) -> dict:
-    """The embedding-cache key the dashboard looks up (routed expert outputs of the test split)."""
-    params = dict(emb.UMAP_DEFAULTS) if method == "umap" else {}
-    return emb.projection_key(
-        meta,
-        method=method,
-        mode="routed",
-        split=SPLIT,
-        sample_size=n,
-        seed=0,
-        params=params,
-        data_fingerprint=fingerprint,
-    )
-
-
 def _projector(points, method: str, params: dict):
     return lambda: emb.project(points, method, seed=0, **params)
 
 
-def precompute_projections(run: Path, data, methods: tuple[str, ...]) -> None:
-    """PCA/UMAP of ``SAMPLE_SIZES`` sampled rows' expert outputs into ``run/embeddings/``."""
-    ckpt = load_checkpoint(run)
+def precompute_projections(run: Path, methods: tuple[str, ...]) -> None:
+    """PCA/UMAP of ``SAMPLE_SIZES`` rows of the expert-output sample of the checkpoint's record
+    (the one the dashboard and the report read) into ``run/embeddings/``, keyed as they look it up
+    (``analysis.report_build.record_projection_key``); earlier projections are removed."""
     cache = emb.embedding_cache_path(run)
+    shutil.rmtree(cache, ignore_errors=True)
+    opened = open_path(run, split=SPLIT)
+    rec = opened.record
     for size in SAMPLE_SIZES:
-        col = collect(
-            ckpt.model,
-            getattr(data, SPLIT),
-            num_domains=ckpt.spec.num_domains,
-            sample_size=size,
-            seed=0,
-        )
-        if col.sample is None or col.sample.expert_outputs is None:
+        seed = int(rec.meta.sample.get("seed", 0))
+        sample = head_sample(opened.collection().sample, size, seed)
+        if sample is None or sample.expert_outputs is None:
             return
-        points, _ = emb.expert_output_points(col.sample, "routed")
+        points, _ = emb.expert_output_points(sample, "routed")
         for method in methods:
-            key = projection_key(ckpt.meta, data.fingerprint, method, len(points))
+            params = dict(emb.UMAP_DEFAULTS) if method == "umap" else {}
+            key = record_projection_key(rec, method, len(points), 0, params)
             emb.cached_projection(cache, key, _projector(points, method, key["params"]))
     for f in cache.glob("*.npz"):
         f.chmod(0o644)
@@ -199,6 +187,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(REPO / "checkpoints"), help="folder (default checkpoints/)")
     p.add_argument("--only", nargs="+", choices=list(GRID), help="train only these")
     p.add_argument("--no-umap", action="store_true", help="precompute PCA only")
+    p.add_argument(
+        "--projections-only",
+        action="store_true",
+        help="keep the trained checkpoints, recompute their projections only",
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     out = Path(args.out)
@@ -212,8 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         if source not in datasets:
             datasets[source] = load_data(source)
         data = datasets[source]
-        run = train_one(name, data, out)
-        precompute_projections(run, data, methods)
+        run = out / name if args.projections_only else train_one(name, data, out)
+        precompute_projections(run, methods)
         print(f"{name}: {time.perf_counter() - t:.1f} s", file=sys.stderr)
     seconds = time.perf_counter() - t0
     (out / "README.md").write_text(readme(out, datasets, seconds), encoding="utf-8")

@@ -92,30 +92,30 @@ def _zip(folder: Path, prefix: str = "rec/") -> bytes:
 
 
 def test_upload_a_record_zip(tmp_path, rec_dir):
-    import record_loaders
+    import uploads
 
     from analysis.records import open_record
 
-    path = record_loaders.save_record_zip("rec.zip", _zip(rec_dir), 200, tmp_path)
+    path = uploads.save_record_zip("rec.zip", _zip(rec_dir), 200, tmp_path)
     assert open_record(path).stats["gate"] == open_record(rec_dir).stats["gate"]
 
 
 def test_upload_refusals_name_the_problem(tmp_path):
-    import record_loaders
+    import uploads
     from loaders import LoadError
 
     good = tmp_path / "good"
     _write(good, _arrays(), [0, 1000])
     content = _zip(good)
     with pytest.raises(LoadError, match=r"rec\.zip is 0\.\d MB, over the dashboard's upload limit"):
-        record_loaders.save_record_zip("rec.zip", content, 0.001, tmp_path)
+        uploads.save_record_zip("rec.zip", content, 0.001, tmp_path)
     with pytest.raises(LoadError, match="not a zip file"):
-        record_loaders.save_record_zip("x.zip", b"not a zip", 200, tmp_path)
+        uploads.save_record_zip("x.zip", b"not a zip", 200, tmp_path)
     bad = tmp_path / "bad"
     _write(bad, _arrays(), [0, 1000])
     MALFORMED["unknown domain"][0](bad)
     with pytest.raises(LoadError, match="RecordUnknownDomain"):
-        record_loaders.save_record_zip("bad.zip", _zip(bad), 200, tmp_path / "up")
+        uploads.save_record_zip("bad.zip", _zip(bad), 200, tmp_path / "up")
     assert not any((tmp_path / "up" / "records").iterdir())
 
 

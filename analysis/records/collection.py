@@ -143,19 +143,23 @@ def gate_rows(
     }
 
 
-def head_sample(sample: EmbeddingSample | None, n: int) -> EmbeddingSample | None:
-    """The first ``n`` rows of a sample (the sample is uniform, so its head is too); ``None`` for
-    n = 0."""
+def head_sample(sample: EmbeddingSample | None, n: int, seed: int = 0) -> EmbeddingSample | None:
+    """The ``n`` rows of a record's sample with the smallest seeded keys (``writer.row_keys``):
+    exactly the sample a record written with ``sample_size=n`` holds (a bottom-n sketch keeps
+    its property under a smaller n), in row order; ``None`` for n = 0."""
     from dataclasses import fields, replace
+
+    from analysis.records.writer import row_keys
 
     if sample is None or n >= len(sample):
         return sample
     if n <= 0:
         return None
+    keep = np.sort(np.argsort(row_keys(sample.rows, seed), kind="stable")[:n])
     return replace(
         sample,
         **{
-            f.name: None if getattr(sample, f.name) is None else getattr(sample, f.name)[:n]
+            f.name: None if getattr(sample, f.name) is None else getattr(sample, f.name)[keep]
             for f in fields(sample)
         },
     )

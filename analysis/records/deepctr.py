@@ -156,6 +156,7 @@ def _ple_gates(
             experts=experts,
             gate_kind="structured",
             hyper={},
+            layer=level,  # levels in sequence: the cross-gate views compare consecutive ones
         )
         if level < levels - 1:
             gates[f"level{level + 1}_shared"] = GateSpec(

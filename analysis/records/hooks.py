@@ -360,12 +360,15 @@ def _meta(
                 )
             ex = tuple(ExpertInfo(name=mods[i] if mods else f"expert_{i}") for i in range(e))
         reach = _reach(s, e, len(domains))
+        kind = s.gate_kind or ("sparse" if s.top_k else "structured" if reach else "dense")
+        if kind == "structured" and reach is None:  # every domain reaches every expert
+            kind = "dense"
         infos.append(
             GateInfo(
                 name=name,
                 experts=ex,
                 top_k=s.top_k,
-                kind=s.gate_kind or ("sparse" if s.top_k else "structured" if reach else "dense"),
+                kind=kind,
                 reach=reach,
                 hyper=None if s.hyper is None else dict(s.hyper),
                 layer=s.layer,

@@ -120,6 +120,7 @@ def _ple_gates(
             num_experts=e,
             experts=experts,
             hyper={},
+            layer=level,  # levels in sequence: the cross-gate views compare consecutive ones
         )
         if level < levels - 1:
             gates[f"level{level + 1}_shared"] = GateSpec(

@@ -312,6 +312,7 @@ def _meta(
                 top_k=_top_k(model, router),
                 kind="sparse",
                 hyper=_hyper(model.config),
+                layer=int(gate[5:]) if re.fullmatch(r"layer\d+", gate) else None,
                 description=f"{name} ({type(router).__name__}): softmax of its logits; top = "
                 "the router's own selection",
             )

@@ -6,7 +6,6 @@ from __future__ import annotations
 import components
 import derived
 import loaders
-import record_loaders
 import streamlit as st
 
 from analysis import figures
@@ -21,7 +20,7 @@ st.write(
 
 path = components.current_path()
 a = None  # A's per-domain metrics (a record without labels has none)
-if record_loaders.labeled(path):
+if loaders.labeled(path):
     a = components.require(components.metric_table, path, title="Cannot evaluate this checkpoint")
 others = [e for e in components.entries() if "error" not in e and e["path"] != path]
 if not others:
@@ -47,7 +46,7 @@ if why:
     )
     st.stop()
 st.subheader("Per-domain metrics")
-if a is None or not record_loaders.labeled(other):
+if a is None or not loaders.labeled(other):
     st.info(f"{'A' if a is None else 'B'}: {NO_LABELS}")
 else:
     b = components.require(components.metric_table, other, title=f"Cannot evaluate {labels[other]}")

@@ -6,7 +6,6 @@ import components
 import inspection
 import loaders
 import numpy as np
-import record_loaders
 import streamlit as st
 
 from analysis.figures.inspection import evolution_lines, matrix_heatmap
@@ -18,9 +17,7 @@ st.write(
 )
 
 path = components.current_path()
-if record_loaders.is_record(path):
-    st.info("A routing record holds one evaluation: routing over training needs the run folder.")
-    st.stop()
+components.checkpoint_only(path, "Routing over training (the run folder's snapshots)")
 caps = components.require(loaders.capabilities, path)
 if not caps["has_gate"]:
     st.info(f"Model **{caps['name']}** has no gate: there is no routing to follow.")

@@ -30,7 +30,11 @@ n, total, source = len(r["rows"]), r["total"], r["source"]
 read = f"All {total:,} rows of {source}"
 if n < total:
     read = f"{n:,} of {total:,} rows of {source}, seeded sample"
-st.caption(f"{read}; an expert's rows are those with it among {r['routed_by']}.")
+st.caption(
+    f"{read}; an expert's rows are those with it among {r['routed_by']}.  Its share of the work "
+    "is read over every row in its gate's own notion (gate weight for a dense gate, where an "
+    "expert works on every row it weighs, selections for a sparse one)."
+)
 st.dataframe(summary, key="ex_summary", hide_index=True)
 if r["label"] is None:
     st.caption(NO_LABELS)

@@ -19,7 +19,8 @@ caps = components.require(loaders.capabilities, path)
 if not caps["has_gate"]:
     st.info(f"Model **{caps['name']}** has no gate: no routing information to measure.")
     st.stop()
-s = components.require(derived.summary, path)
+gate = components.gate_selector(path, "info_gate")
+s = components.require(derived.summary, path, gate=gate)
 names = s["domain_names"]
 
 DOC = "docs/measures.md"
@@ -54,11 +55,21 @@ st.caption(
     f"Definitions: {DOC} § ceilings.  The training log's `train/mi` is a per-batch estimate during "
     "training, not this split-level value."
 )
+if s.get("mi_built_in") is not None:
+    st.info(
+        f"This gate is structured: each domain's gate can weigh only some experts, so part of "
+        f"I(D;E) is built in.  A gate spreading every domain evenly over the experts it can "
+        f"reach would already have {s['mi_built_in']:.4f} nats (soft I(D;E) measured: "
+        f"{s['mi_soft']:.4f}): read the measured value against this, not against 0.",
+        icon=":material/info:",
+    )
 
 left, right = st.columns(2)
 with left:
     st.markdown("**Gate entropy** (nats; `_norm` = divided by log E)")
-    components.show_table(components.require(derived.gating_entropy, path), key="info_entropy")
+    components.show_table(
+        components.require(derived.gating_entropy, path, gate=gate), key="info_entropy"
+    )
 with right:
     fig = figures.similarity_heatmap(s["domain_similarity_soft"], names)
     components.chart(fig, key="info_similarity")

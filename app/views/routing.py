@@ -20,8 +20,15 @@ caps = components.require(loaders.capabilities, path)
 if not caps["has_gate"]:
     st.info(f"Model **{caps['name']}** has no gate: there is no routing to show.")
     st.stop()
-s = components.require(derived.summary, path)
+gate = components.gate_selector(path, "rt_gate")
+s = components.require(derived.summary, path, gate=gate)
 names, experts = s["domain_names"], s["expert_names"]
+work = s.get("work") or {}
+if s.get("gate_kind"):
+    st.caption(
+        f"Gate kind: **{s['gate_kind']}**; an expert's load and whether it is dead are read by "
+        f"its {work.get('notion', 'selections')}."
+    )
 
 many = len(names) > 8
 c = st.columns([1, 1, 3])
@@ -62,7 +69,8 @@ with left:
     components.chart(figures.load_bars(s["load_hard"], experts, soft=s["load_soft"]), key="rt_load")
     why = not_applicable(caps, "load_balance")  # e.g. PLE: domain-specific experts
     cv = f"Load CV not shown: {why}" if why else f"Load CV {lb['cv']:.3f} (0 = balanced)"
-    st.caption(f"{cv} · dead experts: {lb['dead_experts'] or 'none'}")
+    dead = [experts[i] for i in s.get("dead_experts", lb["dead_experts"])]
+    st.caption(f"{cv} · dead experts (by {work.get('notion', 'selections')}): {dead or 'none'}")
 with right:
     components.chart(figures.coactivation_heatmap(lb["coactivation"], experts), key="rt_coact")
 
@@ -77,7 +85,27 @@ with left:
     )
     components.chart(fig, key="rt_margin")
 with right:
-    size = st.select_slider("Rows sampled", [500, 1000, 2000, 5000], 2000, key="rt_sample")
-    ent = components.require(derived.row_entropies, path, size)
+    size = st.select_slider("Rows drawn", [500, 1000, 2000, 5000], 2000, key="rt_sample")
+    ent = components.require(derived.row_entropies, path, size, gate)
     fig = figures.entropy_violin(ent["values"], ent["domain"], names, max_entropy=ent["max"])
     components.chart(fig, key="rt_entropy")
+
+pairs = derived.gate_pairs(path)
+if pairs:
+    st.subheader("Across consecutive gates")
+    labels = [f"{a} → {b}" for a, b in pairs]
+    pick = st.selectbox("Pair of gates", labels, key="rt_pair")
+    a, b = pairs[labels.index(pick)]
+    c = components.require(derived.cross_gate, path, a, b)
+    st.caption(
+        f"I(top expert at {a}; top expert at {b}) = {c['mi']:.4f} nats, "
+        f"{c['mi_normalized']:.1%} of its ceiling min(H) = {c['mi_ceiling']:.4f} nats "
+        "(0: the first choice says nothing about the next), over every row of the record."
+    )
+    fig = figures.activation_heatmap(
+        np.asarray(c["co_selection"], dtype=float),
+        c["expert_names_first"],
+        c["expert_names_second"],
+        f"P(top expert at {b} | top expert at {a})",
+    )
+    components.chart(fig, key="rt_cross")

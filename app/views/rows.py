@@ -8,7 +8,6 @@ import inspection
 import loaders
 import numpy as np
 import pandas as pd
-import record_loaders
 import streamlit as st
 
 from analysis.figures.inspection import contribution_bars, matrix_heatmap
@@ -21,9 +20,7 @@ st.write(
 )
 
 path = components.current_path()
-if record_loaders.is_record(path):
-    st.info(record_loaders.needs_checkpoint("The Rows page (contributions and domain swap)"))
-    st.stop()
+components.checkpoint_only(path, "The Rows page (contributions and domain swap)")
 caps = components.require(loaders.capabilities, path)
 names = loaders.domain_names(path)
 r = components.require(inspection.rows, path) if caps["has_gate"] else None

@@ -4,8 +4,8 @@ token, e.g. from ``analysis.records.transformers_moe.record_transformers``)."""
 from __future__ import annotations
 
 import components
+import loaders
 import numpy as np
-import record_loaders
 import streamlit as st
 import token_loaders
 
@@ -27,7 +27,7 @@ if not token_loaders.has_tokens(path):
         "`analysis.records.transformers_moe.record_transformers`; the selected item holds none."
     )
     st.stop()
-rec = components.require(record_loaders.record, path, title="Cannot open this record")
+rec = components.require(loaders.record, path, title="Cannot open this record")
 names = list(rec.domains)
 gates = [g.name for g in rec.meta.gates]
 c = st.columns([1, 1, 1])
