@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import record_loaders
 import streamlit as st
-from loaders import LoadError, label
+from loaders import LoadError, label, needs_model, record, token
 
 MAX_TOKENS = 20_000
 TOKEN_COLUMNS = ("sequence", "position", "token_id")
@@ -20,30 +19,30 @@ TOKEN_COLUMNS = ("sequence", "position", "token_id")
 
 def has_tokens(path: str) -> bool:
     """True for a record that keeps one row per token (sequence, position and token id)."""
-    return record_loaders.is_record(path) and set(TOKEN_COLUMNS) <= set(
-        record_loaders.record(path).meta.kept
-    )
+    return needs_model(path, "") is not None and set(TOKEN_COLUMNS) <= set(record(path).meta.kept)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _layer_summary(path: str, tok: str, gate: str) -> dict:
     from analysis.measures import summarize
 
-    rec = record_loaders.record(path)
+    rec = record(path)
     g = rec.meta.gate(gate)
-    return summarize(rec.stats[gate], list(rec.domains), g.expert_names)
+    return summarize(
+        rec.stats[gate], list(rec.domains), g.expert_names, gate_kind=g.kind, reach=g.reach
+    )
 
 
 def layer_summary(path: str, gate: str) -> dict:
     """``analysis.measures.summarize`` of one gate (layer) from the record's stored statistics."""
-    return _layer_summary(path, record_loaders.record_token(path), gate)
+    return _layer_summary(path, token(path), gate)
 
 
 @st.cache_data(show_spinner="Reading the record's tokens…", max_entries=16)
 def _tokens(path: str, tok: str, gate: str) -> pd.DataFrame:
     from analysis.records.format import keep_column
 
-    rec = record_loaders.record(path)
+    rec = record(path)
     g = rec.meta.gate(gate)
     text = "token" if "token" in rec.meta.kept else "token_id"
     cols = ["domain", *(keep_column(k) for k in ("sequence", "position", text))]
@@ -81,7 +80,7 @@ def tokens(path: str, gate: str) -> pd.DataFrame:
     """The first whole sequences (up to ``MAX_TOKENS`` tokens): one row per token with its domain,
     sequence, position, text (or id), selected experts ``top`` [k] and probabilities ``probs`` [E]
     at ``gate``."""
-    return _tokens(path, record_loaders.record_token(path), gate)
+    return _tokens(path, token(path), gate)
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
@@ -101,4 +100,4 @@ def _token_log_odds(path: str, tok: str, gate: str, expert: int) -> pd.DataFrame
 def token_log_odds(path: str, gate: str, expert: int) -> pd.DataFrame:
     """``analysis.experts.feature_log_odds`` of the tokens routed to ``expert`` at ``gate``
     (stratified by domain: which tokens over-route to it within their source)."""
-    return _token_log_odds(path, record_loaders.record_token(path), gate, int(expert))
+    return _token_log_odds(path, token(path), gate, int(expert))

@@ -22,6 +22,8 @@ path = components.current_path()
 a = None  # A's per-domain metrics (a record without labels has none)
 if loaders.labeled(path):
     a = components.require(components.metric_table, path, title="Cannot evaluate this checkpoint")
+else:  # said first: a comparison refused below stops the page
+    st.info(f"A: {NO_LABELS}")
 others = [e for e in components.entries() if "error" not in e and e["path"] != path]
 if not others:
     st.info("Only one checkpoint is available: train another one on the Train page.")
@@ -46,9 +48,9 @@ if why:
     )
     st.stop()
 st.subheader("Per-domain metrics")
-if a is None or not loaders.labeled(other):
-    st.info(f"{'A' if a is None else 'B'}: {NO_LABELS}")
-else:
+if a is not None and not loaders.labeled(other):
+    st.info(f"B: {NO_LABELS}")
+elif a is not None:
     b = components.require(components.metric_table, other, title=f"Cannot evaluate {labels[other]}")
     components.show_table(components.delta_table(a, b, ("A", "B")), key="cmp_metrics")
 
