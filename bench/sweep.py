@@ -180,6 +180,9 @@ def section(sec, args, models: tuple[str, ...], points: dict, missing: list[str]
 
 
 def _grid(args) -> list[tuple[float, int, int]]:
+    if args.cells:  # explicit cells h:domains:rows_per_domain instead of the product
+        return [tuple(t(v) for t, v in zip((float, int, int), c.split(":"), strict=True))
+                for c in args.cells.split(",")]  # fmt: skip
     hs = [float(x) for x in args.heterogeneity.split(",")]
     ds = [int(x) for x in args.domains.split(",")]
     rs = [int(x) for x in args.rows_per_domain.split(",")]
@@ -193,6 +196,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--heterogeneity", default=",".join(f"{h:g}" for h in FULL["heterogeneity"]))
     p.add_argument("--domains", default=",".join(str(d) for d in FULL["domains"]))
     p.add_argument("--rows-per-domain", default=",".join(str(r) for r in FULL["rows_per_domain"]))
+    p.add_argument(
+        "--cells",
+        default="",
+        help="explicit cells H:DOMAINS:ROWS_PER_DOMAIN, comma-separated (instead of the product "
+        "of the three lists), e.g. 1:3:3000,1:12:1000",
+    )
     p.add_argument("--models", default=",".join([CESAA, *ABLATIONS, *BASELINES]))
     p.add_argument("--seeds", type=int, default=5, help="paired model seeds 0..S-1 per cell")
     p.add_argument("--trials", type=int, default=2, help="Optuna trials per model and cell")
