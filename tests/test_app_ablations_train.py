@@ -106,7 +106,18 @@ def test_ablation_toggle_sweep_has_no_exceptions(name):
                     at.toggle(key="abl_shared").set_value(shared)
                 at.run()
                 assert_clean(at)
-                assert {"abl_auc", "abl_heat_now"} <= set(charts(at)), (knocked, k, shared)
+                figs, case = charts(at), (name, knocked, k, shared)
+                assert {"abl_auc", "abl_heat_now"} <= set(figs), case
+                # the caption names exactly the routing evaluated, and the routing shows it
+                caption = at.caption[0].value
+                assert at.slider(key="abl_k").value == k, case
+                assert (f"knocked out {knocked}" in caption) == bool(knocked), (case, caption)
+                assert ("shared off" in caption) == (shared is False), (case, caption)
+                now = arr(figs["abl_heat_now"]["data"][0]["z"])  # hard P(expert | domain)
+                np.testing.assert_allclose(now.sum(axis=1), 1.0, atol=1e-9)
+                assert (now[:, knocked] == 0).all(), case  # knocked out: never selected
+                auc = arr(figs["abl_auc"]["data"][0]["y"])
+                assert ((auc > 0.5) & (auc <= 1)).all(), case
 
 
 def test_alpha_grid_is_offered_with_aligned_routing():

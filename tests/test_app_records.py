@@ -13,7 +13,9 @@ from apptest_support import (  # noqa: F401  (fixtures)
     DEFAULT,
     _app_on_path,
     _env,
+    arr,
     assert_clean,
+    charts,
     run_page,
 )
 from test_records import MALFORMED, _arrays, _write
@@ -51,13 +53,53 @@ def test_overview_of_a_record(rec_dir):
     assert float(auc.value) == pytest.approx(open_record(rec_dir).meta.metrics["auc"], abs=1e-4)
 
 
+def _record_stats(rec_dir):
+    from analysis.measures import activation, mutual_information
+    from analysis.records import open_record
+
+    rec = open_record(rec_dir)
+    st = rec.stats[rec.meta.primary.name]
+    return rec, st, activation, mutual_information
+
+
 @pytest.mark.parametrize(
     "page",
     ["routing", "information", "embeddings", "compare", "report", "experts", "evolution"],
 )
-def test_record_pages_render(rec_dir, page):
+def test_record_pages_show_the_record(rec_dir, page):
+    """Each page read from the record shows the record's own numbers (not only "no exception")."""
+    rec, st, activation, mutual_information = _record_stats(rec_dir)
     at = _run(page, rec_dir, emb_method="PCA", emb_sample=500)
     assert_clean(at)
+    figs = charts(at)
+    if page == "routing":
+        np.testing.assert_allclose(
+            arr(figs["rt_soft"]["data"][0]["z"]), activation(st, "soft"), atol=1e-9
+        )
+        np.testing.assert_allclose(
+            arr(figs["rt_hard"]["data"][0]["z"]), activation(st, "hard"), atol=1e-9
+        )
+    elif page == "information":
+        shown = {m.label: m.value for m in at.metric}
+        assert shown["I(D;E) soft"] == f"{mutual_information(st, 'soft'):.4f}"
+        assert shown["I(D;E) hard"] == f"{mutual_information(st, 'hard'):.4f}"
+    elif page == "embeddings":
+        pca = figs["emb_pca"]
+        assert sum(len(arr(t["x"])) for t in pca["data"]) == 300  # the record's stored sample
+    elif page == "compare":
+        # B is a checkpoint on the record's own data: aligned heatmaps, A = the record's routing
+        np.testing.assert_allclose(
+            arr(figs["cmp_heat_a"]["data"][0]["z"]), activation(st, "soft"), atol=1e-9
+        )
+    elif page == "report":
+        labels = [b.proto.label for b in at.get("download_button")]
+        assert labels[:3] == ["Download HTML", "Download JSON", "Download CSV"]
+    elif page == "experts":
+        summary = at.dataframe[0].value
+        assert summary["expert"].tolist() == list(range(st.num_experts))
+        assert "ex_logodds" in figs
+    else:  # evolution needs the run folder, which a record does not carry
+        assert any("needs the run folder" in i.value for i in at.info) and not figs
 
 
 @pytest.mark.parametrize("page", ["ablations", "rows"])
