@@ -155,6 +155,11 @@ def test_evolution_page_on_a_run_with_snapshots(tmp_path, monkeypatch):
     sat = arr(figs["ev_lines"]["data"][0]["y"])
     assert sat[-1] == 1.0 and len(sat) == 3
     assert arr(figs["ev_activation"]["data"][0]["z"]).shape == (3, 4)
+    # probabilities on the fixed 0..1 scale (it used to end at the largest value shown)
+    assert (figs["ev_activation"]["data"][0]["zmin"], figs["ev_activation"]["data"][0]["zmax"]) == (
+        0,
+        1,
+    )
     at.select_slider(key="ev_epoch").set_value(1).run()
     assert_clean(at)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import components
 import inspection
 import loaders
-import numpy as np
 import streamlit as st
 
 from analysis.figures.inspection import evolution_lines, matrix_heatmap
@@ -53,7 +52,7 @@ if not act.empty:
     z = mat.to_numpy()[order]
     fig = matrix_heatmap(
         z, [str(e) for e in mat.columns], [names[d] for d in order],
-        f"Soft P(expert | domain) after epoch {epoch}", zmax=float(np.nanmax(act["p"])),
+        f"Soft P(expert | domain) after epoch {epoch}", zmax=1.0,
         x_title="expert", y_title="domain",
     )  # fmt: skip
     components.chart(fig, key="ev_activation")
