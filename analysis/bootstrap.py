@@ -64,11 +64,22 @@ def paired_auc_delta_ci(
         raise ValueError(f"level must be in (0, 1), got {level!r}")
     if n == 0:
         return float("nan"), float("nan")
+    w = bootstrap_weights(n, reps, seed)
+    return percentile_interval(weighted_auc(y, p1, w) - weighted_auc(y, p0, w), level)
+
+
+def bootstrap_weights(n: int, reps: int, seed: int = 0) -> np.ndarray:
+    """[reps, n] row counts of ``reps`` draws of n rows with replacement (``numpy`` seed)."""
     rng = np.random.default_rng(seed)
-    w = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(reps)])
-    d = weighted_auc(y, p1, w) - weighted_auc(y, p0, w)
-    d = d[np.isfinite(d)]
-    if d.size < reps / 2:
+    return np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(reps)])
+
+
+def percentile_interval(d: Any, level: float = 0.95) -> tuple[float, float]:
+    """The ``level`` percentile interval of the replicates ``d`` [R] (NaN ones skipped; NaN
+    bounds when fewer than half are defined)."""
+    d = to_numpy(d, "d").astype(np.float64)
+    ok = d[np.isfinite(d)]
+    if ok.size < d.size / 2 or ok.size == 0:
         return float("nan"), float("nan")
     a = (1 - level) / 2
-    return float(np.quantile(d, a)), float(np.quantile(d, 1 - a))
+    return float(np.quantile(ok, a)), float(np.quantile(ok, 1 - a))

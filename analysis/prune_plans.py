@@ -36,6 +36,7 @@ from analysis.capabilities import routing_capabilities
 from analysis.expert_evidence import reap_scores
 from analysis.expert_pass import ExpertArrays, expert_arrays
 from analysis.prune_cost import (
+    baseline,
     cost_table,
     edited_predictions,
     knockout_routing,
@@ -243,12 +244,13 @@ def prune_curve(
     if arrays is None:
         arrays = expert_arrays(model, plan_rows, names, batch_size=batch_size)
     base = predict(model, measure_rows, batch_size)
+    against = baseline(measure_rows, names, base, reps=reps, seed=seed)
     rows = []
     for crit, k, plan, pred in propose(
         model, arrays, plan_rows, criteria=criteria, keeps=keeps, batch_size=batch_size
     ):
         edited = edited_predictions(model, plan, measure_rows, batch_size)
-        c = cost_table(measure_rows, names, base, edited, reps=reps, seed=seed)
+        c = cost_table(measure_rows, names, base, edited, reps=reps, seed=seed, against=against)
         overall, per = c.iloc[0], c.iloc[1:].dropna(subset=["delta_auc"])
         worst = per.loc[per["delta_auc"].idxmin()] if len(per) else None
         params, flops = _saved(model, plan)
