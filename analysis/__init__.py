@@ -65,7 +65,7 @@ from analysis.alarms import (  # noqa: E402
 )
 from analysis.capabilities import routing_capabilities  # noqa: E402
 from analysis.causal import k_curve, knockout_importance  # noqa: E402
-from analysis.collect import Collection, EmbeddingSample, collect, collect_checkpoint  # noqa: E402
+from analysis.collect import Collection, EmbeddingSample, collect  # noqa: E402
 from analysis.compare import (  # noqa: E402
     Alignment,
     Comparison,
@@ -102,7 +102,6 @@ __all__ += [
     "coassignment",
     "aligned_activation",
     "collect",
-    "collect_checkpoint",
     "compare",
     "health_alarms",
     "k_curve",

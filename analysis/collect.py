@@ -9,19 +9,15 @@ the whole.  Only a few per-row arrays are kept (predictions, labels, domains and
 what metrics and row-level comparisons need) plus, on request, a seeded random subsample of rows
 with every expert's output (for embedding plots).
 
-- ``collect(model, table)``: a table in memory.
-- ``collect_stream(model, chunks, rows=N)``: the same collection built chunk by chunk (e.g. the
-  row-group pieces of ``cesaa.data.stream.ParquetPart.chunks()``): the features are never all in
-  memory, only the per-row scalars a report needs (prediction, label, domain, top-1 expert: about
-  24 bytes a row) and the embedding sample, drawn from the same seeded positions.
-- ``collect_checkpoint(run, data)``: either of them for a checkpoint on a data source.
+``collect(model, table, routing=...)`` is what the causal views run: the live model re-routed
+(another k, knocked-out experts, shared experts off).  A checkpoint as trained is read through its
+record (``analysis.opened``; ``analysis.records.checkpoint.record_checkpoint`` streams a Parquet
+source one row-group piece at a time).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,22 +25,13 @@ import torch
 from torch import nn
 
 from analysis.collection import Collection, EmbeddingSample
-from cesaa.checkpoint import Checkpoint, load_checkpoint
-from cesaa.data.table import EncodedTable, MultiDomainData
+from cesaa.data.table import EncodedTable
 from cesaa.models.output import RoutingOverride
 from cesaa.routing.capabilities import routing_capabilities
 from cesaa.routing.stats import RoutingStats
 from cesaa.routing.validation import check_routing_arrays
 
-__all__ = [
-    "Collection",
-    "EmbeddingSample",
-    "collect",
-    "collect_checkpoint",
-    "collect_stream",
-]
-
-PARTS = ("train", "val", "test")
+__all__ = ["Collection", "EmbeddingSample", "collect"]
 
 
 def _nonnegative_int(value: Any, name: str, minimum: int) -> int:
@@ -185,153 +172,3 @@ def _sample_batch(
 
 def _np(t: torch.Tensor | None) -> np.ndarray | None:
     return None if t is None else t.detach().float().cpu().numpy()
-
-
-def collect_checkpoint(
-    path_or_ckpt: str | Path | Checkpoint,
-    data: str | EncodedTable | MultiDomainData,
-    *,
-    part: str = "test",
-    routing: RoutingOverride | None = None,
-    batch_size: int = 8192,
-    sample_size: int = 0,
-    seed: int = 0,
-    progress: bool = False,
-    device: str | torch.device = "cpu",
-) -> Collection:
-    """``collect`` for a checkpoint (a run folder or a loaded ``Checkpoint``) on ``data``.
-
-    ``data``: an ``EncodedTable``; a ``MultiDomainData`` (its split ``part``: "train", "val" or
-    "test"); or a data source string for ``cesaa.data.load_data`` (or ``stream:SCHEMA``, read piece
-    by piece with ``analysis.stream.collect_stream``), encoded with the checkpoint's own encoders
-    (default random split, seed 0), of which split ``part`` is used.  The returned
-    collection carries the checkpoint's domain names.
-    """
-    if part not in PARTS:
-        raise ValueError(f"part must be one of {list(PARTS)}, got {part!r}")
-    ckpt = path_or_ckpt
-    if not isinstance(ckpt, Checkpoint):
-        ckpt = load_checkpoint(path_or_ckpt, device=device)
-    if isinstance(data, str):
-        from cesaa.data import load_data
-        from cesaa.data.stream import is_stream_source, open_stream
-
-        if is_stream_source(data):  # Parquet larger than memory: one piece at a time
-            rows = getattr(open_stream(data, encoders=ckpt.encoders), part)
-            return collect_stream(
-                ckpt.model,
-                rows.chunks(),
-                num_domains=ckpt.spec.num_domains,
-                rows=len(rows),
-                routing=routing,
-                batch_size=batch_size,
-                sample_size=sample_size,
-                seed=seed,
-                domain_names=tuple(ckpt.domain_names),
-            )
-        data = load_data(data, encoders=ckpt.encoders)
-    if isinstance(data, MultiDomainData):
-        data = getattr(data, part)
-    if not isinstance(data, EncodedTable):
-        raise ValueError(
-            "data must be a data source string, a MultiDomainData or an EncodedTable, got "
-            f"{type(data).__name__}"
-        )
-    out = collect(
-        ckpt.model,
-        data,
-        num_domains=ckpt.spec.num_domains,
-        routing=routing,
-        batch_size=batch_size,
-        sample_size=sample_size,
-        seed=seed,
-        progress=progress,
-    )
-    out.domain_names = tuple(ckpt.domain_names)
-    return out
-
-
-def collect_stream(
-    model: nn.Module,
-    chunks: Iterable[EncodedTable],
-    *,
-    num_domains: int,
-    rows: int | None = None,
-    routing: RoutingOverride | None = None,
-    batch_size: int = 8192,
-    sample_size: int = 0,
-    seed: int = 0,
-    domain_names: tuple[str, ...] | None = None,
-) -> Collection:
-    """``collect(model, table, ...)`` of the concatenation of ``chunks``, one chunk in memory at a time.
-
-    ``rows`` (the total N, e.g. ``len(part)``) is needed for an embedding sample: its positions are
-    ``sort(default_rng(seed).choice(N, min(sample_size, N), replace=False))``, as in ``collect``.
-    Routing statistics merge chunk by chunk; predictions equal ``collect``'s up to float rounding.
-    """
-    if sample_size > 0 and rows is None:
-        raise ValueError("collect_stream needs rows= (the total row count) when sample_size > 0")
-    sample_rows = np.zeros(0, np.int64)
-    if sample_size > 0 and rows:
-        rng = np.random.default_rng(seed)
-        sample_rows = np.sort(rng.choice(rows, size=min(sample_size, rows), replace=False))
-    kw = dict(num_domains=num_domains, routing=routing, batch_size=batch_size)
-    parts: list[Collection] = []
-    samples: list[EmbeddingSample] = []
-    start = 0
-    for chunk in chunks:
-        if not isinstance(chunk, EncodedTable):
-            raise ValueError(f"chunks must yield EncodedTable, got {type(chunk).__name__}")
-        parts.append(collect(model, chunk, **kw))
-        lo, hi = np.searchsorted(sample_rows, [start, start + len(chunk)])
-        if hi > lo:
-            local = sample_rows[lo:hi] - start
-            sub = chunk.subset(torch.as_tensor(local, dtype=torch.long))
-            s = collect(model, sub, **kw, sample_size=len(local)).sample
-            s.rows = sample_rows[lo:hi].copy()
-            samples.append(s)
-        start += len(chunk)
-    if rows is not None and start != rows:
-        raise ValueError(f"rows={rows} but the chunks held {start} rows")
-    if not parts:  # no rows at all: what collect returns for an empty table
-        empty = EncodedTable(
-            cat=torch.zeros(0, 0, dtype=torch.long),
-            num=torch.zeros(0, 0),
-            domain=torch.zeros(0, dtype=torch.long),
-            label=torch.zeros(0),
-        )
-        parts.append(collect(model, empty, **kw))
-    stats = parts[0].stats
-    for p in parts[1:]:
-        stats = p.stats if stats is None else stats.merge(p.stats)
-    top1 = [p.top1 for p in parts if p.top1 is not None]
-    out = Collection(
-        stats=stats,
-        predictions=np.concatenate([p.predictions for p in parts]),
-        labels=np.concatenate([p.labels for p in parts]),
-        domain=np.concatenate([p.domain for p in parts]),
-        top1=np.concatenate(top1) if top1 else None,
-        sample=_merge_samples(samples) if sample_size > 0 else None,
-        num_domains=num_domains,
-        capabilities=parts[0].capabilities,
-        routing=routing,
-    )
-    out.domain_names = domain_names
-    return out
-
-
-def _merge_samples(samples: list[EmbeddingSample]) -> EmbeddingSample:
-    if not samples:
-        z = np.zeros(0)
-        return EmbeddingSample(
-            rows=np.zeros(0, np.int64), domain=z.astype(np.int64), label=z, prediction=z
-        )
-    names = EmbeddingSample.__dataclass_fields__
-    return EmbeddingSample(
-        **{
-            n: None
-            if getattr(samples[0], n) is None
-            else np.concatenate([getattr(s, n) for s in samples])
-            for n in names
-        }
-    )

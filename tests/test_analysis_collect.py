@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.collect import Collection, EmbeddingSample, collect, collect_checkpoint
+from analysis.collect import Collection, EmbeddingSample, collect
 from analysis.stats import RoutingStats
-from cesaa.checkpoint import build_meta, load_checkpoint, save_checkpoint
+from cesaa.checkpoint import build_meta, save_checkpoint
 from cesaa.config import TrainConfig
 from cesaa.data import load_data
 from cesaa.models.output import RoutingOverride
@@ -163,19 +163,23 @@ def test_collect_validates_its_inputs(trained):
         collect(model, data.test, num_domains=3, routing=RoutingOverride(top_k=9))
 
 
-def test_collect_checkpoint(trained, tmp_path):
+def test_a_checkpoint_opens_as_its_record(trained, tmp_path):
+    """One lane: a checkpoint's as-trained routing is its cached record, equal to the live pass."""
+    from analysis.opened import open_path
+
     data, model, cfg, tcfg = trained
     meta = build_meta(
         cfg, tcfg, data.spec, data.description, data.fingerprint, data.encoders, data.truth
     )
     save_checkpoint(tmp_path / "run", model, meta)
-    ref = collect(model, data.test, num_domains=3)
-    by_path = collect_checkpoint(tmp_path / "run", data)
-    np.testing.assert_allclose(by_path.predictions, ref.predictions, atol=1e-6)
-    assert by_path.domain_names == data.domain_names
-    by_source = collect_checkpoint(load_checkpoint(tmp_path / "run"), SOURCE, part="val")
-    np.testing.assert_allclose(
-        by_source.predictions, collect(model, data.val, num_domains=3).predictions, atol=1e-6
-    )
+    for part in ("test", "val"):
+        op = open_path(tmp_path / "run", data=SOURCE, split=part, cache_dir=tmp_path / "c")
+        ref = collect(model, getattr(data, part), num_domains=3)
+        col = op.collection()
+        np.testing.assert_allclose(col.predictions, ref.predictions, atol=1e-6)
+        assert col.stats.isclose(ref.stats, rtol=1e-6, atol=1e-6)
+        assert op.has_model and op.domains == list(data.domain_names)
+    again = open_path(tmp_path / "run", data=SOURCE, split="val", cache_dir=tmp_path / "c")
+    assert again.record.path == op.record.path  # made once, then reused
     with pytest.raises(ValueError, match="part must be one of"):
-        collect_checkpoint(tmp_path / "run", data, part="dev")
+        open_path(tmp_path / "run", data=SOURCE, split="dev", cache_dir=tmp_path / "c")

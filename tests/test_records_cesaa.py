@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from analysis.collect import collect_checkpoint
+from analysis.collect import collect
 from analysis.records.checkpoint import record_checkpoint
 from analysis.records.collection import record_collection
 from analysis.report import build_report
@@ -24,7 +24,11 @@ def rec(tmp_path_factory):
 
 
 def test_record_has_the_live_models_routing(rec):
-    live = collect_checkpoint(CKPT, load_checkpoint(CKPT).meta["data"]["description"]["source"])
+    from cesaa.data.locate import open_checkpoint_data
+
+    ckpt = load_checkpoint(CKPT)
+    test = open_checkpoint_data(ckpt.meta, ckpt.path).test
+    live = collect(ckpt.model, test, num_domains=len(ckpt.domain_names))
     assert rec.rows == live.rows
     assert rec.stats["gate"].isclose(live.stats, rtol=1e-6, atol=1e-6)
     col = record_collection(rec)

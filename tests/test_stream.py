@@ -10,8 +10,10 @@ import pytest
 import torch
 import yaml
 
-from analysis.collect import collect, collect_checkpoint
-from analysis.stream import collect_stream, stream_routing_stats
+from analysis.collect import collect
+from analysis.records.checkpoint import record_checkpoint
+from analysis.records.collection import record_collection
+from analysis.stream import stream_routing_stats
 from cesaa.checkpoint import load_checkpoint
 from cesaa.config import TrainConfig
 from cesaa.data import encode, fit_encoders
@@ -130,15 +132,6 @@ def test_metrics_and_routing_statistics_equal_the_in_memory_ones(whole, small):
     ranks = [stream_routing_stats(model, small.test.chunks(r, 2), num_domains=3) for r in (0, 1)]
     assert streamed.isclose(one.stats, rtol=1e-6)  # float32 predictions from other batch sizes
     assert ranks[0].merge(ranks[1]).isclose(one.stats, rtol=1e-6)
-    # the collection a report reads: predictions, stats and the embedding sample
-    col = collect_stream(
-        model, small.test.chunks(), num_domains=3, rows=len(small.test), sample_size=40, seed=3
-    )
-    np.testing.assert_allclose(col.predictions, one.predictions, rtol=1e-6, atol=1e-7)
-    np.testing.assert_array_equal(col.top1, one.top1)
-    assert col.stats.isclose(one.stats, rtol=1e-6, atol=1e-6)
-    np.testing.assert_array_equal(col.sample.rows, one.sample.rows)
-    np.testing.assert_allclose(col.sample.expert_outputs, one.sample.expert_outputs, atol=1e-6)
 
 
 def test_rank_shares_cover_every_row_once_with_equal_steps(small):
@@ -205,13 +198,17 @@ def test_cli_trains_and_evaluates_a_stream(files, tmp_path, capsys):
     assert metrics["auc"] == pytest.approx(
         json.loads((out / "meta.json").read_text())["metrics"]["test"]["auc"]
     )
-    # the analysis reads a stream through collect_checkpoint exactly as an in-memory table
+    # the analysis reads a stream through the checkpoint's record (written one row-group piece
+    # at a time) exactly as an in-memory table
     ckpt = load_checkpoint(out)
-    col = collect_checkpoint(ckpt, src, sample_size=20)
+    rec = record_checkpoint(ckpt, tmp_path / "rec", data=src, sample_size=20, batch_size=64)
+    col = record_collection(rec)
     table = concat(list(open_stream(src, encoders=ckpt.encoders).test.chunks()))
-    ref = collect(ckpt.model, table, num_domains=3, sample_size=20)
-    assert col.stats.isclose(ref.stats, rtol=1e-6) and col.domain_names == ckpt.domain_names
-    np.testing.assert_array_equal(col.sample.rows, ref.sample.rows)
+    ref = collect(ckpt.model, table, num_domains=3)
+    assert col.stats.isclose(ref.stats, rtol=1e-6) and rec.domains == ckpt.domain_names
+    np.testing.assert_allclose(col.predictions, ref.predictions, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(col.top1, ref.top1)
+    assert len(col.sample) == 20 and col.sample.expert_outputs.shape[:2] == (20, 8)
 
 
 def test_sample_table_is_bounded_and_seeded(small):
