@@ -99,7 +99,11 @@ def test_record_pages_show_the_record(rec_dir, page):
         assert summary["expert"].tolist() == list(range(st.num_experts))
         assert "ex_logodds" in figs
     else:  # evolution needs the run folder, which a record does not carry
-        assert any("needs the run folder" in i.value for i in at.info) and not figs
+        from analysis.records.collection import NEEDS_CHECKPOINT
+
+        infos = [i.value for i in at.info]
+        assert any("Routing over training" in v and NEEDS_CHECKPOINT in v for v in infos), infos
+        assert not figs
 
 
 @pytest.mark.parametrize("page", ["ablations", "rows"])
