@@ -64,6 +64,8 @@ st.caption(
     f"Mean ± std over seeds.  Δ: model minus the best, paired by seed, {lb.level:.0%} Student-t "
     "interval; p: paired t-test, Holm-corrected over the models compared with the best.  "
     + DETECTABLE_NOTE
+    + "  Stalled: seeds whose run ended on a plateau or at the epoch cap while still improving "
+    "(docs/training.md); their difference measures the training, not the model."
 )
 
 if lb.domains:
