@@ -41,7 +41,7 @@ PAGES = [
     st.Page("views/leaderboard.py", title="Leaderboard", icon=":material/leaderboard:"),
 ]
 
-page = st.navigation(PAGES)
+page = st.navigation(PAGES, expanded=True)  # every page listed (Streamlit folds past 10)
 components.checkpoint_sidebar()
 try:
     page.run()

@@ -155,7 +155,7 @@ def test_dashboard_in_a_real_browser(dashboard):
 
             # Train: a tiny model, saved as a checkpoint and selected
             goto_page(page, "Train")
-            for name, value in (("Rows", "2000"), ("Epochs", "1"), ("Name", "e2e-tiny")):
+            for name, value in (("Rows", "2000"), ("Epochs (at most)", "1"), ("Name", "e2e-tiny")):
                 box = page.get_by_label(name, exact=True)
                 box.fill(value)
                 box.press("Enter")
@@ -211,10 +211,10 @@ def test_a_record_backed_session_in_a_real_browser(dashboard):
             # select the record in the sidebar: its Overview reads the record alone
             page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').first.click()
             page.get_by_role("option", name=f"{RECORD} (record)").click()
-            page.wait_for_selector(".st-key-ov_rec_auc_bars .main-svg", timeout=90_000)
+            page.get_by_text(f"Routing record · {RECORD}").wait_for(timeout=90_000)
+            page.wait_for_selector(".st-key-ov_auc_bars .main-svg", timeout=90_000)
             wait_idle(page)
-            page.get_by_text(f"Routing record · {RECORD}").wait_for(timeout=30_000)
-            assert page.locator(".st-key-ov_rec_auc_bars text.bartext").count() == 4  # domains
+            assert page.locator(".st-key-ov_auc_bars text.bartext").count() == 4  # domains
             assert page.get_by_text("Unexpected error").count() == 0
 
             # Ablations re-runs the model: one line that it needs a checkpoint, no error card
