@@ -264,16 +264,28 @@ def gating_entropy(
 
 
 def ceiling_note(summary: dict[str, Any], kind: str) -> str:
-    """What the ``kind`` MI fraction of a ``summarize`` dict is a fraction of, in words."""
+    """What the ``kind`` MI fraction of a ``summarize`` dict is a fraction of, in words.
+
+    The ceiling is that of a gate free to weigh every expert; for a structured gate (each domain
+    reaches only some experts, as PLE's) the note adds how much of I(D; E) the structure alone
+    builds in (``mi_built_in``), which a high fraction partly is."""
     ceiling, bound = summary[f"mi_{kind}_ceiling"], summary.get(f"mi_{kind}_bound")
     if summary[f"mi_{kind}_normalized"] is None or not ceiling:
         return "n/a: a routing of this shape cannot tell domains apart (one domain, or k = E)"
     if summary.get(f"mi_{kind}_ceiling_exact"):
         gap = "" if bound is None or ceiling >= bound - 1e-9 else f", below the bound {bound:.4f}"
-        return f"of {ceiling:.4f} nats, the most a routing of this shape reaches (1 = best){gap}"
-    best = summary.get(f"mi_{kind}_best")
-    found = f"; the best routing found reads {best / ceiling:.4f}" if best else ""
-    return f"of the upper bound {ceiling:.4f} nats (perhaps not reachable){found}"
+        note = f"of {ceiling:.4f} nats, the most a routing of this shape reaches (1 = best){gap}"
+    else:
+        best = summary.get(f"mi_{kind}_best")
+        found = f"; the best routing found reads {best / ceiling:.4f}" if best else ""
+        note = f"of the upper bound {ceiling:.4f} nats (perhaps not reachable){found}"
+    if summary.get("gate_kind") == "structured" and summary.get("mi_built_in") is not None:
+        note += (
+            f"; a gate free to reach every expert: this structured gate's domains reach only "
+            f"some experts, so {summary['mi_built_in']:.4f} nats of I(D; E) are built in by that "
+            "structure, not learned"
+        )
+    return note
 
 
 def mi_table(summary: dict[str, Any]) -> pd.DataFrame:

@@ -106,3 +106,21 @@ def test_the_number_of_experts_comes_from_the_model_not_the_largest_index():
     mi = mutual_information_from_assignments(domain, topk, num_experts=8)
     got = mutual_information_from_assignments(domain, topk, num_experts=8, normalized=True)
     assert got == pytest.approx(mi / math.log(4), rel=1e-6)
+
+
+def test_a_structured_gates_fraction_says_how_much_of_its_mi_is_built_in():
+    """PLE-like: two domains, each reaching its own expert and the shared expert 2, half each.
+    The ceiling is that of a free gate, so the note must say the structure builds part of I in:
+    here all of it, I = sum_d P(d) sum_e P(e|d) log(P(e|d) / P(e)) = 0.5 log 2 (P(e) = 1/4, 1/4,
+    1/2), which the note gives in nats.  A sparse gate's note says nothing of the kind."""
+    from analysis.information import ceiling_note
+
+    s = _stats([(0, 2), (1, 2)], 3)
+    structured = summarize(s, gate_kind="structured", reach=[[0, 2], [1, 2]])
+    assert structured["mi_built_in"] == pytest.approx(0.5 * math.log(2))
+    for kind in ("soft", "hard"):
+        note = ceiling_note(structured, kind)
+        assert "structured gate" in note and f"{0.5 * math.log(2):.4f} nats" in note
+        assert "built in" in note
+    sparse = summarize(s, gate_kind="sparse")
+    assert "built in" not in ceiling_note(sparse, "hard")
