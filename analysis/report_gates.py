@@ -1,5 +1,5 @@
 """The report's per-gate and cross-gate sections (HTML), from ``Report.gates`` and
-``Report.cross_gates`` (``analysis.gate_report``).  Kept apart from ``analysis.report_html`` so
+``Report.cross_gates`` (``analysis.gate_report``).  Kept apart from ``analysis.report_sections`` so
 that each section is one small file."""
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import catalog
 import derived
 import loaders
 import pandas as pd
@@ -24,7 +25,7 @@ def checkpoint_sidebar() -> None:
             help="Any folder holding cesaa run folders (searched recursively).",
         )
         record_upload()
-        entries = loaders.list_runs(loaders.roots(st.session_state.get("nav_folder")))
+        entries = catalog.list_runs(catalog.roots(st.session_state.get("nav_folder")))
         paths = [e["path"] for e in entries]
         pending = st.session_state.pop(PENDING, None)
         if pending in paths:
@@ -48,7 +49,7 @@ def checkpoint_sidebar() -> None:
         if entry.get("meta") is not None:  # a checkpoint: its data source can be replaced
             data_source_field(entry["path"])
         if st.button("Refresh list", key="nav_refresh"):
-            loaders.list_runs.clear()
+            catalog.list_runs.clear()
             st.rerun()
 
 
@@ -88,7 +89,7 @@ def record_upload() -> None:
             ["zip"],
             key="nav_record_zip",
             help="Zip of a folder holding record.json, rows.parquet and sample.parquet; it is "
-            f"unpacked under {loaders.runs_root() / 'records'} (set CESAA_DASHBOARD_RUNS to move "
+            f"unpacked under {catalog.runs_root() / 'records'} (set CESAA_DASHBOARD_RUNS to move "
             "it), never in the current directory.",
         )
         if up is None:
@@ -103,7 +104,7 @@ def record_upload() -> None:
             return
         try:
             path = uploads.save_record_zip(
-                up.name, content, jobs.max_upload_mb(), loaders.runs_root()
+                up.name, content, jobs.max_upload_mb(), catalog.runs_root()
             )
         except loaders.LoadError as e:
             error_card(
@@ -112,7 +113,7 @@ def record_upload() -> None:
             return
         st.session_state["nav_record_done"] = ((up.name, len(content)), path)
         st.session_state[PENDING] = path
-        loaders.list_runs.clear()
+        catalog.list_runs.clear()
         st.rerun()
 
 
@@ -125,14 +126,14 @@ def checkpoint_only(path: str, what: str) -> None:
 
 
 def entries() -> list[dict]:
-    return loaders.list_runs(loaders.roots(st.session_state.get("nav_folder")))
+    return catalog.list_runs(catalog.roots(st.session_state.get("nav_folder")))
 
 
 def no_checkpoints() -> None:
     st.info(
         "No checkpoints found in "
-        + ", ".join(f"`{r}`" for r in loaders.roots(st.session_state.get("nav_folder")))
-        + f".  Create the shipped ones with `{loaders.MAKE_COMMAND}`, train one on the "
+        + ", ".join(f"`{r}`" for r in catalog.roots(st.session_state.get("nav_folder")))
+        + f".  Create the shipped ones with `{catalog.MAKE_COMMAND}`, train one on the "
         "**Train** page, or point *Also look in folder* at a folder of run folders."
     )
     st.stop()

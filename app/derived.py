@@ -11,6 +11,7 @@ number comes from ``analysis`` or ``cesaa``; a problem the user can fix is a ``L
 from __future__ import annotations
 
 import streamlit as st
+from catalog import label
 from loaders import (
     AS_TRAINED,
     SPLIT,
@@ -21,7 +22,6 @@ from loaders import (
     describe,
     domain_names,
     expert_names,
-    label,
     labeled,
     needs_model,
     opened,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import derived
 import numpy as np
 import streamlit as st
+from catalog import label
 from loaders import (
     SPLIT,
     LoadError,
@@ -18,7 +19,6 @@ from loaders import (
     checkpoint,
     data,
     domain_names,
-    label,
     opened,
     token,
 )

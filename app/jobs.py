@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import catalog
 import loaders
 from loaders import LOAD_ERRORS, LoadError
 
@@ -60,7 +61,7 @@ def train_checkpoint(
     except (*LOAD_ERRORS, FileNotFoundError) as e:
         raise LoadError(str(e)) from None
     train(mcfg, tcfg, dataset, out, callback=callback)
-    loaders.list_runs.clear()
+    catalog.list_runs.clear()
     return Path(out)
 
 
@@ -136,7 +137,7 @@ class TrainJob:
         except TrainCancelled:
             self.cancelled = True
             shutil.rmtree(self.out, ignore_errors=True)
-            loaders.list_runs.clear()
+            catalog.list_runs.clear()
         except LoadError as e:
             self.error = str(e)
         except Exception as e:  # noqa: BLE001  (shown as an error card, never a traceback)
@@ -155,7 +156,7 @@ def default_run_name(source_kind: str, upload_name: str | None = None) -> str:
 def new_run_dir(name: str) -> Path:
     """A fresh folder under the dashboard's runs folder (``name``, then ``name-2``, ...)."""
     safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in name.strip()) or "run"
-    root = loaders.runs_root()
+    root = catalog.runs_root()
     out, i = root / safe, 2
     while out.exists():
         out, i = root / f"{safe}-{i}", i + 1
@@ -184,7 +185,7 @@ def write_pruned(path: str, plan: dict, out: Path) -> Path:
         written = save_edited_checkpoint(ckpt, model, p, out, metrics=metrics)
     except LOAD_ERRORS as e:
         raise LoadError(f"{type(e).__name__}: {e}") from None
-    loaders.list_runs.clear()
+    catalog.list_runs.clear()
     return written
 
 
@@ -227,7 +228,7 @@ def save_upload(name: str, content: bytes, schema: dict) -> str:
     from cesaa.data import load_table_frame
 
     digest = hashlib.sha256(content + json.dumps(schema, sort_keys=True).encode()).hexdigest()[:16]
-    folder = loaders.runs_root() / "uploads" / digest
+    folder = catalog.runs_root() / "uploads" / digest
     folder.mkdir(parents=True, exist_ok=True)
     data_name = Path(name).name
     (folder / data_name).write_bytes(content)

@@ -1,12 +1,15 @@
-"""The dashboard's one loader: list checkpoints and routing records, open a path as one object.
+"""The dashboard's one loader: open a path (a checkpoint's run folder or a routing record) as one
+object.
 
 Every selected path is opened once as an ``analysis.opened.Opened`` (``opened``): its record (a
 checkpoint's is made once and cached, ``analysis.records.checkpoint.cached_record``) is what every
 descriptive view reads, and a checkpoint adds its live model for the causal views.  Pages ask it
 (``has_model``, ``needs_model``) and never branch on what kind of path it was: this module is the
-only one that tells a record folder from a run folder.  ``derived`` (cached tables: collections,
-metrics, alarms, knock-out, k curve, truth, comparisons), ``inspection`` (row-level tables) and
-``projections`` (embeddings and the report) build on it; ``uploads`` unpacks a zipped record.
+only one that tells a record folder from a run folder.  ``catalog`` lists the checkpoints and
+records and names them; ``derived`` (cached tables: collections, metrics, alarms, knock-out, k
+curve, truth, comparisons), ``inspection`` (row-level tables) and ``projections`` (embeddings and
+the report) build on it; ``siblings`` finds a checkpoint's alpha siblings; ``uploads`` unpacks a
+zipped record.
 
 Caching: models and data are ``st.cache_resource`` (one shared object, never copied); everything
 derived (routing collections, metrics, tables) is ``st.cache_data``.  Every cached function is keyed
@@ -27,18 +30,14 @@ from typing import Any
 
 import streamlit as st
 import torch
+from catalog import label, record_summary
 
 # small models on a shared CPU: one thread is ~30x faster than two that contend with other work
 torch.set_num_threads(int(os.environ.get("CESAA_DASHBOARD_THREADS", "1")))
 
-REPO = Path(__file__).resolve().parents[1]
-CHECKPOINTS_ENV = "CESAA_CHECKPOINTS"  # folder of the shipped checkpoints (default checkpoints/)
-RUNS_ENV = "CESAA_DASHBOARD_RUNS"  # where the dashboard writes (default runs/dashboard/)
-DEFAULT_CHECKPOINT = "cesaa"
 SPLIT = "test"
 AS_TRAINED: tuple = (None, True, ())
 LOAD_ERRORS = (ValueError, OSError, KeyError, TypeError, RuntimeError, IndexError)
-MAKE_COMMAND = ".venv/bin/python scripts/make_checkpoints.py"
 DATA_SOURCES = "nav_data_sources"  # session state: {checkpoint path: data source from the sidebar}
 STREAM_SAMPLE_ROWS = 100_000  # rows of a stream checkpoint's split that the pages evaluate
 DATA_HINT = (
@@ -49,22 +48,6 @@ DATA_HINT = (
 
 class LoadError(ValueError):
     """Something the dashboard cannot show; the message says what and what to do."""
-
-
-def shipped_root() -> Path:
-    return Path(os.environ.get(CHECKPOINTS_ENV, REPO / "checkpoints"))
-
-
-def runs_root() -> Path:
-    return Path(os.environ.get(RUNS_ENV, REPO / "runs" / "dashboard"))
-
-
-def roots(extra: str | None = None) -> tuple[str, ...]:
-    """The folders searched for checkpoints: shipped, the dashboard's runs, and ``extra``."""
-    out = [str(shipped_root()), str(runs_root())]
-    if extra and extra.strip():
-        out.append(str(Path(extra.strip()).expanduser()))
-    return tuple(dict.fromkeys(out))
 
 
 def _stamp(path: str | Path, names: tuple[str, ...]) -> str:
@@ -96,80 +79,7 @@ def token(path: str | Path) -> str:
     )
 
 
-def label(path: str | Path) -> str:
-    p = Path(path).resolve()
-    for root in (shipped_root(), runs_root()):
-        try:
-            return str(p.relative_to(root.resolve()))
-        except ValueError:
-            continue
-    try:
-        return str(p.relative_to(REPO))
-    except ValueError:
-        return str(p)
-
-
-# ---- listing and loading -------------------------------------------------------------------------
-
-
-@st.cache_data(ttl=30, show_spinner=False)
-def list_runs(search: tuple[str, ...]) -> list[dict]:
-    """Every run folder under the ``search`` folders: ``{path, label, meta}`` or ``{path, label,
-    error}`` (reads only ``meta.json``).  Shipped ones first, ``DEFAULT_CHECKPOINT`` at the top."""
-    from cesaa.checkpoint import list_checkpoints
-
-    seen, out = set(), []
-    for root in search:
-        for item in list_checkpoints(root):
-            path = str(Path(item["path"]).resolve())
-            if path not in seen:
-                seen.add(path)
-                out.append({**item, "path": path, "label": label(path)})
-    for item in list_records(search):  # routing records beside the checkpoints
-        if item["path"] not in seen:
-            seen.add(item["path"])
-            out.append({**item, "label": label(item["path"]) + " (record)"})
-    first = str((shipped_root() / DEFAULT_CHECKPOINT).resolve())
-    return sorted(out, key=lambda e: e["path"] != first)
-
-
-def list_records(search: tuple[str, ...]) -> list[dict]:
-    """Every record folder under ``search``: ``{path, record: True, summary}`` or ``{path, record:
-    True, error}`` (reads only record.json and the Parquet footer)."""
-    from analysis.records import RecordError, open_record
-
-    out, seen = [], set()
-    for root in search:
-        base = Path(root)
-        if not base.is_dir():
-            continue
-        for meta in sorted(base.rglob("record.json")):
-            path = str(meta.parent.resolve())
-            if path in seen:
-                continue
-            seen.add(path)
-            try:
-                rec = open_record(path, check="footer")
-            except (RecordError, OSError) as e:
-                out.append({"path": path, "record": True, "error": str(e)})
-                continue
-            out.append({"path": path, "record": True, "summary": record_summary(rec.meta)})
-    return out
-
-
-def record_summary(m: Any, auc: float | None = None) -> dict:
-    """One row of the "All checkpoints" table, from a record's metadata (``RecordMeta``)."""
-    g = m.primary
-    return {
-        "model": m.model_name,
-        "gate": "none" if g is None else g.kind,
-        "experts": 0 if g is None else g.num_experts,
-        "k": None if g is None else g.top_k,
-        "gated shared": 0 if g is None else len(g.shared),
-        "always-on shared": len(m.always_on),
-        "alpha": None if g is None else g.hyperparameter("alpha"),
-        "test AUC": m.metrics.get("auc") if auc is None else auc,
-    }
+# ---- opening ------------------------------------------------------------------------------------
 
 
 @st.cache_data(ttl=30, show_spinner=False)
@@ -361,38 +271,6 @@ def history(path: str) -> list[dict]:
         return read_history(path)
     except (ValueError, OSError) as e:
         raise LoadError(f"{label(path)}: unreadable metrics.jsonl ({e})") from None
-
-
-# ---- alpha siblings ------------------------------------------------------------------------------
-
-
-def _config_without_alpha(meta: dict) -> dict:
-    """The model config with every default filled in (checkpoints written before a config field
-    existed compare equal to new ones at its default), alpha removed."""
-    from dataclasses import asdict
-
-    from cesaa.config import ModelConfig, config_from_dict
-
-    cfg = asdict(config_from_dict(ModelConfig, dict(meta["model"]["config"])))
-    cfg.pop("alpha", None)
-    return cfg
-
-
-def alpha_siblings(path: str, entries: list[dict]) -> list[dict]:
-    """Checkpoints that differ from ``path`` only in alpha (same model, data and other settings),
-    sorted by alpha: ``[{path, label, alpha}]`` (``path`` itself included)."""
-    meta = checkpoint(path).meta
-    want = (_config_without_alpha(meta), meta["data"].get("fingerprint"))
-    out = []
-    for e in entries:
-        m = e.get("meta")
-        if m is None or m.get("status") != "complete":
-            continue
-        if (_config_without_alpha(m), m["data"].get("fingerprint")) == want:
-            out.append(
-                {"path": e["path"], "label": e["label"], "alpha": m["model"]["config"]["alpha"]}
-            )
-    return sorted(out, key=lambda r: (r["alpha"], r["path"] != path))
 
 
 # ---- routing tuples and caches ---------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+import catalog
 import components
 import loaders
 import streamlit as st
@@ -52,7 +53,7 @@ def _checkpoint(path: str) -> None:
     meta, cfg = ckpt.meta, ckpt.model_config
     caps = loaders.capabilities(path)
     desc = meta["data"].get("description", {})
-    st.subheader(f"Model card · {loaders.label(path)}")
+    st.subheader(f"Model card · {catalog.label(path)}")
     c1, c2, c3, c4 = st.columns(4)
     c1.metric("Model", cfg.name)
     c2.metric("Experts (k selected)", f"{caps['num_experts']} ({caps['top_k'] or 'dense'})")
@@ -85,7 +86,7 @@ def _checkpoint(path: str) -> None:
 def _record(path: str) -> None:
     rec = components.require(loaders.record, path, title="Cannot open this record")
     m, g = rec.meta, rec.meta.primary
-    st.subheader(f"Routing record · {loaders.label(path)}")
+    st.subheader(f"Routing record · {catalog.label(path)}")
     c1, c2, c3, c4 = st.columns(4)
     c1.metric("Model", m.model_name)
     c2.metric(

@@ -12,16 +12,14 @@ from pathlib import Path
 
 import jobs
 import streamlit as st
+from catalog import label, runs_root, shipped_root
 from derived import collection
 from loaders import (
     AS_TRAINED,
     LOAD_ERRORS,
     LoadError,
     data_override,
-    label,
     opened,
-    runs_root,
-    shipped_root,
     token,
 )
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import streamlit as st
-from loaders import LoadError, label, needs_model, record, token
+from catalog import label
+from loaders import LoadError, needs_model, record, token
 
 MAX_TOKENS = 20_000
 TOKEN_COLUMNS = ("sequence", "position", "token_id")

@@ -8,7 +8,8 @@ import shutil
 import zipfile
 from pathlib import Path
 
-from loaders import LoadError, list_runs
+from catalog import list_runs
+from loaders import LoadError
 
 META = "record.json"
 ROWS = "rows.parquet"

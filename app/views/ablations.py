@@ -9,6 +9,7 @@ import components
 import derived
 import jobs
 import loaders
+import siblings
 import streamlit as st
 
 from analysis import figures
@@ -80,7 +81,7 @@ if not caps["has_topk"]:
     st.info(f"alpha only acts on the CESAA family; **{caps['name']}** ignores it.")
     st.stop()
 pending = st.session_state.pop("_abl_alpha_pending", None)
-sibs = [s for s in loaders.alpha_siblings(path, components.entries()) if s["path"] != path]
+sibs = [s for s in siblings.alpha_siblings(path, components.entries()) if s["path"] != path]
 opts = {s["path"]: f"alpha={s['alpha']:g} · {s['label']}" for s in sibs}
 if pending in opts:
     st.session_state["abl_alpha_pick"] = pending

@@ -3,6 +3,7 @@ where their routing differs."""
 
 from __future__ import annotations
 
+import catalog
 import components
 import derived
 import loaders
@@ -30,7 +31,7 @@ if not others:
     st.stop()
 labels = {e["path"]: e["label"] for e in others}
 c1, c2 = st.columns([3, 1])
-c1.markdown(f"**A** = `{loaders.label(path)}` (the sidebar's checkpoint)")
+c1.markdown(f"**A** = `{catalog.label(path)}` (the sidebar's checkpoint)")
 other = c1.selectbox("B", list(labels), key="cmp_other", format_func=labels.get)
 kind = c2.radio("Routing", ["soft", "hard"], horizontal=True, key="cmp_kind")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import catalog
 import components
 import inspection
 import loaders
@@ -25,9 +26,9 @@ ev = components.require(inspection.evolution, path)
 table, act = ev["table"], ev["activation"]
 if table.empty:
     st.info(
-        f"{loaders.label(path)} was trained without routing snapshots.  Train with "
+        f"{catalog.label(path)} was trained without routing snapshots.  Train with "
         "`--set train.routing_snapshots=true` (the shipped checkpoints have them once "
-        f"regenerated with `{loaders.MAKE_COMMAND}`)."
+        f"regenerated with `{catalog.MAKE_COMMAND}`)."
     )
     st.stop()
 st.markdown(f"**{ev['statement']}**")

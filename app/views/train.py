@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import catalog
 import components
 import jobs
-import loaders
 import pandas as pd
 import streamlit as st
 
@@ -20,7 +20,7 @@ SPLITS = {
     "temporal": "by user (each user's latest 10 % of rows are the test set)",
 }
 SMALL = {"embed_dim": 8, "expert_hidden": (32,), "expert_dim": 16, "tower_hidden": (16,)}
-ML_DEFAULT = Path(os.environ.get("CESAA_DATA_DIR", loaders.REPO.parent / "shared" / "data"))
+ML_DEFAULT = Path(os.environ.get("CESAA_DATA_DIR", catalog.REPO.parent / "shared" / "data"))
 
 
 @st.fragment(run_every=1.0)
@@ -58,7 +58,7 @@ if note:
 last = st.session_state.get("tr_last")
 if last:
     st.success(
-        f"Saved **{loaders.label(last)}** — it is selected in the sidebar now.",
+        f"Saved **{catalog.label(last)}** — it is selected in the sidebar now.",
         icon=":material/check_circle:",
     )
     st.page_link("views/overview.py", label="Open it in Overview", icon=":material/home:")
@@ -170,7 +170,7 @@ if st.session_state.pop("_tr_trained", False) or st.session_state.get("tr_name")
     st.session_state["tr_name"] = default_name
 st.session_state["_tr_default_name"] = default_name
 name = c[1].text_input("Name", key="tr_name", help="The run folder's name.")
-c[2].caption(f"Written to `{loaders.runs_root()}`")
+c[2].caption(f"Written to `{catalog.runs_root()}`")
 
 kw = dict(SMALL, num_experts=int(experts), top_k=min(int(k), int(experts)))
 if model == "cesaa":
