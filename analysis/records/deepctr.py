@@ -42,6 +42,7 @@ from torch import nn
 
 from analysis.records.format import ExpertInfo
 from analysis.records.hooks import GateSpec, record
+from analysis.records.ple import ple_gates
 from analysis.records.reader import Record
 
 INSTALL = "pip install 'cesaa[deepctr]' (DeepCTR-Torch 0.3.0)"
@@ -129,43 +130,20 @@ def _ple_gates(
             f"DeepCTR-Torch's PLE builds {spec} shared experts per level but its gates expect "
             f"shared_expert_num={shared}; its forward fails with shared > specific"
         )
-    e = n_task * spec + shared
-    experts = tuple(
-        [
-            ExpertInfo(f"specific_{t}_{j}", "specific", owners[t])
-            for t in range(n_task)
-            for j in range(spec)
-        ]
-        + [ExpertInfo(f"shared_{j}", "shared") for j in range(shared)]
+    gates = ple_gates(
+        n_task,
+        spec,
+        shared,
+        owners,
+        levels,
+        tasks,
+        per_domain=per_domain,
+        specific_module=lambda level, t: f"specific_gate_dnn_final_layer.{level}.{t}",
+        shared_module=lambda level: f"shared_gate_dnn_final_layer.{level}",
+        kind="logits",
+        gate_kind="structured",
+        shared_gate_kind="dense",
     )
-
-    def columns(t: int) -> tuple[int, ...]:
-        return tuple(t * spec + j for j in range(spec)) + tuple(
-            n_task * spec + j for j in range(shared)
-        )
-
-    gates: dict[str, GateSpec] = {}
-    for level in [levels - 1, *range(levels - 1)]:  # the last level first: the primary gate
-        name = "gate" if level == levels - 1 else f"level{level + 1}"
-        gates[name] = GateSpec(
-            modules=tuple(f"specific_gate_dnn_final_layer.{level}.{t}" for t in tasks),
-            kind="logits",
-            per_domain=per_domain,
-            columns=tuple(columns(t) for t in tasks),
-            num_experts=e,
-            experts=experts,
-            gate_kind="structured",
-            hyper={},
-            layer=level,  # levels in sequence: the cross-gate views compare consecutive ones
-        )
-        if level < levels - 1:
-            gates[f"level{level + 1}_shared"] = GateSpec(
-                modules=(f"shared_gate_dnn_final_layer.{level}",),
-                kind="logits",
-                experts=experts,
-                gate_kind="dense",
-                hyper={},
-            )
     last = levels - 1
     modules = [f"specific_experts.{last}.{t}.{j}" for t in range(n_task) for j in range(spec)]
     modules += [f"shared_experts.{last}.0.{j}" for j in range(shared)]

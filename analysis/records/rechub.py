@@ -31,6 +31,7 @@ from torch import nn
 
 from analysis.records.format import ExpertInfo
 from analysis.records.hooks import GateSpec, record
+from analysis.records.ple import ple_gates
 from analysis.records.reader import Record
 
 
@@ -95,37 +96,17 @@ def _ple_gates(
         int(model.cgc_layers[0].n_expert_shared),
         int(model.n_task),
     )
-    e = n_task * spec + shared
-    experts = tuple(
-        [
-            ExpertInfo(f"specific_{t}_{j}", "specific", owners[t])
-            for t in range(n_task)
-            for j in range(spec)
-        ]
-        + [ExpertInfo(f"shared_{j}", "shared") for j in range(shared)]
+    gates = ple_gates(
+        n_task,
+        spec,
+        shared,
+        owners,
+        levels,
+        tasks,
+        per_domain=per_domain,
+        specific_module=lambda level, t: f"cgc_layers.{level}.gates_specific.{t}",
+        shared_module=lambda level: f"cgc_layers.{level}.gate_shared",
     )
-
-    def columns(t: int) -> tuple[int, ...]:
-        return tuple(t * spec + j for j in range(spec)) + tuple(
-            n_task * spec + j for j in range(shared)
-        )
-
-    gates: dict[str, GateSpec] = {}
-    for level in [levels - 1, *range(levels - 1)]:  # the last level first: the primary gate
-        name = "gate" if level == levels - 1 else f"level{level + 1}"
-        gates[name] = GateSpec(
-            modules=tuple(f"cgc_layers.{level}.gates_specific.{t}" for t in tasks),
-            per_domain=per_domain,
-            columns=tuple(columns(t) for t in tasks),
-            num_experts=e,
-            experts=experts,
-            hyper={},
-            layer=level,  # levels in sequence: the cross-gate views compare consecutive ones
-        )
-        if level < levels - 1:
-            gates[f"level{level + 1}_shared"] = GateSpec(
-                modules=(f"cgc_layers.{level}.gate_shared",), experts=experts, hyper={}
-            )
     last = levels - 1
     modules = [f"cgc_layers.{last}.experts_specific.{i}" for i in range(n_task * spec)]
     modules += [f"cgc_layers.{last}.experts_shared.{j}" for j in range(shared)]
