@@ -42,7 +42,7 @@ from torch import nn
 
 from analysis.records.format import ExpertInfo
 from analysis.records.hooks import GateSpec, record
-from analysis.records.ple import ple_gates
+from analysis.records.ple import ple_gates, task_prediction
 from analysis.records.reader import Record
 
 INSTALL = "pip install 'cesaa[deepctr]' (DeepCTR-Torch 0.3.0)"
@@ -110,13 +110,7 @@ def deepctr_spec(
     else:
         gates, modules = _ple_gates(model, tasks, per_domain, owners)
 
-    def prediction(out: torch.Tensor, batch: Any, dom: np.ndarray) -> torch.Tensor:
-        # out: [B, T] probabilities of every task's head
-        if task is not None:
-            return out[:, task]
-        return out.gather(1, torch.as_tensor(dom, device=out.device).unsqueeze(1)).squeeze(1)
-
-    return {"gates": gates, "experts": {"gate": modules}, "prediction": prediction}
+    return {"gates": gates, "experts": {"gate": modules}, "prediction": task_prediction(task)}
 
 
 def _ple_gates(

@@ -1,5 +1,5 @@
-"""PLE's gates as ``GateSpec``s, shared by the adapters of PLE implementations (DeepCTR-Torch,
-torch-rechub).
+"""PLE's gates as ``GateSpec``s and the multi-task head's prediction, shared by the adapters of
+multi-task models (DeepCTR-Torch, torch-rechub).
 
 Shapes: T = tasks, E = experts of a level (every task's specific experts, task by task, then the
 shared ones).
@@ -8,6 +8,10 @@ shared ones).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
 
 from analysis.records.format import ExpertInfo
 from analysis.records.hooks import GateSpec
@@ -71,3 +75,15 @@ def ple_gates(
                 hyper={},
             )
     return gates
+
+
+def task_prediction(task: int | None) -> Callable[[torch.Tensor, Any, np.ndarray], torch.Tensor]:
+    """The record's prediction from a multi-task model's output ``out`` [B, T] (every task's
+    probability): task ``task`` for every row, or (``None``) each row's own domain's task."""
+
+    def prediction(out: torch.Tensor, batch: Any, dom: np.ndarray) -> torch.Tensor:
+        if task is not None:
+            return out[:, task]
+        return out.gather(1, torch.as_tensor(dom, device=out.device).unsqueeze(1)).squeeze(1)
+
+    return prediction
