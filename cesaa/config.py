@@ -20,6 +20,7 @@ MI_SCOPES = ("rank", "global")
 AMP_MODES = ("off", "bf16")
 ADASPARSE_FORMS = ("binarization", "scaling", "fusion")
 TOWER_INITS = ("tied", "independent")
+INPUT_NORMS = ("none", "batch")
 
 
 @dataclass
@@ -58,13 +59,18 @@ class ModelConfig:
     # domain trains); 0 = nn.Linear's init, about Sh / (S + Sh), which left PLE on the plateau of
     # product-structured data for longer (docs/training.md)
     ple_shared_weight: float = 0.8
-    # per-domain towers (Shared-Bottom, MMoE, PLE, HMoE): tied = every domain's tower starts as one
-    # draw (STAR's shared start; its weights then train apart); independent = one draw per domain,
+    # per-domain towers (Shared-Bottom, MMoE, PLE, HMoE, CESAA with head="per_domain", and the
+    # retrieval user towers of MMoE and CESAA): tied = every domain's tower starts as one draw
+    # (STAR's shared start; its weights then train apart); independent = one draw per domain,
     # which left these models on the plateau of product-structured data (docs/training.md)
     tower_init: str = "tied"
     # HMoE's label-space gate starts with this weight on the row's own domain (the only tower the
     # row trains); 0 = nn.Linear's init, about 1/D, which kept HMoE on the plateau (docs/training.md)
     hmoe_self_weight: float = 0.9
+    # every model's input (embeddings + numeric columns): none = as is (the papers'); batch = a
+    # BatchNorm1d over it (cesaa.features.FeatureEmbedding).  The embeddings start at std 0.05
+    # next to standard-normal numeric columns; see docs/training.md for where this matters
+    input_norm: str = "none"
     star_hidden: tuple[int, ...] = (64, 32)  # star-topology FCN widths
     # AdaSparse (Yang et al. 2022): pi = s * 1[s >= eps], s from the form below (paper's defaults)
     adasparse_form: str = "fusion"  # binarization: sig(a v); scaling: b sig(v); fusion: b sig(a v)
@@ -104,6 +110,7 @@ class ModelConfig:
         _choice(self, "dispatch", DISPATCHES)
         _choice(self, "adasparse_form", ADASPARSE_FORMS)
         _choice(self, "tower_init", TOWER_INITS)
+        _choice(self, "input_norm", INPUT_NORMS)
         if not 0 <= self.ple_shared_weight < 1:
             raise ValueError(f"ple_shared_weight={self.ple_shared_weight} must be in [0, 1)")
         if not 0 <= self.hmoe_self_weight < 1:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from cesaa.config import INPUT_NORMS
+
 
 @dataclass(frozen=True)
 class FeatureSpec:
@@ -75,10 +77,18 @@ class FeatureEmbedding(nn.Module):
     Initialized exactly as C separate ``nn.Embedding`` re-drawn N(0, 0.05^2), consuming the random
     stream in the same order.  State dicts of the per-column layout (``embeddings.<c>.weight``, from
     checkpoints written before the fusion) are upgraded on load by :func:`fuse_embedding_state`.
+
+    ``norm="batch"`` (``ModelConfig.input_norm``) adds a ``BatchNorm1d`` over the output columns,
+    embeddings and numeric columns alike, so that every input column reaches the first layer at
+    unit scale (the embeddings start at std 0.05 next to standard-normal numeric columns; on
+    product-structured data that scale kept MMoE on the plateau, docs/training.md).  It draws no
+    random numbers, so the embedding init is the same either way.
     """
 
-    def __init__(self, spec: FeatureSpec, embed_dim: int) -> None:
+    def __init__(self, spec: FeatureSpec, embed_dim: int, norm: str = "none") -> None:
         super().__init__()
+        if norm not in INPUT_NORMS:
+            raise ValueError(f"input norm {norm!r} must be one of {list(INPUT_NORMS)}")
         self.spec = spec
         cards = spec.cat_cardinalities
         self.weight = nn.Parameter(torch.empty(sum(cards), embed_dim))  # [sum cards, De]
@@ -92,6 +102,7 @@ class FeatureEmbedding(nn.Module):
             for block in blocks:
                 block.normal_(std=0.05)
         self.out_dim = embed_dim * len(cards) + spec.num_numeric
+        self.norm = nn.BatchNorm1d(self.out_dim) if norm == "batch" else None
 
     def forward(self, cat: torch.Tensor, num: torch.Tensor) -> torch.Tensor:
         # cat: [B, C] long, num: [B, M] float
@@ -101,9 +112,15 @@ class FeatureEmbedding(nn.Module):
         # the table where embedding_dense_backward sorts the indices first (CPU)
         rows = (cat + self.offsets).reshape(-1)  # [B*C] rows of the fused table
         emb = self.weight.index_select(0, rows).reshape(b, c * self.weight.shape[1])  # [B, C*De]
-        if num.shape[1] > 0:
-            return torch.cat([emb, num], dim=1)  # [B, C*De + M]
-        return emb  # [B, C*De]
+        x = torch.cat([emb, num], dim=1) if num.shape[1] > 0 else emb  # [B, C*De + M]
+        if self.norm is None:
+            return x
+        if self.training and b == 1:  # one row has no batch variance: use the running moments
+            n = self.norm
+            return nn.functional.batch_norm(
+                x, n.running_mean, n.running_var, n.weight, n.bias, False, 0.0, n.eps
+            )
+        return self.norm(x)  # [B, C*De + M]
 
     def _check_range(self, cat: torch.Tensor) -> None:
         """An index outside its column's vocabulary would read another column's row: refuse it.

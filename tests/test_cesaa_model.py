@@ -288,3 +288,27 @@ def test_training_learns_domain_specific_labels() -> None:
     finally:
         torch.set_num_threads(threads)
     assert roc_auc_score(label.numpy(), pred.numpy()) > 0.75
+
+
+def test_per_domain_towers_start_tied_like_the_baselines() -> None:
+    """head="per_domain" with tower_init="tied" (the default): every domain's tower starts as the
+    independent init's tower 0 and every other parameter is unchanged (same random stream)."""
+
+    def make(init: str) -> CESAA:
+        torch.manual_seed(0)
+        return CESAA(_cfg(head="per_domain", tower_init=init), SPEC)
+
+    tied, indep = make("tied"), make("independent")
+    for t in range(D):
+        for (n, w_t), w_0, w_i in zip(
+            tied.towers[t].named_parameters(),
+            indep.towers[0].parameters(),
+            indep.towers[t].parameters(),
+            strict=True,
+        ):
+            assert torch.equal(w_t, w_0), (t, n)
+            assert t == 0 or not torch.equal(w_i, w_0), (t, n)
+    others = dict(indep.named_parameters())
+    for n, p in tied.named_parameters():
+        if not n.startswith("towers."):
+            assert torch.equal(p, others[n]), n

@@ -167,6 +167,7 @@ def test_model_key_the_model_does_not_use_is_rejected(tmp_path, capsys):
         "model.embed_dim",
         "model.expert_dim",
         "model.expert_hidden",
+        "model.input_norm",
         "model.mmoe_experts",
         "model.tower_hidden",
         "model.tower_init",

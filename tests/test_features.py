@@ -88,3 +88,39 @@ def test_a_checkpoint_in_the_per_column_layout_loads_with_identical_predictions(
     domain = torch.randint(0, spec.num_domains, (B,), generator=g)
     with torch.no_grad():
         assert torch.equal(old.model(cat, num, domain).logit, ckpt.model(cat, num, domain).logit)
+
+
+def test_input_norm_batch_puts_every_column_at_unit_scale_in_training() -> None:
+    """norm="batch": in training mode each output column is standardized over the batch (biased
+    variance, as BatchNorm normalizes), where the raw embeddings sit at std 0.05; eval reads the
+    running moments."""
+    torch.manual_seed(0)
+    fe = FeatureEmbedding(SPEC, DE, "batch").train()
+    cat, num = _batch()
+    raw = torch.cat([fe.weight[cat + fe.offsets].reshape(B, -1), num], dim=1)  # [B, 3*De + 2]
+    expected = (raw - raw.mean(0)) / torch.sqrt(raw.var(0, unbiased=False) + fe.norm.eps)
+    out = fe(cat, num)
+    assert torch.allclose(out, expected, atol=1e-5)
+    assert raw[:, : 3 * DE].std() < 0.1  # without it the embeddings are far below unit scale
+    fe.eval()
+    n = fe.norm
+    frozen = (raw - n.running_mean) / torch.sqrt(n.running_var + n.eps)
+    assert torch.allclose(fe(cat, num), frozen, atol=1e-5)
+
+
+def test_input_norm_draws_no_random_numbers_and_takes_one_row() -> None:
+    torch.manual_seed(5)
+    plain = FeatureEmbedding(SPEC, DE)
+    after_plain = torch.rand(3)
+    torch.manual_seed(5)
+    normed = FeatureEmbedding(SPEC, DE, "batch")
+    assert torch.equal(normed.weight, plain.weight)
+    assert torch.equal(torch.rand(3), after_plain)
+    cat, num = _batch()
+    one = normed.train()(cat[:1], num[:1])  # one row: no batch variance, the running moments
+    assert torch.isfinite(one).all() and one.shape == (1, normed.out_dim)
+
+
+def test_input_norm_rejects_an_unknown_value() -> None:
+    with pytest.raises(ValueError, match=r"input norm 'layer' must be one of \['none', 'batch'\]"):
+        FeatureEmbedding(SPEC, DE, "layer")

@@ -266,3 +266,26 @@ def test_ranking_report_counts_an_excluded_item_never_as_a_hit() -> None:
     assert masked == 0.0 and i > 1
     with pytest.raises(ValueError, match="need at least 5 ranked items"):
         ranking_report(top_pos, torch.zeros(q, 1), ev, (5,))
+
+
+@pytest.mark.parametrize(
+    ("tower", "attr", "kw"), [("mmoe", "towers", {}), ("cesaa", "heads", {"head": "per_domain"})]
+)
+def test_per_domain_user_towers_start_tied(small_data, tower, attr, kw) -> None:
+    """The retrieval user towers' per-domain heads start tied as the ranking models' (default
+    tower_init="tied"); every other parameter is the independent init's (same random stream)."""
+
+    def make(init: str) -> TwoTower:
+        torch.manual_seed(0)
+        cfg = default_config(tower, tower_init=init, **kw)
+        return TwoTower(cfg, small_data.spec, user_features=SYN_USER, out_dim=8)
+
+    tied, indep = make("tied"), make("independent")
+    stacked_t, stacked_i = getattr(tied.user_tower, attr), getattr(indep.user_tower, attr)
+    for w_t, w_i in zip(stacked_t.parameters(), stacked_i.parameters(), strict=True):
+        assert torch.equal(w_t, w_i[:1].expand_as(w_i))
+        assert not torch.equal(w_i[1], w_i[0])
+    others = dict(indep.named_parameters())
+    for n, p in tied.named_parameters():
+        if not n.startswith(f"user_tower.{attr}."):
+            assert torch.equal(p, others[n]), n

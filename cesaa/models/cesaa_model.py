@@ -51,6 +51,11 @@ class CESAA(CESBlock):
             self.towers = nn.ModuleList(
                 mlp(self.h_dim, cfg.tower_hidden, 1, cfg.dropout) for _ in range(spec.num_domains)
             )
+            if (
+                cfg.tower_init == "tied"
+            ):  # every domain starts from tower 0's draw (docs/training.md)
+                for tower in self.towers[1:]:
+                    tower.load_state_dict(self.towers[0].state_dict())
 
     def forward(
         self,
