@@ -281,6 +281,20 @@ def main(argv: list[str] | None = None) -> int:
     prof_rows = profile_sparse(make_case(pe, pk, args.batch), 2 if args.quick else 10)
     gauc_row = gauc_timing(gauc_n, max(gauc_n // 40, 10), 1 if args.quick else 5)
     ret_row = retrieval_memory(ret_q, ret_i, 32, 50)
+    threads_now = torch.get_num_threads()
+    by_threads = []  # the goal cases at 1 and 2 threads, side by side in this process
+    for th in (1, 2):
+        if th == threads_now:
+            by_threads.append({"threads": th, **{k: v for k, v in as_run.items() if k[0] == "E"}})
+            continue
+        torch.set_num_threads(th)
+        by_threads.append({"threads": th, **goal_ratios(args.batch, args.reps, warmup)})
+        torch.set_num_threads(threads_now)
+        _report.log(f"goals at {th} threads: {by_threads[-1]}")
+    threads_text = "### The goals at 1 and 2 threads\n\n" + _report.table(
+        ["torch threads", *[f"E={e}, k={k} (goal <= {limit}x)" for e, k, limit in GOALS]],
+        [[r["threads"], *[f"{r[f'E{e}k{k}']:.2f}x" for e, k, _ in GOALS]] for r in by_threads],
+    )
     kernels_text = ""
     if kernel_sets:
         results = [as_run]
@@ -316,7 +330,9 @@ def main(argv: list[str] | None = None) -> int:
                 notes,
             ),
             _report.table(cols, rows),
-            "**Goals (time ratio / FLOP ratio):** " + "; ".join(verdicts) + ".",
+            f"**Goals (time ratio / FLOP ratio, {threads_now} torch thread"
+            f"{'s' if threads_now > 1 else ''}):** " + "; ".join(verdicts) + ".",
+            threads_text,
             *([kernels_text] if kernels_text else []),
             f"### Where a sparse step's time goes (E={pe}, k={pk}, batch {args.batch}, "
             "torch.profiler, self CPU time per step)\n\n"

@@ -20,6 +20,7 @@ BENCHES = {  # module -> (section, extra arguments)
     "speed": ("speed", ["--kernels", "default"]),
     "throughput": ("throughput", []),
     "roofline": ("roofline", []),
+    "thread_scaling": ("thread-scaling", []),
     "streaming": ("streaming", []),
     "record_open": ("record_open", []),
     "umap_time": ("umap", []),
@@ -34,7 +35,7 @@ BENCHES = {  # module -> (section, extra arguments)
     "logloss_probe": ("logloss_probe", []),
 }
 NEEDS_ML100K = {
-    "throughput", "roofline", "accuracy", "tune", "retrieval", "best_shot", "noise_floor"
+    "throughput", "roofline", "thread_scaling", "accuracy", "tune", "retrieval", "best_shot", "noise_floor"
 }  # fmt: skip
 
 
@@ -93,6 +94,15 @@ def test_quick_mode_writes_its_section(module, tmp_path, clean_registry, request
     if module == "speed":  # the goal cases rerun with torch's kernels restricted, and it took
         assert "| `default` (torch: DEFAULT) |" in body and "| `as run above` (torch: " in body
         assert "**Across kernel sets:** E=16, k=2: worst" in body
+        # the goals at both thread counts, side by side (quick mode runs at 1 thread)
+        table = body.split("### The goals at 1 and 2 threads")[1]
+        assert "Goals (time ratio / FLOP ratio, 1 torch thread)" in body
+        assert [line.split("|")[1].strip() for line in table.splitlines()[4:6]] == ["1", "2"]
+    if module == "thread_scaling":  # both thread counts for each model, operators summed
+        for model in ("cesaa", "mmoe"):
+            assert f"| {model} |" in body
+            assert f"### {model}: operators of one training step" in body
+        assert body.count("| whole step |") == 2 and "| `_grouped_mm` |" in body
     if module == "best_shot":  # --publish: the leaderboard files and the runs, linked from the body
         import json
 
