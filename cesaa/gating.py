@@ -42,6 +42,10 @@ class GateOutput:
     gates: torch.Tensor  # [B, E]
     topk_idx: torch.Tensor  # [B, k] long
     load: torch.Tensor  # [E]
+    # [B, k]: gates at topk_idx (gates.gather(1, topk_idx)), the weights the sparse dispatch
+    # reads: taken before the scatter into ``gates``, so the training step's backward does not
+    # run the scatter and the gather back (None: read them from ``gates``)
+    topk_gates: torch.Tensor | None = None
 
 
 def softmax_rows(logits: torch.Tensor) -> torch.Tensor:
@@ -150,7 +154,14 @@ def noisy_top_k_gating(
         load = torch.zeros(e, dtype=dtype, device=h.device).index_add_(
             0, flat, torch.ones(flat.shape, dtype=dtype, device=h.device)
         )  # [E]
-    return GateOutput(logits=clean, probs=probs, gates=gates, topk_idx=topk_idx, load=load)
+    return GateOutput(
+        logits=clean,
+        probs=probs,
+        gates=gates,
+        topk_idx=topk_idx,
+        load=load,
+        topk_gates=topk_gates,
+    )
 
 
 def _softmax_descending(v: torch.Tensor) -> torch.Tensor:

@@ -102,3 +102,40 @@ def test_mutual_information_of_an_all_zero_joint_is_zero_without_a_host_sync(mon
     monkeypatch.undo()
     assert zero.item() == 0.0 and torch.isfinite(joint.grad).all()
     assert loss.item() == pytest.approx(-mi.item())
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_mi_loss_gradient_matches_finite_differences(seed: int) -> None:
+    # the closed-form backward against central differences in float64 (torch.autograd.gradcheck)
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(B, E, generator=g, dtype=torch.float64)
+    if seed == 2:
+        logits[:, 1] = float("-inf")  # a knocked-out expert: a zero column of the joint
+    domain = torch.arange(B) % D
+
+    def loss(z: torch.Tensor) -> torch.Tensor:
+        return mi_loss(torch.softmax(z, dim=-1), domain, D)[0]
+
+    z = logits.clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(loss, (z,), eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+def test_mi_loss_gradient_of_one_probability_in_closed_form() -> None:
+    # two domains, two experts, one row each: p = [[a, 1-a], [0.5, 0.5]], M = p / 2.
+    # d I / d a by hand: m = [[a/2, (1-a)/2], [1/4, 1/4]], p_d = 1/2, p_e = [(a + 1/2)/2, (3/2 - a)/2]
+    # I(a) = sum m log(m / (p_d p_e)); dI/da = (1/2) [log(a / (a + 1/2)) - log((1-a) / (3/2 - a))]
+    a = 0.8
+    p = torch.tensor([[a, 1 - a], [0.5, 0.5]], dtype=torch.float64, requires_grad=True)
+    loss, _ = mi_loss(p, torch.tensor([0, 1]), 2)
+    (-loss).backward()
+    want = 0.5 * (math.log(a / (a + 0.5)) - math.log((1 - a) / (1.5 - a)))
+    # the probability of the first expert in row 0 moves mass between the two columns of row 0;
+    # the gradient w.r.t. the row is [dI/dp00, dI/dp01], whose difference is dI/da
+    assert float(p.grad[0, 0] - p.grad[0, 1]) == pytest.approx(want, rel=1e-9)
+
+
+def test_mi_loss_is_zero_with_zero_gradient_for_an_all_zero_batch() -> None:
+    p = torch.zeros(4, 3, requires_grad=True)
+    loss, mi = mi_loss(p, torch.tensor([0, 1, 0, 1]), 2)
+    loss.backward()
+    assert mi.item() == 0.0 and torch.equal(p.grad, torch.zeros(4, 3))
