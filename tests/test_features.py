@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from cesaa.checkpoint import WEIGHTS, load_checkpoint, read_tensors, sha256_file, write_tensors
-from cesaa.features import FeatureEmbedding, FeatureSpec
+from cesaa.features import FeatureEmbedding, FeatureSpec, embedding_rows
 
 SPEC = FeatureSpec(("user", "item", "ctx"), (10, 12, 8), ("n0", "n1"), ("d0", "d1"))
 DE, B = 4, 64
@@ -124,3 +124,18 @@ def test_input_norm_draws_no_random_numbers_and_takes_one_row() -> None:
 def test_input_norm_rejects_an_unknown_value() -> None:
     with pytest.raises(ValueError, match=r"input norm 'layer' must be one of \['none', 'batch'\]"):
         FeatureEmbedding(SPEC, DE, "layer")
+
+
+def test_embedding_rows_are_the_tables_rows_and_their_gradient_sums_per_index() -> None:
+
+    torch.manual_seed(0)
+    table = torch.nn.Embedding(3, 4)
+    index = torch.tensor([[2, 0], [2, 1], [0, 2]])
+    rows = embedding_rows(table, index)
+    assert rows.shape == (3, 2, 4)
+    torch.testing.assert_close(rows, table.weight.detach()[index], rtol=0, atol=0)
+    c = torch.arange(24, dtype=torch.float32).view(3, 2, 4)
+    (rows * c).sum().backward()
+    # row d of the table receives the sum of c over the positions that read it
+    want = torch.stack([c[index == d].sum(0) for d in range(3)])
+    torch.testing.assert_close(table.weight.grad, want)

@@ -16,7 +16,7 @@ from torch import nn
 
 from cesaa.config import ModelConfig
 from cesaa.experts import StackedExperts
-from cesaa.features import FeatureEmbedding, FeatureSpec
+from cesaa.features import FeatureEmbedding, FeatureSpec, embedding_rows
 from cesaa.gating import GateOutput, NoisyTopKGate, check_routing
 from cesaa.losses import balance_loss, mi_loss
 from cesaa.models.baselines.blocks import fused_linear
@@ -82,7 +82,7 @@ class CESBlock(nn.Module):
         k = cfg.top_k if routing.top_k is None else routing.top_k
         knocked_out = check_routing(k, cfg.num_experts, routing.knocked_out)
         x = self.features(cat, num)  # [B, F]
-        e_d = self.domain_emb(domain)  # [B, De]
+        e_d = embedding_rows(self.domain_emb, domain)  # [B, De]
         # Shazeer's smooth load feeds only the balance loss: skipped when it is off or in eval
         smooth = self.training and cfg.beta > 0
         use_shared = self.shared is not None and routing.use_shared

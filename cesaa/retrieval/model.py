@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cesaa.config import ModelConfig
-from cesaa.features import FeatureEmbedding, FeatureSpec, mlp
+from cesaa.features import FeatureEmbedding, FeatureSpec, embedding_rows, mlp
 from cesaa.models.baselines.blocks import (
     StackedMLP,
     override_dense_gate,
@@ -171,7 +171,9 @@ class MLPUserTower(nn.Module):
         self, cat: torch.Tensor, num: torch.Tensor, domain: torch.Tensor, routing: RoutingOverride
     ) -> TowerOutput:
         reject_routing(None if routing.is_identity else routing, "mlp")
-        x = torch.cat([self.features(cat, num), self.domain_emb(domain)], dim=1)  # [B, Fu + De]
+        x = torch.cat(
+            [self.features(cat, num), embedding_rows(self.domain_emb, domain)], dim=1
+        )  # [B, Fu + De]
         emb = self.net(x)  # [B, d]
         return TowerOutput(emb, aux_loss=emb.new_zeros(()), losses={})
 

@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from cesaa.config import ModelConfig
-from cesaa.features import FeatureEmbedding, FeatureSpec
+from cesaa.features import FeatureEmbedding, FeatureSpec, embedding_rows
 from cesaa.models.baselines.blocks import reject_routing
 from cesaa.models.output import ModelOutput, RoutingOverride
 from cesaa.models.registry import register
@@ -155,7 +155,7 @@ class AdaSparse(nn.Module):
         reject_routing(routing, "adasparse")
         cfg = self.cfg
         x = self.embedding(cat, num)  # [B, I]
-        e_d = self.domain_embedding(domain)  # [B, De]
+        e_d = embedding_rows(self.domain_embedding, domain)  # [B, De]
         alpha = self.alpha.clone()  # this step's slope (the buffer is annealed in place below)
         pi, soft = self.prune(0, e_d, x, alpha)  # [B, I] each
         factors, softs = [pi], [soft]

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from cesaa.config import ModelConfig
-from cesaa.features import FeatureEmbedding, FeatureSpec, mlp
+from cesaa.features import FeatureEmbedding, FeatureSpec, embedding_rows, mlp
 from cesaa.models import search_spaces as spaces
 from cesaa.models.baselines.blocks import reject_routing
 from cesaa.models.output import ModelOutput, RoutingOverride
@@ -39,6 +39,6 @@ class DomainMLP(nn.Module):
         # cat: [B, C] long, num: [B, M] float, domain: [B] long
         reject_routing(routing, "mlp")
         x = self.embedding(cat, num)  # [B, I]
-        u = torch.cat([x, self.domain_embedding(domain)], dim=1)  # [B, I + De]
+        u = torch.cat([x, embedding_rows(self.domain_embedding, domain)], dim=1)  # [B, I + De]
         logit = self.net(u).squeeze(-1)  # [B]
         return ModelOutput(logit=logit, aux_loss=logit.new_zeros(()))

@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from cesaa.config import ModelConfig
-from cesaa.features import FeatureEmbedding, FeatureSpec
+from cesaa.features import FeatureEmbedding, FeatureSpec, embedding_rows
 from cesaa.models.baselines.blocks import reject_routing
 from cesaa.models.output import ModelOutput, RoutingOverride
 from cesaa.models.registry import register
@@ -124,7 +124,7 @@ class PEPNet(nn.Module):
 
     def field_gates(self, x: torch.Tensor, domain: torch.Tensor) -> torch.Tensor:
         """EPNet's delta_d [B, F]: one gate per field from [e_d, sg(x)]; x [B, I]."""
-        e_d = self.domain_embedding(domain)  # [B, De]
+        e_d = embedding_rows(self.domain_embedding, domain)  # [B, De]
         return self.ep_gate(torch.cat([e_d, x.detach()], dim=1))  # [B, F]
 
     def expand(self, delta: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,7 @@ from torch import nn
 
 from cesaa.config import ModelConfig
 from cesaa.experts import grouped_mlp
-from cesaa.features import FeatureEmbedding, FeatureSpec, mlp
+from cesaa.features import FeatureEmbedding, FeatureSpec, embedding_rows, mlp
 from cesaa.models import search_spaces as spaces
 from cesaa.models.baselines.blocks import reject_routing, select_domain
 from cesaa.models.baselines.grouped import grouped_gemm_ok
@@ -195,6 +195,8 @@ class STAR(nn.Module):
         reject_routing(routing, "star")
         x = self.embedding(cat, num)  # [B, I]
         main = self.fcn(x, domain, norm=self.norm.affine(x, domain))  # [B]: FCN_d(PN_d(x))
-        aux = self.aux(torch.cat([self.domain_embedding(domain), x], dim=1)).squeeze(-1)  # [B]
+        aux = self.aux(
+            torch.cat([embedding_rows(self.domain_embedding, domain), x], dim=1)
+        ).squeeze(-1)  # [B]
         logit = main + aux  # [B]
         return ModelOutput(logit=logit, aux_loss=logit.new_zeros(()))
