@@ -115,23 +115,20 @@ def time_case(case: dict, kinds: tuple[str, ...], reps: int, warmup: int) -> dic
     return times
 
 
-def profile_sparse(case: dict, steps: int) -> list[list]:
-    from torch.profiler import ProfilerActivity, profile
+def profile_sparse(case: dict, rounds: int) -> list[list]:
+    """One sparse step's operators replayed in order at 1 and 2 threads (``bench.thread_scaling``'s
+    method): rows of operator, calls, ms at each thread count, speed-up, share at 2 threads."""
+    from bench import thread_scaling
 
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        for _ in range(steps):
-            case["step"]("sparse")
-    events = sorted(prof.key_averages(), key=lambda ev: ev.self_cpu_time_total, reverse=True)
-    total = sum(ev.self_cpu_time_total for ev in events) or 1.0
-    return [
-        [
-            f"`{ev.key}`",
-            f"{ev.self_cpu_time_total / 1e3 / steps:.2f}",
-            f"{100 * ev.self_cpu_time_total / total:.1f}%",
-            f"{ev.count // steps}",
-        ]
-        for ev in events[:10]
-    ]
+    calls = thread_scaling.record_ops(lambda: case["step"]("sparse"))
+    by_op = thread_scaling.replay_ops(calls, rounds)
+    threads = torch.get_num_threads()
+    step = {}
+    for t in (1, 2):
+        torch.set_num_threads(t)
+        step[t] = statistics.median(time_case(case, ("sparse",), 2 * rounds + 1, 2)["sparse"])
+    torch.set_num_threads(threads)
+    return thread_scaling.op_table(by_op, step, 10)
 
 
 GOALS = ((16, 2, 1.3), (32, 1, 1.6))  # (E, k, allowed time ratio / FLOP ratio)
@@ -278,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     for kind in kinds[2:]:
         cols += [f"{kind} ms", f"{kind}: ratio / FLOP ratio"]
     pe, pk = (16, 2) if 16 in es else (es[0], ks[0])
-    prof_rows = profile_sparse(make_case(pe, pk, args.batch), 2 if args.quick else 10)
+    prof_rows = profile_sparse(make_case(pe, pk, args.batch), 2 if args.quick else 8)
     gauc_row = gauc_timing(gauc_n, max(gauc_n // 40, 10), 1 if args.quick else 5)
     ret_row = retrieval_memory(ret_q, ret_i, 32, 50)
     threads_now = torch.get_num_threads()
@@ -334,9 +331,14 @@ def main(argv: list[str] | None = None) -> int:
             f"{'s' if threads_now > 1 else ''}):** " + "; ".join(verdicts) + ".",
             threads_text,
             *([kernels_text] if kernels_text else []),
-            f"### Where a sparse step's time goes (E={pe}, k={pk}, batch {args.batch}, "
-            "torch.profiler, self CPU time per step)\n\n"
-            + _report.table(["operator", "ms / step", "share", "calls / step"], prof_rows),
+            f"### Where a sparse step's time goes (E={pe}, k={pk}, batch {args.batch}), at 1 and 2 "
+            "threads\n\nEvery ATen call of one sparse step (forward and backward) replayed in its "
+            "order on copies of its inputs, each call timed, median over passes "
+            "(`bench.thread_scaling`'s method); ms per step.\n\n"
+            + _report.table(
+                ["operator", "calls", "1 thread", "2 threads", "speed-up", "share at 2"],
+                prof_rows,
+            ),
             "### GAUC (`cesaa.metrics.gauc`, vectorized: one sort, no loop over users)\n\n"
             + _report.table(["rows", "users", "ms (median)"], [gauc_row]),
             "### Recall@K ranking against a large catalog (`cesaa.retrieval.top_k_items`)\n\n"

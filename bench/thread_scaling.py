@@ -38,8 +38,8 @@ MODELS = {"cesaa": ("cesaa", {}), "mmoe": ("mmoe", {}), "mmoe-9": ("mmoe", {"mmo
 PROFILED = ("cesaa", "mmoe")  # the per-operator tables
 
 
-def record_ops(model, opt, table, idx: torch.Tensor) -> list[tuple]:
-    """Every ATen call of one training step on rows ``idx``: [(op, args, kwargs)], in order."""
+def record_ops(fn) -> list[tuple]:
+    """Every ATen call of ``fn()`` (forward, backward, optimizer): [(op, args, kwargs)], in order."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
     calls: list[tuple] = []
@@ -51,7 +51,7 @@ def record_ops(model, opt, table, idx: torch.Tensor) -> list[tuple]:
             return func(*args, **kwargs)
 
     with _Record():
-        _step(model, opt, table, idx)
+        fn()
     return calls
 
 
@@ -61,24 +61,25 @@ def _copy(a):
 
 def replay_ops(calls: list[tuple], rounds: int) -> dict[str, list[float]]:
     """The recorded calls replayed in their order on copies of their inputs, each call timed:
-    {op name: [calls, s at 1t, s at 2t]} (per call the median over ``rounds`` passes, thread
-    counts alternating pass by pass).  In order, each operator meets its inputs where the step
+    {op name: [calls, s at 1t, s at 2t]} (per call the median over ``rounds`` timed passes, each
+    after an untimed one at the same thread count; thread counts alternate).  In order, each operator meets its inputs where the step
     leaves them (caches, fresh output buffers), so the sum matches the step's own time; replayed
     in isolation (best of several calls, hot caches) the memory-bound ones look 2x faster."""
     from torch.utils._pytree import tree_map
 
     prepared = [(f, tree_map(_copy, a), tree_map(_copy, k)) for f, a, k in calls]
     times: dict[int, list[list[float]]] = {1: [], 2: []}
-    for r in range(2 * rounds + 2):
+    for r in range(2 * rounds):
         threads = 1 + r % 2
         torch.set_num_threads(threads)
+        for f, a, k in prepared:  # untimed: the new thread count's workers are started and awake
+            f(*a, **k)
         one = []
         for f, a, k in prepared:
             t0 = time.perf_counter()
             f(*a, **k)
             one.append(time.perf_counter() - t0)
-        if r >= 2:  # the first pass at each thread count warms up
-            times[threads].append(one)
+        times[threads].append(one)
     by_op: dict[str, list[float]] = collections.defaultdict(lambda: [0, 0.0, 0.0])
     for i, (f, _, _) in enumerate(prepared):
         row = by_op[f.overloadpacket.__name__]
@@ -189,9 +190,8 @@ def main(argv: list[str] | None = None) -> int:
             _step(model, opt, table, torch.randint(len(table), (args.batch,), generator=gen))
         step = step_times(model, opt, table, args.batch, args.rounds, args.steps, gen)
         fixed = step_times(model, opt, table, small, args.rounds, args.steps, gen)
-        calls = record_ops(
-            model, opt, table, torch.randint(len(table), (args.batch,), generator=gen)
-        )
+        idx = torch.randint(len(table), (args.batch,), generator=gen)
+        calls = record_ops(lambda m=model, o=opt, i=idx: _step(m, o, table, i))
         summary.append(
             [
                 label,
