@@ -120,9 +120,9 @@ def profile_sparse(case: dict, rounds: int) -> list[list]:
     method): rows of operator, calls, ms at each thread count, speed-up, share at 2 threads."""
     from bench import thread_scaling
 
+    threads = torch.get_num_threads()  # restored on return: the caller's setting
     calls = thread_scaling.record_ops(lambda: case["step"]("sparse"))
     by_op = thread_scaling.replay_ops(calls, rounds)
-    threads = torch.get_num_threads()
     step = {}
     for t in (1, 2):
         torch.set_num_threads(t)

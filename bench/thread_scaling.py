@@ -67,6 +67,7 @@ def replay_ops(calls: list[tuple], rounds: int) -> dict[str, list[float]]:
     in isolation (best of several calls, hot caches) the memory-bound ones look 2x faster."""
     from torch.utils._pytree import tree_map
 
+    threads_before = torch.get_num_threads()
     prepared = [(f, tree_map(_copy, a), tree_map(_copy, k)) for f, a, k in calls]
     times: dict[int, list[list[float]]] = {1: [], 2: []}
     for r in range(2 * rounds):
@@ -80,6 +81,7 @@ def replay_ops(calls: list[tuple], rounds: int) -> dict[str, list[float]]:
             f(*a, **k)
             one.append(time.perf_counter() - t0)
         times[threads].append(one)
+    torch.set_num_threads(threads_before)
     by_op: dict[str, list[float]] = collections.defaultdict(lambda: [0, 0.0, 0.0])
     for i, (f, _, _) in enumerate(prepared):
         row = by_op[f.overloadpacket.__name__]
