@@ -68,9 +68,11 @@ class ModelConfig:
     # row trains); 0 = nn.Linear's init, about 1/D, which kept HMoE on the plateau (docs/training.md)
     hmoe_self_weight: float = 0.9
     # every model's input (embeddings + numeric columns): none = as is (the papers'); batch = a
-    # BatchNorm1d over it (cesaa.features.FeatureEmbedding).  The embeddings start at std 0.05
-    # next to standard-normal numeric columns; see docs/training.md for where this matters
+    # BatchNorm1d over it (cesaa.features.FeatureEmbedding).  The embeddings start at std
+    # embed_init_std next to standard-normal numeric columns: on product-structured data batch
+    # ends MMoE's plateau, on MovieLens-100k it overfits at once (docs/training.md)
     input_norm: str = "none"
+    embed_init_std: float = 0.05  # std of every embedding's N(0, std^2) init
     star_hidden: tuple[int, ...] = (64, 32)  # star-topology FCN widths
     # AdaSparse (Yang et al. 2022): pi = s * 1[s >= eps], s from the form below (paper's defaults)
     adasparse_form: str = "fusion"  # binarization: sig(a v); scaling: b sig(v); fusion: b sig(a v)
@@ -111,6 +113,8 @@ class ModelConfig:
         _choice(self, "adasparse_form", ADASPARSE_FORMS)
         _choice(self, "tower_init", TOWER_INITS)
         _choice(self, "input_norm", INPUT_NORMS)
+        if self.embed_init_std <= 0:
+            raise ValueError(f"embed_init_std={self.embed_init_std} must be > 0")
         if not 0 <= self.ple_shared_weight < 1:
             raise ValueError(f"ple_shared_weight={self.ple_shared_weight} must be in [0, 1)")
         if not 0 <= self.hmoe_self_weight < 1:

@@ -85,7 +85,9 @@ class FeatureEmbedding(nn.Module):
     random numbers, so the embedding init is the same either way.
     """
 
-    def __init__(self, spec: FeatureSpec, embed_dim: int, norm: str = "none") -> None:
+    def __init__(
+        self, spec: FeatureSpec, embed_dim: int, norm: str = "none", init_std: float = 0.05
+    ) -> None:
         super().__init__()
         if norm not in INPUT_NORMS:
             raise ValueError(f"input norm {norm!r} must be one of {list(INPUT_NORMS)}")
@@ -100,7 +102,7 @@ class FeatureEmbedding(nn.Module):
             for block in blocks:  # nn.Embedding's own N(0, 1) draw, as the per-column modules did
                 block.normal_()
             for block in blocks:
-                block.normal_(std=0.05)
+                block.normal_(std=init_std)
         self.out_dim = embed_dim * len(cards) + spec.num_numeric
         self.norm = nn.BatchNorm1d(self.out_dim) if norm == "batch" else None
 

@@ -165,6 +165,7 @@ def test_model_key_the_model_does_not_use_is_rejected(tmp_path, capsys):
     assert used == [
         "model.dropout",
         "model.embed_dim",
+        "model.embed_init_std",
         "model.expert_dim",
         "model.expert_hidden",
         "model.input_norm",

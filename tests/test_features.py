@@ -139,3 +139,11 @@ def test_embedding_rows_are_the_tables_rows_and_their_gradient_sums_per_index() 
     # row d of the table receives the sum of c over the positions that read it
     want = torch.stack([c[index == d].sum(0) for d in range(3)])
     torch.testing.assert_close(table.weight.grad, want)
+
+
+def test_embed_init_std_sets_the_draws_scale_from_the_same_random_numbers() -> None:
+    torch.manual_seed(7)
+    small = FeatureEmbedding(SPEC, DE)
+    torch.manual_seed(7)
+    large = FeatureEmbedding(SPEC, DE, init_std=0.2)
+    assert torch.allclose(large.weight, small.weight * 4, atol=1e-6)  # 0.2 / 0.05

@@ -42,7 +42,7 @@ class CESBlock(nn.Module):
         self.num_domains = spec.num_domains
         # set by the trainer for TrainConfig.mi_scope='global' (cesaa.distributed); not a weight
         self.joint_reducer: Callable[[torch.Tensor], torch.Tensor] | None = None
-        self.features = FeatureEmbedding(spec, cfg.embed_dim, cfg.input_norm)
+        self.features = FeatureEmbedding(spec, cfg.embed_dim, cfg.input_norm, cfg.embed_init_std)
         self.domain_emb = nn.Embedding(spec.num_domains, cfg.embed_dim)
         nn.init.normal_(self.domain_emb.weight, std=0.05)
         f = self.features.out_dim

@@ -136,7 +136,7 @@ class MMoEUserTower(nn.Module):
         super().__init__()
         d, h = spec.num_domains, cfg.expert_dim
         self.num_experts = cfg.mmoe_experts or d
-        self.features = FeatureEmbedding(spec, cfg.embed_dim, cfg.input_norm)
+        self.features = FeatureEmbedding(spec, cfg.embed_dim, cfg.input_norm, cfg.embed_init_std)
         i = self.features.out_dim
         self.experts = StackedMLP(self.num_experts, i, cfg.expert_hidden, h, cfg.dropout, True)
         self.gates = StackedMLP(d, i, (), self.num_experts)  # D stacked linear gates
@@ -161,7 +161,7 @@ class MLPUserTower(nn.Module):
 
     def __init__(self, cfg: ModelConfig, spec: FeatureSpec, out_dim: int) -> None:
         super().__init__()
-        self.features = FeatureEmbedding(spec, cfg.embed_dim, cfg.input_norm)
+        self.features = FeatureEmbedding(spec, cfg.embed_dim, cfg.input_norm, cfg.embed_init_std)
         self.domain_emb = nn.Embedding(spec.num_domains, cfg.embed_dim)
         nn.init.normal_(self.domain_emb.weight, std=0.05)
         in_dim = self.features.out_dim + cfg.embed_dim
@@ -213,7 +213,9 @@ class TwoTower(nn.Module):
         self.normalize = normalize
         self.user_tower = _TOWERS[cfg.name](cfg, self.columns.user_spec, out_dim)
         item_spec = self.columns.item_spec
-        self.item_features = FeatureEmbedding(item_spec, cfg.embed_dim, cfg.input_norm)
+        self.item_features = FeatureEmbedding(
+            item_spec, cfg.embed_dim, cfg.input_norm, cfg.embed_init_std
+        )
         hidden = cfg.expert_hidden + cfg.tower_hidden
         self.item_net = mlp(self.item_features.out_dim, hidden, out_dim, cfg.dropout)
         cols = self.columns

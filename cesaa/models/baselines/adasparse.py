@@ -116,7 +116,7 @@ class AdaSparse(nn.Module):
     def __init__(self, cfg: ModelConfig, spec: FeatureSpec) -> None:
         super().__init__()
         self.cfg = cfg
-        self.embedding = FeatureEmbedding(spec, cfg.embed_dim, cfg.input_norm)
+        self.embedding = FeatureEmbedding(spec, cfg.embed_dim, cfg.input_norm, cfg.embed_init_std)
         self.domain_embedding = nn.Embedding(spec.num_domains, cfg.embed_dim)
         nn.init.normal_(self.domain_embedding.weight, std=0.05)  # as FeatureEmbedding
         i, de = self.embedding.out_dim, cfg.embed_dim

@@ -104,7 +104,7 @@ class M2M(nn.Module):
         super().__init__()
         h = cfg.expert_dim
         self.num_experts = cfg.mmoe_experts or spec.num_domains
-        self.embedding = FeatureEmbedding(spec, cfg.embed_dim, cfg.input_norm)
+        self.embedding = FeatureEmbedding(spec, cfg.embed_dim, cfg.input_norm, cfg.embed_init_std)
         self.domain_embedding = nn.Embedding(spec.num_domains, cfg.embed_dim)
         nn.init.normal_(self.domain_embedding.weight, std=0.05)  # as FeatureEmbedding
         i = self.embedding.out_dim

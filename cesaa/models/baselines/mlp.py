@@ -22,7 +22,7 @@ class DomainMLP(nn.Module):
 
     def __init__(self, cfg: ModelConfig, spec: FeatureSpec) -> None:
         super().__init__()
-        self.embedding = FeatureEmbedding(spec, cfg.embed_dim, cfg.input_norm)
+        self.embedding = FeatureEmbedding(spec, cfg.embed_dim, cfg.input_norm, cfg.embed_init_std)
         self.domain_embedding = nn.Embedding(spec.num_domains, cfg.embed_dim)
         nn.init.normal_(self.domain_embedding.weight, std=0.05)  # as FeatureEmbedding
         in_dim = self.embedding.out_dim + cfg.embed_dim

@@ -48,7 +48,7 @@ class MMoE(nn.Module):
         super().__init__()
         d, h = spec.num_domains, cfg.expert_dim
         self.num_experts = cfg.mmoe_experts or d
-        self.embedding = FeatureEmbedding(spec, cfg.embed_dim, cfg.input_norm)
+        self.embedding = FeatureEmbedding(spec, cfg.embed_dim, cfg.input_norm, cfg.embed_init_std)
         i = self.embedding.out_dim
         self.experts = StackedMLP(self.num_experts, i, cfg.expert_hidden, h, cfg.dropout, True)
         self.gates = StackedMLP(d, i, (), self.num_experts)  # D stacked linear gates

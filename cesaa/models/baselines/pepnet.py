@@ -107,7 +107,7 @@ class PEPNet(nn.Module):
         self.embed_dim = cfg.embed_dim
         self.num_cat = len(spec.cat_names)
         self.prior = prior_columns(spec, cfg.pepnet_prior)
-        self.embedding = FeatureEmbedding(spec, cfg.embed_dim, cfg.input_norm)
+        self.embedding = FeatureEmbedding(spec, cfg.embed_dim, cfg.input_norm, cfg.embed_init_std)
         self.domain_embedding = nn.Embedding(spec.num_domains, cfg.embed_dim)
         nn.init.normal_(self.domain_embedding.weight, std=0.05)  # as FeatureEmbedding
         i, de = self.embedding.out_dim, cfg.embed_dim

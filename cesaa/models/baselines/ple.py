@@ -190,7 +190,7 @@ class PLE(nn.Module):
 
     def __init__(self, cfg: ModelConfig, spec: FeatureSpec) -> None:
         super().__init__()
-        self.embedding = FeatureEmbedding(spec, cfg.embed_dim, cfg.input_norm)
+        self.embedding = FeatureEmbedding(spec, cfg.embed_dim, cfg.input_norm, cfg.embed_init_std)
         self.num_domains = d = spec.num_domains
         self.s, self.sh = cfg.ple_specific, cfg.ple_shared
         self.num_experts = d * self.s + self.sh

@@ -30,7 +30,7 @@ class SharedBottom(nn.Module):
 
     def __init__(self, cfg: ModelConfig, spec: FeatureSpec) -> None:
         super().__init__()
-        self.embedding = FeatureEmbedding(spec, cfg.embed_dim, cfg.input_norm)
+        self.embedding = FeatureEmbedding(spec, cfg.embed_dim, cfg.input_norm, cfg.embed_init_std)
         sizes = cfg.expert_hidden + (cfg.expert_dim,)
         self.bottom = mlp(self.embedding.out_dim, sizes, None, cfg.dropout)
         self.towers = StackedMLP(spec.num_domains, cfg.expert_dim, cfg.tower_hidden, 1, cfg.dropout)

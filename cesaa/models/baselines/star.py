@@ -175,7 +175,7 @@ class STAR(nn.Module):
     def __init__(self, cfg: ModelConfig, spec: FeatureSpec) -> None:
         super().__init__()
         d = spec.num_domains
-        self.embedding = FeatureEmbedding(spec, cfg.embed_dim, cfg.input_norm)
+        self.embedding = FeatureEmbedding(spec, cfg.embed_dim, cfg.input_norm, cfg.embed_init_std)
         i = self.embedding.out_dim
         self.norm = PartitionedNorm(i, d)
         self.fcn = StarFCN(d, (i, *cfg.star_hidden, 1), cfg.dropout)
