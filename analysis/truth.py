@@ -169,7 +169,7 @@ def _truth(truth: Any, num_domains: int, include_shared: bool) -> tuple[np.ndarr
     return m[:, keep], [n for n, k in zip(names, keep, strict=True) if k]
 
 
-def _jaccard(a: np.ndarray) -> np.ndarray:
+def weighted_jaccard(a: np.ndarray) -> np.ndarray:
     """Weighted Jaccard sum min / sum max between the rows of a [D, X] non-negative array."""
     lo = np.minimum(a[:, None, :], a[None, :, :]).sum(axis=-1)
     hi = np.maximum(a[:, None, :], a[None, :, :]).sum(axis=-1)
@@ -241,8 +241,8 @@ def truth_recovery(
     if names is not None and len(names) != d:
         raise ValueError(f"domain_names has {len(names)} names but there are {d} domains")
 
-    t_sim = _jaccard(member.astype(np.float64))
-    l_sim = _jaccard(act)
+    t_sim = weighted_jaccard(member.astype(np.float64))
+    l_sim = weighted_jaccard(act)
     iu = np.triu_indices(d, k=1)
     error = float(np.mean(np.abs(t_sim[iu] - l_sim[iu])))
     blind = float(np.mean(1.0 - t_sim[iu]))

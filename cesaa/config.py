@@ -153,6 +153,9 @@ class TrainConfig:
     # no early stop before this many optimizer steps (plateaus last steps, not epochs; see
     # cesaa/stopping.py and docs/training.md, where the default was chosen on validation)
     min_steps: int = 1000
+    # no early stop in an epoch whose training-batch I(D;E) rose by more than this fraction over the
+    # epoch before: the routing is still forming (cesaa/stopping.py); 0 = do not wait for it
+    routing_rise: float = 0.1
     monitor: str = "auc"  # validation metric for early stopping
     seed: int = 0
     device: str = "auto"  # auto: CUDA when present, else CPU
@@ -171,7 +174,7 @@ class TrainConfig:
         _positive(self, "epochs", "batch_size", "eval_batch_size")
         if self.lr <= 0:
             raise ValueError(f"lr={self.lr} must be > 0")
-        _nonnegative(self, "weight_decay", "patience", "max_grad_norm", "min_steps")
+        _nonnegative(self, "weight_decay", "patience", "max_grad_norm", "min_steps", "routing_rise")
         _choice(self, "monitor", MONITORS)
         _choice(self, "mi_scope", MI_SCOPES)
         _choice(self, "amp", AMP_MODES)

@@ -42,7 +42,7 @@ from cesaa.models.registry import build_model
 from cesaa.monitor import LOWER_IS_BETTER, NoImprovementError, check_monitor, score  # noqa: F401
 from cesaa.routing_rows import write_row_snapshot
 from cesaa.snapshots import write_routing_snapshot
-from cesaa.stopping import should_stop
+from cesaa.stopping import routing_forming, should_stop
 from cesaa.train_state import (  # noqa: F401  (METRICS, read_history: public via cesaa.train)
     LAST,
     METRICS,
@@ -165,7 +165,7 @@ def train(
     on_batch = callback if batch_events else None
     eval_bs = train_cfg.eval_batch_size
 
-    stopped_early = at.start_epoch > 0 and _stop(train_cfg, at.bad_epochs, at.start_epoch, data)
+    stopped_early = at.start_epoch > 0 and _stop(train_cfg, at.bad_epochs, history, data)
     for epoch in range(at.start_epoch, train_cfg.epochs):
         if stopped_early:
             break
@@ -195,7 +195,7 @@ def train(
         else:
             at.bad_epochs += 1
         history.append(record)
-        stopped_early = _stop(train_cfg, at.bad_epochs, epoch + 1, data)
+        stopped_early = _stop(train_cfg, at.bad_epochs, history, data)
         if run is not None and main:
             commit_epoch(
                 run, model, opt, history, epoch, at.best_score, at.best_epoch, at.bad_epochs
@@ -258,7 +258,10 @@ def _fail_no_improvement(run: Path | None, meta: dict, history: list[dict], moni
     raise NoImprovementError(msg)
 
 
-def _stop(cfg: TrainConfig, bad_epochs: int, epochs_done: int, data: MultiDomainData) -> bool:
+def _stop(cfg: TrainConfig, bad_epochs: int, history: list[dict], data: MultiDomainData) -> bool:
+    """Early stopping after the epochs in ``history`` (:func:`cesaa.stopping.should_stop`)."""
+    forming = routing_forming(history, cfg.routing_rise)
+    rows, bs = len(data.train), cfg.batch_size
     return should_stop(
-        bad_epochs, cfg.patience, epochs_done, len(data.train), cfg.batch_size, cfg.min_steps
+        bad_epochs, cfg.patience, len(history), rows, bs, cfg.min_steps, forming=forming
     )

@@ -7,8 +7,8 @@
 
 ``resume_point`` reads them back for ``train(..., resume=True)``.  A resumed run must use the same
 data (fingerprint) and the same model and train config, except for ``RESUME_CHANGES``: more epochs
-or another early-stopping setting (patience, min_steps) continue the run (also a finished or
-early-stopped one).
+or another early-stopping setting (patience, min_steps, routing_rise) continue the run (also a
+finished or early-stopped one).
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ LAST = "last.safetensors"
 OPTIMIZER = "optimizer.safetensors"
 STATE = "train_state.json"
 METRICS = "metrics.jsonl"
-RESUME_CHANGES = ("epochs", "patience", "min_steps")  # TrainConfig fields a resume may change
+# TrainConfig fields a resume may change
+RESUME_CHANGES = ("epochs", "patience", "min_steps", "routing_rise")
 # metric names of older metrics.jsonl files -> today's (read_history renames them)
 RENAMED_METRICS = {"train/mi": "train/batch_mi"}
 

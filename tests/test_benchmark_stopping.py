@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from cesaa.config import TrainConfig
-from cesaa.stopping import should_stop, steps_per_epoch
+from cesaa.stopping import routing_forming, should_stop, steps_per_epoch
 
 
 def test_steps_per_epoch_counts_the_short_last_batch() -> None:
@@ -49,6 +49,53 @@ def test_training_continues_to_min_steps_before_stopping(small_data) -> None:
     # ... and it stops at the first bad epoch once min_steps are done (patience 1)
     assert vals[-1] <= max(vals[:-1])
     assert all(vals[i] > max(vals[:i]) for i in range(4, n - 1))
+
+
+def test_routing_forming_reads_the_rise_of_the_batch_mi() -> None:
+    hist = [{"train/batch_mi": v} for v in (0.0004, 0.0183, 0.151, 0.613, 0.64)]
+    assert routing_forming(hist[:1], 0.1)  # from 0 before the first epoch
+    assert routing_forming(hist[:4], 0.1)  # 0.151 -> 0.613
+    assert not routing_forming(hist, 0.1)  # 0.613 -> 0.64 is +4 %
+    assert routing_forming(hist, 0.01)
+    assert not routing_forming(hist[:4], 0.0)  # 0 = do not wait
+    assert not routing_forming([{"train/batch_mi": 0.0}] * 3, 0.1)  # no routing (MMoE logs 0)
+    assert not routing_forming([{"train/loss": 0.6}] * 3, 0.1)  # no batch MI at all
+    assert not routing_forming([{"train/batch_mi": 0.5}, {"train/batch_mi": 0.3}], 0.1)
+    args = {"patience": 2, "rows": 100, "batch_size": 10, "min_steps": 0}
+    assert not should_stop(bad_epochs=3, epochs_done=5, forming=True, **args)
+    assert should_stop(bad_epochs=3, epochs_done=5, forming=False, **args)
+    with pytest.raises(ValueError, match="routing_rise=-0.1 must be >= 0"):
+        TrainConfig(routing_rise=-0.1)
+
+
+def test_patience_does_not_stop_while_the_routing_forms(small_data, monkeypatch) -> None:
+    """The shipped 40-domain checkpoint's story, scripted: validation AUC peaks at epoch 2 and
+    falls while the batch MI rises until epoch 6.  Patience 2 stopped at epoch 4 (before the
+    routing formed); now the run goes on until the MI stops rising (epoch 7: +2 %), then stops at
+    once because patience is long spent.  The best epoch is still the validation's (2)."""
+    import cesaa.train as tr
+    from cesaa.models import default_config
+
+    mi = [0.0004, 0.0015, 0.0043, 0.0183, 0.151, 0.613, 0.625, 0.63, 0.64, 0.65]
+    auc = [0.68, 0.70, 0.69, 0.69, 0.68, 0.685, 0.69, 0.69, 0.69, 0.69]
+
+    def epoch(net, opt, part, cfg, e, *args):
+        return {"train/loss": 0.6, "train/batch_mi": mi[e]}
+
+    calls = []
+
+    def evaluate(model, part, names, bs, ctx, *args):
+        calls.append(1)
+        return {"auc": auc[min(len(calls), len(auc)) - 1], "logloss": 0.6}
+
+    monkeypatch.setattr(tr, "train_one_epoch", epoch)
+    monkeypatch.setattr(tr, "evaluate_part", evaluate)
+    base = dict(epochs=10, patience=2, min_steps=0, seed=0, device="cpu")
+    res = tr.train(default_config("mlp"), TrainConfig(**base, routing_rise=0.1), small_data)
+    assert res.stopped_early and len(res.history) == 7 and res.best_epoch == 2
+    calls.clear()
+    old = tr.train(default_config("mlp"), TrainConfig(**base, routing_rise=0.0), small_data)
+    assert old.stopped_early and len(old.history) == 4 and old.best_epoch == 2
 
 
 PLATEAU_DATA = "synthetic:rows=40000,structure=multiplicative,per_domain=1,seed=0"

@@ -200,3 +200,34 @@ def test_heterogeneity_one_shares_no_mechanism_between_domains() -> None:
         make_planted_frame(100, 2, heterogeneity=1.5)
     data = load_data("synthetic:rows=2000,domains=3,heterogeneity=0.5,seed=1")
     assert data.description["options"]["heterogeneity"] == 0.5
+
+
+def test_planted_groups_share_their_mechanisms_within_and_none_across() -> None:
+    """groups=G: domain d is in group d % G; domains of a group read the same mechanisms with the
+    same weights (exact least-squares fits of the true logit), domains of different groups share
+    only the common ones (none at heterogeneity 1)."""
+    for h in (None, 1.0):
+        p = make_planted_frame(8000, 6, mechanisms_per_domain=2, seed=4, groups=3, heterogeneity=h)
+        assert p.truth["domain_group"] == [0, 1, 2, 0, 1, 2]
+        k = 2 * 3 + 1 if h is None else 2 * (3 + 1)
+        assert len(p.truth["mechanism_names"]) == k
+        fits = _domain_fits(p)
+        common = {0} if h is None else set()
+        for a in range(6):
+            for b in range(a + 1, 6):
+                used_a = set(np.flatnonzero(np.abs(fits[a]) > 1e-3))
+                used_b = set(np.flatnonzero(np.abs(fits[b]) > 1e-3))
+                if a % 3 == b % 3:
+                    np.testing.assert_allclose(fits[a], fits[b], atol=1e-3)
+                else:
+                    assert used_a & used_b == common, (h, a, b)
+    # without groups every domain is its own group: the data do not change
+    plain = make_planted_frame(3000, 4, seed=2)
+    own = make_planted_frame(3000, 4, seed=2, groups=4)
+    pd.testing.assert_frame_equal(plain.frame, own.frame)
+    assert "domain_group" not in plain.truth and own.truth["domain_group"] == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match=r"groups=5 must be in \[1, domains=4\]"):
+        make_planted_frame(100, 4, groups=5)
+    data = load_data("synthetic:rows=2000,domains=4,groups=2,seed=1")
+    assert data.description["options"]["groups"] == 2
+    assert data.truth["domain_group"] == [0, 1, 0, 1]

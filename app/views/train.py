@@ -158,8 +158,9 @@ epochs = c[0].number_input(
     SCHEDULE.epochs,
     key="tr_epochs",
     help=f"Early stopping after {SCHEDULE.patience} epochs without a better validation "
-    f"{SCHEDULE.monitor}, never before {SCHEDULE.min_steps} optimizer steps: routing needs "
-    "that long to form (the same schedule as `cesaa train`).",
+    f"{SCHEDULE.monitor}, never before {SCHEDULE.min_steps} optimizer steps and never while "
+    f"the routing is still forming (the training batches' I(D;E) rose more than "
+    f"{SCHEDULE.routing_rise:.0%} in the last epoch): the same schedule as `cesaa train`.",
 )
 # the name follows the data (the uploaded file's name) until the user types one
 if st.session_state.pop("_tr_trained", False) or st.session_state.get("tr_name") in (

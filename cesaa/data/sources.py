@@ -50,6 +50,7 @@ SYNTHETIC_OPTIONS = {
     "base_rate": ("base_rate", float),
     "structure": ("structure", str),
     "heterogeneity": ("heterogeneity", float),
+    "groups": ("groups", int),
 }
 TABLE_OPTIONS = ("data",)
 

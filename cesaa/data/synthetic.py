@@ -31,6 +31,14 @@ The signal keeps unit variance at every h, and h is the share of it that is the 
 features alone, and the features do not depend on the domain); at ``h = 1`` no two domains share a
 mechanism.  ``truth["mechanism_weights"]`` [D, K] holds the weights above.
 
+**Planted groups of domains** (``groups=G``, 1 <= G <= D; ``None``: every domain is its own group):
+domain d belongs to group ``d % G`` (``truth["domain_group"]``), and the domain-specific mechanisms
+above belong to the group instead: every domain of a group uses the same specific mechanisms, and
+no two groups share one (K = m * G + 1 in the default layout, m * (G + 1) with the dial).  Domains
+of a group draw (features, label) from one distribution; a router that sends them to the same
+experts recovers the groups (``analysis.domain_groups``).  Many domains with few rows each then
+still share enough rows per mechanism to learn it (the 40-domain shipped checkpoint: 8 groups).
+
 Because the domain is independent of the features, a model that ignores the domain can only learn the
 domain-average of the mechanisms; ``truth`` reports both the oracle AUC and that domain-blind oracle's AUC.
 
@@ -102,27 +110,34 @@ def make_planted_frame(
     base_rate: float = 0.4,
     structure: str = "additive",
     heterogeneity: float | None = None,
+    groups: int | None = None,
 ) -> PlantedFrame:
     """Generate the planted table.  ``num_mechanisms`` defaults to ``mechanisms_per_domain * D + 1``.
 
     ``structure``: ``additive`` (categorical x numeric mechanisms, the default) or
     ``multiplicative`` (user x item factor mechanisms without main effects, see the module docstring).
     ``heterogeneity``: the dial from identical domains (0) to disjoint mechanisms (1), see the
-    module docstring; it fixes ``num_mechanisms`` to ``m * (D + 1)``.
+    module docstring; it fixes ``num_mechanisms`` to ``m * (G + 1)``.
+    ``groups``: G planted groups of domains sharing their specific mechanisms (module docstring).
     """
+    if groups is not None and not 1 <= groups <= num_domains:
+        raise ValueError(f"groups={groups} must be in [1, domains={num_domains}]")
+    g_count = num_domains if groups is None else groups
+    group_of = np.arange(num_domains) % g_count  # [D]: domain -> its planted group
     if heterogeneity is not None:
         if not 0.0 <= heterogeneity <= 1.0:
             raise ValueError(f"heterogeneity={heterogeneity} must be in [0, 1]")
         if mechanisms_per_domain < 1:
             raise ValueError("heterogeneity needs mechanisms_per_domain >= 1")
-        needed = mechanisms_per_domain * (num_domains + 1)
+        needed = mechanisms_per_domain * (g_count + 1)
         if num_mechanisms not in (None, needed):
             raise ValueError(
-                f"num_mechanisms={num_mechanisms}: with heterogeneity it is m * (D + 1) = {needed}"
+                f"num_mechanisms={num_mechanisms}: with heterogeneity it is m * (G + 1) = {needed}"
+                " (G = groups, default the number of domains)"
             )
         num_mechanisms = needed
     if num_mechanisms is None:
-        num_mechanisms = mechanisms_per_domain * num_domains + 1
+        num_mechanisms = mechanisms_per_domain * g_count + 1
     _check_args(
         num_rows, num_domains, num_mechanisms, mechanisms_per_domain, strength, noise, base_rate
     )
@@ -142,11 +157,11 @@ def make_planted_frame(
     domain = rng.choice(d_count, size=n, p=weights / weights.sum())
     time = _T0 + rng.integers(0, 30 * 86_400, size=n)  # independent of everything else
 
-    if heterogeneity is None:
-        membership = _assign_mechanisms(rng, d_count, k_count, mechanisms_per_domain)  # [D, K] 0/1
+    if heterogeneity is None:  # [G, K] 0/1 per group, then each domain takes its group's row
+        membership = _assign_mechanisms(rng, g_count, k_count, mechanisms_per_domain)[group_of]
         scaled = membership / np.sqrt(membership.sum(1, keepdims=True))  # unit-variance sum
     else:
-        scaled = dial_weights(d_count, mechanisms_per_domain, heterogeneity)  # [D, K]
+        scaled = dial_weights(g_count, mechanisms_per_domain, heterogeneity)[group_of]  # [D, K]
         membership = (scaled > 0).astype(np.int64)
     mech = np.empty((n, k_count))
     features = []
@@ -204,6 +219,8 @@ def make_planted_frame(
     }
     if structure != "additive":
         truth["structure"] = structure
+    if groups is not None:
+        truth["domain_group"] = group_of.tolist()
     if heterogeneity is not None:
         m = mechanisms_per_domain
         truth["heterogeneity"] = float(heterogeneity)
@@ -226,6 +243,7 @@ def make_planted(
     base_rate: float = 0.4,
     structure: str = "additive",
     heterogeneity: float | None = None,
+    groups: int | None = None,
     split: str = "random",
     split_seed: int | None = None,
     encoders: dict | None = None,
@@ -242,6 +260,7 @@ def make_planted(
         base_rate=base_rate,
         structure=structure,
         heterogeneity=heterogeneity,
+        groups=groups,
     )
     options = {
         "rows": num_rows,
@@ -257,6 +276,8 @@ def make_planted(
         options["structure"] = structure
     if heterogeneity is not None:
         options["heterogeneity"] = heterogeneity
+    if groups is not None:
+        options["groups"] = groups
     return from_frame(
         planted.frame,
         planted.schema,
