@@ -275,6 +275,26 @@ def truth_recovery(path: str, kind: str = "hard") -> dict:
     return _truth_recovery(path, token(path), kind)
 
 
+@st.cache_data(show_spinner=False, max_entries=64)
+def _group_recovery(path: str, tok: str, kind: str) -> dict | None:
+    from analysis.domain_groups import group_recovery
+
+    planted = (truth(path) or {}).get("domain_group")
+    if planted is None:
+        return None
+    try:
+        rec = group_recovery(stats(path), planted, kind)
+    except ValueError as e:
+        raise LoadError(f"group recovery undefined: {e}") from None
+    return {"ari": rec.ari, "nmi": rec.nmi, "groups": rec.num_groups, "clusters": rec.clusters}
+
+
+def group_recovery(path: str, kind: str = "hard") -> dict | None:
+    """The planted groups of domains recovered from the routing (``analysis.domain_groups``);
+    None when the data plant no groups."""
+    return _group_recovery(path, token(path), kind)
+
+
 # ---- comparison of two checkpoints ---------------------------------------------------------------
 
 

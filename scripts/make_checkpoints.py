@@ -1,12 +1,13 @@
 """Regenerate the shipped checkpoints in ``checkpoints/`` (the dashboard's data on a fresh clone).
 
-    .venv/bin/python scripts/make_checkpoints.py            # all of them, ~3-4 min on 2 cores
+    .venv/bin/python scripts/make_checkpoints.py            # all of them, ~5-15 min on 2 cores
     .venv/bin/python scripts/make_checkpoints.py --only cesaa mmoe --no-umap
 
-Every checkpoint is trained on the same built-in synthetic data (``DATA``) with the same small
-architecture (``SMALL``) and training settings (``TRAIN``, seed 0, one CPU thread), so the grid is
-deterministic: rerunning the command reproduces the weights.  Only what the dashboard reads is kept
-(``meta.json``, ``model.safetensors``, ``metrics.jsonl`` without wall-clock times); the resume files
+Every checkpoint is trained on the same built-in synthetic data (``DATA``; ``DATA_FOR`` names the
+exceptions) with the same small architecture (``SMALL``) and training settings (``TRAIN``, seed 0,
+one CPU thread), so the grid is deterministic: rerunning the command reproduces the weights.  Only what the dashboard reads is kept
+(``meta.json``, ``model.safetensors``, ``metrics.jsonl`` without wall-clock times, the routing
+snapshots with the row-level ones thinned to ``ROW_SNAPSHOTS`` epochs); the resume files
 (optimizer state, last weights) are dropped to keep the folder small.  Each checkpoint also gets
 precomputed 2-D projections of its expert outputs (PCA and UMAP, ``SAMPLE_SIZES`` rows of the test
 split) in ``<checkpoint>/embeddings/``, so the Embeddings page is instant for it.
@@ -21,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from analysis import embeddings as emb
@@ -34,15 +36,20 @@ from cesaa.checkpoint import load_checkpoint
 from cesaa.config import TrainConfig
 from cesaa.data import load_data
 from cesaa.models import default_config
+from cesaa.routing_rows import ROUTING_DIR
 from cesaa.train import METRICS, train
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = "synthetic:rows=60000,domains=4,seed=0"
+# heterogeneity 1: each domain's signal is its own mechanisms (cesaa.data.synthetic), data where
+# domain-conditioned routing has something to learn
+DATA = "synthetic:rows=60000,domains=4,heterogeneity=1,seed=0"
 # small on purpose: a few hundred kB per checkpoint, seconds per epoch on one core
 SMALL = {"embed_dim": 8, "expert_hidden": (32,), "expert_dim": 16, "tower_hidden": (16,)}
-# routing snapshots on: the "Routing over training" page reads them (aggregate + row-level)
+# one schedule for every model, trained to convergence: early stopping never before min_steps steps
+# nor while the routing is still forming (TrainConfig defaults, cesaa/stopping.py).  Routing
+# snapshots on: the "Routing over training" page reads them (aggregate + row-level)
 TRAIN = TrainConfig(
-    epochs=12,
+    epochs=30,
     batch_size=512,
     lr=3e-3,
     weight_decay=0.0,
@@ -52,7 +59,9 @@ TRAIN = TrainConfig(
     routing_snapshots=True,
 )
 # checkpoints on other data than DATA: name -> data source (many domains for the D = 40 views)
-DATA_FOR = {"cesaa-d40": "synthetic:rows=120000,domains=40,seed=0"}
+# (cesaa-d40: 40 domains in 8 planted groups sharing their mechanisms, 15,000 rows per group)
+DATA_FOR = {"cesaa-d40": "synthetic:rows=120000,domains=40,groups=8,heterogeneity=1,seed=0"}
+ROW_SNAPSHOTS = 8  # row-level routing snapshots shipped per checkpoint (size), evenly spaced
 SAMPLE_SIZES = (500, 1000, 2000)  # the Embeddings page's sample-size choices that are precomputed
 SPLIT = "test"
 DEFAULT = "cesaa"
@@ -74,7 +83,7 @@ GRID: dict[str, tuple[str, dict, str]] = {
     "cesaa-d40": (
         "cesaa",
         {"num_experts": 32},
-        "many domains: CESAA with 32 experts (k=2) on synthetic data with 40 domains",
+        "many domains: CESAA with 32 experts (k=2) on 40 domains in 8 planted groups",
     ),
 }
 RESUME_FILES = ("last.safetensors", "optimizer.safetensors", "train_state.json")
@@ -89,6 +98,7 @@ def train_one(name: str, data, out: Path) -> Path:
     train(default_config(model, **SMALL, **overrides), TRAIN, data, run)
     for f in RESUME_FILES:
         (run / f).unlink(missing_ok=True)
+    thin_row_snapshots(run)
     history = [json.loads(line) for line in (run / METRICS).read_text().splitlines() if line]
     lines = [json.dumps({k: v for k, v in r.items() if k != "time_s"}) for r in history]
     (run / METRICS).write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
@@ -96,6 +106,22 @@ def train_one(name: str, data, out: Path) -> Path:
         if f.is_file():
             f.chmod(0o644)
     return run
+
+
+def thin_row_snapshots(run: Path) -> None:
+    """Keep ``ROW_SNAPSHOTS`` row-level routing snapshots, evenly spaced from the first epoch to
+    the last, plus the best epoch's (the aggregate ones stay for every epoch).  Router saturation
+    (``analysis.saturation``) reads whichever epochs there are; the rows cost 2,000 x E floats each,
+    so the 40-domain checkpoint's 32 experts would otherwise dominate the folder's size."""
+    files = sorted((run / ROUTING_DIR).glob("rows_epoch_*.npz"))
+    if len(files) <= ROW_SNAPSHOTS:
+        return
+    best = json.loads((run / "meta.json").read_text())["metrics"]["best_epoch"]
+    epochs = [int(f.stem.rsplit("_", 1)[1]) for f in files]
+    keep = {epochs[round(i)] for i in np.linspace(0, len(epochs) - 1, ROW_SNAPSHOTS)} | {best}
+    for f, epoch in zip(files, epochs, strict=True):
+        if epoch not in keep:
+            f.unlink()
 
 
 def _projector(points, method: str, params: dict):
@@ -185,8 +211,9 @@ def readme(out: Path, found: dict[str, dict], seconds: float) -> str:
             "",
             f"Total: {total:.1f} MB.  Each folder holds `meta.json`, `model.safetensors`, "
             "`metrics.jsonl` (per-epoch losses and validation metrics, wall-clock times removed), "
-            "`routing/` (per-epoch routing snapshots of the validation split: statistics and the "
-            "top-k of a fixed 2,000-row sample, for the Routing over training page) "
+            "`routing/` (routing snapshots of the validation split for the Routing over "
+            "training page: the statistics of every epoch, and the gate of a fixed 2,000-row "
+            f"sample at {ROW_SNAPSHOTS} evenly spaced epochs and the best one) "
             f"and `embeddings/` (PCA and UMAP of {', '.join(map(str, SAMPLE_SIZES))} sampled "
             "test rows' expert outputs, the Embeddings page's cache).  Resume files are not "
             "shipped.",

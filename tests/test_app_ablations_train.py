@@ -148,6 +148,28 @@ def test_alpha_trained_now_is_selected_and_compared(tmp_path):
     assert cfg == {**shipped["model"]["config"], "alpha": 0.5}
 
 
+@pytest.mark.slow  # the page's default run: 100,000 rows, up to 30 epochs (about 30 s idle)
+def test_train_page_default_run_forms_its_routing(tmp_path):
+    """Issue 25: a CESAA model trained from the Train page with its defaults showed 0.0 % of the
+    MI bound (20,000 rows: 480 steps at lr 1e-3, the routing never formed).  Its defaults now
+    give the routing the steps it needs: I(D;E) of the saved model at least 20 % of its bound."""
+    from analysis.collect import collect
+    from analysis.measures import mutual_information
+    from cesaa.checkpoint import load_checkpoint
+    from cesaa.data import load_data
+
+    at = run_page("train")
+    assert at.selectbox(key="tr_model").value == "cesaa"
+    at.text_input(key="tr_name").set_value("defaults")
+    at.button(key="tr_go").click().run(timeout=120)
+    finish_training(at, timeout=600)
+    assert_clean(at)
+    ckpt = load_checkpoint(tmp_path / "runs" / "defaults")
+    data = load_data(ckpt.meta["data"]["description"]["source"], encoders=ckpt.encoders)
+    stats = collect(ckpt.model, data.val, num_domains=ckpt.spec.num_domains).stats
+    assert mutual_information(stats, "soft", normalized=True) >= 0.2
+
+
 def test_train_page_trains_a_checkpoint_that_opens_everywhere(tmp_path):
     at = run_page("train")
     assert_clean(at)

@@ -55,3 +55,19 @@ def test_overview_of_the_default_model_has_no_gate_collapse_alarm():
     assert_clean(at)
     warnings = " ".join(w.value for w in at.warning)
     assert "gate collapsed" not in warnings
+
+
+def test_information_shows_the_planted_groups_recovered():
+    """cesaa-d40's data plant 8 groups of domains: the page shows their recovery from the routing
+    as analysis.domain_groups computes it on the same rows; the 4-domain data plant none."""
+    from analysis.domain_groups import group_recovery
+
+    ckpt, data, col = evaluate_directly(SHIPPED / "cesaa-d40")
+    at = run_page("information", ckpt=SHIPPED / "cesaa-d40")
+    assert_clean(at)
+    shown = {m.label: m.value for m in at.metric}
+    rec = group_recovery(col.stats, data.truth["domain_group"], "hard")
+    assert shown["Planted groups recovered (ARI)"] == f"{rec.ari:.3f}"
+    assert shown["Planted groups recovered (NMI)"] == f"{rec.nmi:.3f}"
+    at = run_page("information", ckpt=DEFAULT)
+    assert not any(m.label.startswith("Planted groups") for m in at.metric)

@@ -75,7 +75,7 @@ def test_report_from_a_record_matches_the_checkpoint_report(rec, tmp_path):
     for part in ("summary", "gates", "metrics", "entropy", "alarms"):
         _same(getattr(from_rec, part), getattr(from_ckpt, part), part)
     alike = [a for a in from_rec.alarms if a["code"] == "domains_indistinguishable"]
-    assert [(a["domain"], a["other_domain"]) for a in alike] == [("domain_2", "domain_3")]
+    assert alike == []  # the shipped default routes each of its 4 domains to experts of its own
     assert from_rec.model_card["gates"][0]["hyper"] == {"alpha": 0.01, "beta": 0.0}
     assert "needs a checkpoint" in from_rec.notes["knockout"]
     assert "needs a checkpoint" in from_rec.notes["k_curve"]

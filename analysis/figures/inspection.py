@@ -98,11 +98,13 @@ def contribution_bars(names: Sequence[str], values: Sequence[float], title: str)
 
 
 def evolution_lines(table: pd.DataFrame, title: str = "Routing over training") -> go.Figure:
-    """Left: router saturation per epoch; right: normalized MI and load CV per epoch."""
+    """Left: router saturation at the epochs with a row snapshot; right: normalized MI and load CV
+    per epoch."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=("router saturation", "MI and load"))
+    sat = table.dropna(subset=["saturation"])  # a run may keep row snapshots of some epochs only
     fig.add_scatter(
-        x=table["epoch"],
-        y=table["saturation"],
+        x=sat["epoch"],
+        y=sat["saturation"],
         name="saturation vs final",
         mode="lines+markers",
         line={"color": PALETTE[0]},

@@ -114,6 +114,20 @@ else:
         "model's experts and k can reach (an upper bound), the fraction is score / ceiling.  "
         "Recovery score 0 = no better than routing that ignores the domain."
     )
+groups, err = components.attempt(derived.group_recovery, path, kind)
+if err:
+    st.warning(err)
+elif groups is not None:
+    c = st.columns(2)
+    c[0].metric(
+        "Planted groups recovered (ARI)",
+        f"{groups['ari']:.3f}",
+        help=f"The data plant {groups['groups']} groups of domains sharing their mechanisms; "
+        "the domains clustered by their routing P(e|d) into as many clusters, against them: "
+        f"adjusted Rand index, 1 = the planted partition, about 0 = chance. {DOC} § planted "
+        "groups.",
+    )
+    c[1].metric("Planted groups recovered (NMI)", f"{groups['nmi']:.3f}")
 fig = figures.truth_vs_learned(
     truth["domain_mechanism"],
     s[f"activation_{kind}"],
