@@ -67,8 +67,9 @@ def mi_loss(
     return -mi, mi.detach()
 
 
-def mi_gradient(joint: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """dI/dM of :func:`mutual_information` at the joint M: [D, E] -> [D, E], in closed form.
+def mi_and_gradient(joint: torch.Tensor, eps: float = 1e-12) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`mutual_information` of the joint M [D, E] (the same operations, the same value) and
+    its gradient dI/dM [D, E] in closed form, from the same intermediates.
 
     With m = M / sum(M), row and column marginals p_d, p_e and I = sum_{m > 0} m log(m / (p_d p_e)):
     dI/dm[d, e] = [m > 0] (log(m / (p_d p_e)) + 1) - [p_d > 0] - [p_e > 0], and through the
@@ -88,8 +89,10 @@ def mi_gradient(joint: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     terms = torch.where(nonzero, m * log_ratio, torch.zeros_like(m))
     dm = torch.where(nonzero, log_ratio + 1, torch.zeros_like(m)) - (pd > 0).to(m.dtype)
     dm = dm - (pe > 0).to(m.dtype)  # [D, E]
-    live = (positive & (terms.sum() >= 0)).to(m.dtype)  # where the clamps pass the gradient
-    return (dm - (dm * m).sum()) * (live / total)  # [D, E]
+    raw = terms.sum()
+    mi = torch.where(positive, raw.clamp_min(0.0), torch.zeros_like(raw))
+    live = (positive & (raw >= 0)).to(m.dtype)  # where the clamps pass the gradient
+    return mi, (dm - (dm * m).sum()) * (live / total)  # [], [D, E]
 
 
 class _BatchMutualInformation(torch.autograd.Function):
@@ -97,16 +100,17 @@ class _BatchMutualInformation(torch.autograd.Function):
 
     Forward: ``mutual_information(joint_domain_expert(probs, domain, D))``, the same value.
     Backward: probs[b, e] enters M[domain[b], e] with weight 1/B, so dI/dprobs[b] =
-    ``mi_gradient(M)[domain[b]] / B``.
+    ``mi_and_gradient(M)[1][domain[b]] / B``.
     """
 
     @staticmethod
     def forward(ctx, probs, domain, num_domains):  # probs [B, E], domain [B] long -> I []
         joint = joint_domain_expert(probs, domain, num_domains)  # [D, E]
-        ctx.save_for_backward(domain, mi_gradient(joint))
+        mi, grad_joint = mi_and_gradient(joint)
+        ctx.save_for_backward(domain, grad_joint)
         ctx.scale = 1.0 / max(probs.shape[0], 1)
         ctx.dtype = probs.dtype
-        return mutual_information(joint)
+        return mi
 
     @staticmethod
     def backward(ctx, grad):

@@ -132,6 +132,11 @@ def test_mi_loss_gradient_of_one_probability_in_closed_form() -> None:
     # the probability of the first expert in row 0 moves mass between the two columns of row 0;
     # the gradient w.r.t. the row is [dI/dp00, dI/dp01], whose difference is dI/da
     assert float(p.grad[0, 0] - p.grad[0, 1]) == pytest.approx(want, rel=1e-9)
+    # and the value: I(a) summed by hand over the four cells
+    m = [[a / 2, (1 - a) / 2], [0.25, 0.25]]
+    pe = [a / 2 + 0.25, (1 - a) / 2 + 0.25]
+    value = sum(m[d][e] * math.log(m[d][e] / (0.5 * pe[e])) for d in range(2) for e in range(2))
+    assert -float(loss) == pytest.approx(value, rel=1e-12)
 
 
 def test_mi_loss_is_zero_with_zero_gradient_for_an_all_zero_batch() -> None:
