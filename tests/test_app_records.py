@@ -18,7 +18,7 @@ from apptest_support import (  # noqa: F401  (fixtures)
     charts,
     run_page,
 )
-from test_records import MALFORMED, _arrays, _write
+from test_records_writer import MALFORMED, _arrays, _write
 
 from analysis.records.checkpoint import record_checkpoint
 

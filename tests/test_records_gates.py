@@ -11,7 +11,8 @@ from analysis.records import ExpertInfo, GateInfo, GateSpec, RecordMeta, open_re
 from analysis.records.checkpoint import checkpoint_meta
 from analysis.records.format import GATE_KINDS
 from cesaa.checkpoint import load_checkpoint
-from tests.test_records import E, _arrays, _record, _write
+from tests.test_records import E, _record
+from tests.test_records_writer import _arrays, _write
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 
