@@ -131,7 +131,7 @@ def test_resume_names_the_config_differences(tmp_path, small_data):
     base = TrainConfig(epochs=1, batch_size=64, patience=1)
     with pytest.raises(
         CheckpointError,
-        match=r"a resumed run may change only train\.epochs, train\.patience, train\.min_steps; "
+        match=r"a resumed run may change only train\.epochs, train\.patience, train\.min_steps, train\.routing_rise; "
         r"differs in train\.lr \(0\.001 -> 0\.1\)",
     ):
         train(cfg, TrainConfig(**{**base.__dict__, "lr": 0.1}), small_data, run, resume=True)
