@@ -63,6 +63,13 @@ import numpy as np
 import pandas as pd
 
 from cesaa.data.encoding import from_frame
+from cesaa.data.mechanisms import (
+    assign_mechanisms,
+    bilinear,
+    dial_weights,
+    draw_category,
+    intercept_for,
+)
 from cesaa.data.schema import TableSchema
 from cesaa.data.table import MultiDomainData
 
@@ -80,7 +87,6 @@ _GAIN = 2.0  # sharpness of each mechanism's sigmoid
 _T0 = 1_700_000_000  # timestamps: 30 days from here (for the temporal split)
 STRUCTURES = ("additive", "multiplicative")
 _MULT_CARDS = {"user_id": 200, "item_id": 100}  # multiplicative: fewer users and items
-_MULT_RANK = 2  # rank of each multiplicative mechanism
 
 
 @dataclass
@@ -150,7 +156,7 @@ def make_planted_frame(
         cards = [_MULT_CARDS.get(name, card) for name, card in CATEGORICAL]
 
     cat = np.stack(
-        [_draw_category(rng, card, n, zipf=i < 2) for i, card in enumerate(cards)], axis=1
+        [draw_category(rng, card, n, zipf=i < 2) for i, card in enumerate(cards)], axis=1
     )
     num = rng.standard_normal((n, len(NUMERIC)))
     weights = rng.permutation(np.linspace(1.0, 2.0, d_count))
@@ -158,7 +164,7 @@ def make_planted_frame(
     time = _T0 + rng.integers(0, 30 * 86_400, size=n)  # independent of everything else
 
     if heterogeneity is None:  # [G, K] 0/1 per group, then each domain takes its group's row
-        membership = _assign_mechanisms(rng, g_count, k_count, mechanisms_per_domain)[group_of]
+        membership = assign_mechanisms(rng, g_count, k_count, mechanisms_per_domain)[group_of]
         scaled = membership / np.sqrt(membership.sum(1, keepdims=True))  # unit-variance sum
     else:
         scaled = dial_weights(g_count, mechanisms_per_domain, heterogeneity)[group_of]  # [D, K]
@@ -167,7 +173,7 @@ def make_planted_frame(
     features = []
     for k in range(k_count):
         if structure == "multiplicative":
-            mech[:, k] = _bilinear(rng, cat[:, 0], cat[:, 1], cards[0], cards[1])
+            mech[:, k] = bilinear(rng, cat[:, 0], cat[:, 1], cards[0], cards[1])
             features.append([CATEGORICAL[0][0], CATEGORICAL[1][0]])
             continue
         cols = np.sort(rng.choice(len(cards), size=2, replace=False))
@@ -185,7 +191,7 @@ def make_planted_frame(
     average = scaled.T @ (weights / weights.sum())  # [K], the domain-weighted mechanism mix
     blind = strength * (mech * average).sum(1)  # the best domain-blind logit (up to sigmoid), [N]
     eps = noise * rng.standard_normal(n)
-    intercept = _intercept(signal + eps, base_rate)
+    intercept = intercept_for(signal + eps, base_rate)
     prob = 1.0 / (1.0 + np.exp(-(intercept + signal + eps)))
     label = (rng.random(n) < prob).astype(np.int64)
 
@@ -289,18 +295,6 @@ def make_planted(
     )
 
 
-def dial_weights(num_domains: int, per_domain: int, heterogeneity: float) -> np.ndarray:
-    """[D, K] mechanism weights of the heterogeneity dial (K = m * (D + 1)): the first m columns
-    common, sqrt((1 - h) / m); domain d's own columns m * (d + 1) .. m * (d + 2) - 1, sqrt(h / m).
-    Every row has unit squared norm (the signal's variance does not move with h)."""
-    m, h = per_domain, float(heterogeneity)
-    w = np.zeros((num_domains, m * (num_domains + 1)))
-    w[:, :m] = np.sqrt((1.0 - h) / m)
-    for d in range(num_domains):
-        w[d, m * (d + 1) : m * (d + 2)] = np.sqrt(h / m)
-    return w
-
-
 def auc(label: np.ndarray, score: np.ndarray) -> float:
     """ROC AUC by the rank-sum formula (ties get average ranks); 0.5 when one class is absent."""
     label = np.asarray(label).astype(bool)
@@ -309,58 +303,6 @@ def auc(label: np.ndarray, score: np.ndarray) -> float:
         return 0.5
     ranks = pd.Series(np.asarray(score)).rank(method="average").to_numpy()
     return float((ranks[label].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-def _bilinear(
-    rng: np.random.Generator, user: np.ndarray, item: np.ndarray, n_users: int, n_items: int
-) -> np.ndarray:
-    """Standardized <U[user], V[item]> / sqrt(r) with U, V standard normal [*, r]: no designed main
-    effects (only the weak one left by uneven item / user popularity, see the module docstring)."""
-    u = rng.standard_normal((n_users, _MULT_RANK))
-    v = rng.standard_normal((n_items, _MULT_RANK))
-    f = (u[user] * v[item]).sum(1) / np.sqrt(_MULT_RANK)  # [N]
-    return (f - f.mean()) / (f.std() + 1e-12)
-
-
-def _draw_category(rng: np.random.Generator, card: int, n: int, zipf: bool) -> np.ndarray:
-    """Zipf-like popularity (p ~ rank^-0.6, shuffled ids) for id columns, mildly uneven otherwise."""
-    p = np.arange(1, card + 1, dtype=np.float64) ** (-0.6 if zipf else -0.2)
-    p = rng.permutation(p)
-    return rng.choice(card, size=n, p=p / p.sum())
-
-
-def _assign_mechanisms(
-    rng: np.random.Generator, d_count: int, k_count: int, per_domain: int
-) -> np.ndarray:
-    """[D, K] 0/1: column 0 (shared) all ones; specific mechanisms disjoint when K - 1 >= D * m."""
-    membership = np.zeros((d_count, k_count), dtype=np.int64)
-    membership[:, 0] = 1
-    specific = rng.permutation(np.arange(1, k_count))
-    if len(specific) >= d_count * per_domain:
-        for d in range(d_count):
-            membership[d, specific[d * per_domain : (d + 1) * per_domain]] = 1
-        return membership
-    seen: set[tuple[int, ...]] = set()
-    for d in range(d_count):  # overlapping: distinct subsets while there are enough of them
-        for _ in range(100):
-            pick = tuple(sorted(rng.choice(specific, size=per_domain, replace=False).tolist()))
-            if pick not in seen:
-                break
-        seen.add(pick)
-        membership[d, list(pick)] = 1
-    return membership
-
-
-def _intercept(x: np.ndarray, base_rate: float) -> float:
-    """b with mean(sigmoid(b + x)) = base_rate, by bisection (monotone in b)."""
-    lo, hi = -20.0, 20.0
-    for _ in range(50):
-        mid = (lo + hi) / 2
-        if (1.0 / (1.0 + np.exp(-(mid + x)))).mean() < base_rate:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2
 
 
 def _check_args(
