@@ -26,7 +26,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from bench import _common, _report
+from bench import _common, _report, _timing
+from bench._timing import train_step
 
 SECTION = "roofline"
 MODELS = ("cesaa", "sparse_moe", "mmoe", "ple", "star", "shared_bottom", "mlp")
@@ -46,15 +47,6 @@ def sgemm_flops(n: int, reps: int) -> float:
         torch.mm(a, b)
         times.append(time.perf_counter() - t0)
     return 2 * n**3 / statistics.median(times)
-
-
-def _step(model, opt, table, idx: torch.Tensor) -> None:
-    b = table.subset(idx)
-    out = model(b.cat, b.num, b.domain)
-    loss = F.binary_cross_entropy_with_logits(out.logit, b.label) + out.aux_loss
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
 
 
 def exact_grouped_linear(x, w, b, group, ends):
@@ -110,23 +102,19 @@ def main(argv: list[str] | None = None) -> int:
     machine = _report.machine(threads=2 if args.threads in (0, 2) else args.threads)
     t0 = time.perf_counter()
     from cesaa.data import load_data
-    from cesaa.models import build_model, default_config
-    from cesaa.train import make_optimizer
 
     data = load_data(_common.ml100k_source(), seed=0)
     table = data.train
     built = {}
     for name in models:
-        torch.manual_seed(0)
-        m = build_model(default_config(name), data.spec)
-        built[name] = (m, make_optimizer(m, lr=1e-3, weight_decay=1e-5))  # the trainer's
+        built[name] = _timing.build(name, data.spec)  # seed 0, the trainer's optimizer
     fpr = {name: flops_per_row(m, table, args.batch) for name, (m, _) in built.items()}
     gen = torch.Generator().manual_seed(0)
     n = len(table)
     for m, opt in built.values():  # warm-up
         m.train()
         for _ in range(2):
-            _step(m, opt, table, torch.randint(n, (args.batch,), generator=gen))
+            train_step(m, opt, table, torch.randint(n, (args.batch,), generator=gen))
     counts = THREADS if args.threads in (0, 2) else (torch.get_num_threads(),)
     peak: dict[int, list[float]] = {t: [] for t in counts}
     rps: dict[tuple[str, int], list[float]] = {(nm, t): [] for nm in built for t in counts}
@@ -140,10 +128,10 @@ def main(argv: list[str] | None = None) -> int:
             shift = r % len(names)
             for name in names[shift:] + names[:shift]:
                 m, opt = built[name]
-                _step(m, opt, table, idx[0])  # the new thread count's first step wakes it up
+                train_step(m, opt, table, idx[0])  # the new thread count's first step wakes it up
                 start = time.perf_counter()
                 for i in idx:
-                    _step(m, opt, table, i)
+                    train_step(m, opt, table, i)
                 rps[name, threads].append(args.steps * args.batch / (time.perf_counter() - start))
         _report.log(
             f"round {r + 1}/{args.rounds}: sgemm "

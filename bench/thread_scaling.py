@@ -24,14 +24,14 @@ expert per domain, 3 on MovieLens-100k age domains: equal active expert FLOPs pe
 from __future__ import annotations
 
 import collections
-import dataclasses
 import statistics
 import time
 
 import torch
 
 from bench import _common, _report
-from bench.roofline import _step, flops_per_row
+from bench._timing import build, train_step
+from bench.roofline import flops_per_row
 
 SECTION = "thread-scaling"
 MODELS = {"cesaa": ("cesaa", {}), "mmoe": ("mmoe", {}), "mmoe-9": ("mmoe", {"mmoe_experts": 9})}
@@ -98,11 +98,11 @@ def step_times(model, opt, table, batch: int, rounds: int, steps: int, gen) -> d
     for r in range(rounds):
         for threads in (1, 2) if r % 2 == 0 else (2, 1):
             torch.set_num_threads(threads)
-            _step(model, opt, table, torch.randint(n, (batch,), generator=gen))  # wake-up
+            train_step(model, opt, table, torch.randint(n, (batch,), generator=gen))  # wake-up
             for _ in range(steps):
                 idx = torch.randint(n, (batch,), generator=gen)
                 t0 = time.perf_counter()
-                _step(model, opt, table, idx)
+                train_step(model, opt, table, idx)
                 got[threads].append(time.perf_counter() - t0)
     return {t: statistics.median(v) for t, v in got.items()}
 
@@ -173,27 +173,22 @@ def main(argv: list[str] | None = None) -> int:
     machine = _report.machine(threads=2)
     t0 = time.perf_counter()
     from cesaa.data import load_data
-    from cesaa.models import build_model, default_config
-    from cesaa.train import make_optimizer
 
     data = load_data(_common.ml100k_source(), seed=0)
     table = data.train
     gen = torch.Generator().manual_seed(0)
     summary, tables = [], []
     for label, (name, overrides) in models.items():
-        torch.manual_seed(0)
-        cfg = dataclasses.replace(default_config(name), **overrides)
-        model = build_model(cfg, data.spec)
-        opt = make_optimizer(model, lr=1e-3, weight_decay=1e-5)  # the trainer's
+        model, opt = build(name, data.spec, **overrides)  # seed 0, the trainer's optimizer
         params = sum(q.numel() for q in model.parameters())
         fpr = flops_per_row(model, table, args.batch)
         model.train()
         for _ in range(2):  # warm-up (and Adam's state)
-            _step(model, opt, table, torch.randint(len(table), (args.batch,), generator=gen))
+            train_step(model, opt, table, torch.randint(len(table), (args.batch,), generator=gen))
         step = step_times(model, opt, table, args.batch, args.rounds, args.steps, gen)
         fixed = step_times(model, opt, table, small, args.rounds, args.steps, gen)
         idx = torch.randint(len(table), (args.batch,), generator=gen)
-        calls = record_ops(lambda m=model, o=opt, i=idx: _step(m, o, table, i))
+        calls = record_ops(lambda m=model, o=opt, i=idx: train_step(m, o, table, i))
         summary.append(
             [
                 label,

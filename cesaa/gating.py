@@ -41,11 +41,11 @@ class GateOutput:
     probs: torch.Tensor  # [B, E]
     gates: torch.Tensor  # [B, E]
     topk_idx: torch.Tensor  # [B, k] long
-    load: torch.Tensor  # [E]
     # [B, k]: gates at topk_idx (gates.gather(1, topk_idx)), the weights the sparse dispatch
     # reads: taken before the scatter into ``gates``, so the training step's backward does not
-    # run the scatter and the gather back (None: read them from ``gates``)
-    topk_gates: torch.Tensor | None = None
+    # run the scatter and the gather back
+    topk_gates: torch.Tensor
+    load: torch.Tensor  # [E]
 
 
 def softmax_rows(logits: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,22 @@ def joint_domain_expert(
     return m / max(b, 1)
 
 
+def _mi_parts(joint: torch.Tensor, eps: float) -> tuple[torch.Tensor, ...]:
+    """The intermediates of I(D; E) shared by :func:`mutual_information` and
+    :func:`mi_and_gradient`: (m normalized, p_d [D, 1], p_e [1, E], log ratio, terms, the
+    normalizer (1 for an all-zero joint), whether the joint sums to more than 0)."""
+    m = joint if joint.dtype == torch.float64 else joint.float()  # float32 at least
+    total = m.sum()
+    positive = total > 0  # a tensor, not a Python bool: no host sync
+    total = torch.where(positive, total, torch.ones_like(total))
+    m = m / total  # an all-zero joint stays 0
+    pd = m.sum(dim=1, keepdim=True)  # [D, 1]
+    pe = m.sum(dim=0, keepdim=True)  # [1, E]
+    log_ratio = torch.log((m / (pd * pe).clamp_min(eps)).clamp_min(eps))  # [D, E]
+    terms = torch.where(m > 0, m * log_ratio, torch.zeros_like(m))
+    return m, pd, pe, log_ratio, terms, total, positive
+
+
 def mutual_information(joint: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     """I(D; E) = sum_{d,e} M[d,e] log(M[d,e] / (P(d) P(e))) in nats, from a joint M: [D, E].
 
@@ -33,15 +49,9 @@ def mutual_information(joint: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     Zero cells contribute 0 (the limit of m log m).  Differentiable; this one function serves both the
     training loss and the analysis package's soft MI.
     """
-    m = joint if joint.dtype == torch.float64 else joint.float()  # float32 at least
-    total = m.sum()
-    positive = total > 0  # a tensor, not a Python bool: no host sync
-    m = m / torch.where(positive, total, torch.ones_like(total))  # an all-zero joint stays 0
-    pd = m.sum(dim=1, keepdim=True)  # [D, 1]
-    pe = m.sum(dim=0, keepdim=True)  # [1, E]
-    ratio = m / (pd * pe).clamp_min(eps)
-    terms = torch.where(m > 0, m * torch.log(ratio.clamp_min(eps)), torch.zeros_like(m))
-    return torch.where(positive, terms.sum().clamp_min(0.0), torch.zeros_like(total))
+    *_, terms, _, positive = _mi_parts(joint, eps)
+    raw = terms.sum()
+    return torch.where(positive, raw.clamp_min(0.0), torch.zeros_like(raw))
 
 
 def mi_loss(
@@ -77,20 +87,12 @@ def mi_and_gradient(joint: torch.Tensor, eps: float = 1e-12) -> tuple[torch.Tens
     all-zero joint, or a rounding-negative sum).  The clamps at ``eps`` are not differentiated
     (they act only where p_d p_e < eps).
     """
-    m = joint if joint.dtype == torch.float64 else joint.float()
-    total = m.sum()
-    positive = total > 0
-    total = torch.where(positive, total, torch.ones_like(total))
-    m = m / total
-    pd = m.sum(dim=1, keepdim=True)  # [D, 1]
-    pe = m.sum(dim=0, keepdim=True)  # [1, E]
-    log_ratio = torch.log((m / (pd * pe).clamp_min(eps)).clamp_min(eps))  # [D, E]
+    m, pd, pe, log_ratio, terms, total, positive = _mi_parts(joint, eps)
     nonzero = m > 0
-    terms = torch.where(nonzero, m * log_ratio, torch.zeros_like(m))
     dm = torch.where(nonzero, log_ratio + 1, torch.zeros_like(m)) - (pd > 0).to(m.dtype)
     dm = dm - (pe > 0).to(m.dtype)  # [D, E]
     raw = terms.sum()
-    mi = torch.where(positive, raw.clamp_min(0.0), torch.zeros_like(raw))
+    mi = torch.where(positive, raw.clamp_min(0.0), torch.zeros_like(raw))  # mutual_information's
     live = (positive & (raw >= 0)).to(m.dtype)  # where the clamps pass the gradient
     return mi, (dm - (dm * m).sum()) * (live / total)  # [], [D, E]
 

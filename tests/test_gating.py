@@ -39,6 +39,8 @@ def test_exactly_k_nonzeros_and_rows_sum_to_one(training: bool, k: int) -> None:
     assert out.gates.shape == (B, E) and out.probs.shape == (B, E) and out.load.shape == (E,)
     assert out.topk_idx.shape == (B, k)
     assert ((out.gates != 0).sum(dim=1) == k).all()
+    # the weights the sparse dispatch reads are exactly the gates at the selected experts
+    assert torch.equal(out.topk_gates, out.gates.gather(1, out.topk_idx))
     if k > 1:
         assert out.gates.sum(dim=1).tolist() == pytest.approx([1.0] * B, abs=1e-6)
     else:  # Switch Transformer: the one selected expert is weighted by its router probability

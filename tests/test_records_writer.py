@@ -57,18 +57,23 @@ def _arrays(n: int = 1000, seed: int = 1) -> dict:
     }
 
 
+def _piece(a: dict, lo: int, hi: int) -> dict:
+    """``RecordWriter.write``'s arguments for rows lo..hi of ``_arrays``'s output."""
+    return {
+        "domain": a["domain"][lo:hi],
+        "label": a["label"][lo:hi],
+        "prediction": a["prediction"][lo:hi],
+        "probs": {"gate": a["p"][lo:hi], "dense": a["p"][lo:hi]},
+        "topk": {"gate": a["top"][lo:hi]},
+        "keep": {"user": a["user"][lo:hi]},
+        "expert_outputs": a["out"][lo:hi],
+    }
+
+
 def _write(path, a, cuts, **kw):
     with RecordWriter(path, _meta(), **kw) as w:
         for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
-            w.write(
-                domain=a["domain"][lo:hi],
-                label=a["label"][lo:hi],
-                prediction=a["prediction"][lo:hi],
-                probs={"gate": a["p"][lo:hi], "dense": a["p"][lo:hi]},
-                topk={"gate": a["top"][lo:hi]},
-                keep={"user": a["user"][lo:hi]},
-                expert_outputs=a["out"][lo:hi],
-            )
+            w.write(**_piece(a, lo, hi))
     return open_record(path)
 
 
@@ -99,15 +104,7 @@ def test_three_pieces_equal_one(tmp_path):
 
 def _write_part(path, a, lo, hi, **kw):
     with RecordWriter(path, _meta(), row_offset=lo, **kw) as w:
-        w.write(
-            domain=a["domain"][lo:hi],
-            label=a["label"][lo:hi],
-            prediction=a["prediction"][lo:hi],
-            probs={"gate": a["p"][lo:hi], "dense": a["p"][lo:hi]},
-            topk={"gate": a["top"][lo:hi]},
-            keep={"user": a["user"][lo:hi]},
-            expert_outputs=a["out"][lo:hi],
-        )
+        w.write(**_piece(a, lo, hi))
     return path
 
 

@@ -111,11 +111,8 @@ class CESBlock(nn.Module):
         twice), dense dispatch sums the slots' gates per expert ([B, P])."""
         m = self.slot_expert
         if self.cfg.dispatch == "sparse":
-            pair_gates = g.topk_gates  # [B, k]
-            if pair_gates is None:
-                pair_gates = g.gates.gather(1, g.topk_idx)
             idx = g.topk_idx if m is None else m[g.topk_idx]  # [B, k] experts
-            return self.experts.forward_sparse(x, idx, g.gates, pair_gates=pair_gates)
+            return self.experts.forward_sparse(x, idx, g.gates, pair_gates=g.topk_gates)
         gates = g.gates
         if m is not None:  # [B, E] slots -> [B, P] experts
             gates = gates.new_zeros(gates.shape[0], self.experts.groups).index_add_(1, m, gates)
