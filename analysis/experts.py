@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
+from analysis.odds import Z95, benjamini_hochberg, mh_log_odds
 from analysis.validation import check_routing_arrays, to_numpy
 
 LOG_ODDS_COLUMNS = [
@@ -66,7 +67,6 @@ LOG_ODDS_COLUMNS = [
     "q_value",
     "significant",
 ]
-Z95 = float(norm.ppf(0.975))
 MIN_EXPECTED = 20.0  # expected routed rows below which a value is not tested (module doc)
 
 
@@ -95,40 +95,6 @@ def _feature_codes(values: Any, name: str, numeric_bins: int) -> tuple[np.ndarra
         return codes, labels
     codes, uniques = pd.factorize(s, use_na_sentinel=True)
     return codes.astype(np.int64), [str(u) for u in uniques]
-
-
-def _mh_log_odds(
-    a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Mantel-Haenszel log odds ratio and its Robins-Breslow-Greenland SE.
-
-    a, b, c, d: [S, V] cell counts (already smoothed) per stratum S and value V, all 0 where the
-    stratum holds no information on the value; returns [V], [V] (NaN for a value no stratum
-    informs on).
-    """
-    n = np.where(a + b + c + d > 0, a + b + c + d, 1.0)  # empty cells (no value): all terms 0
-    r_i, s_i = a * d / n, b * c / n
-    p_i, q_i = (a + d) / n, (b + c) / n
-    r, s = r_i.sum(0), s_i.sum(0)
-    lor = np.log(r / s)
-    var = (p_i * r_i).sum(0) / (2 * r**2)
-    var += (p_i * s_i + q_i * r_i).sum(0) / (2 * r * s)
-    var += (q_i * s_i).sum(0) / (2 * s**2)
-    return lor, np.sqrt(var)
-
-
-def benjamini_hochberg(p: Any) -> np.ndarray:
-    """BH q-values of the p-values ``p`` [m] (monotone step-up, capped at 1)."""
-    p = np.asarray(p, dtype=np.float64)
-    m = p.size
-    if m == 0:
-        return p.copy()
-    order = np.argsort(p)
-    ranked = p[order] * m / np.arange(1, m + 1)
-    q = np.minimum.accumulate(ranked[::-1])[::-1]
-    out = np.empty(m)
-    out[order] = np.minimum(q, 1.0)
-    return out
 
 
 def feature_log_odds(
@@ -239,7 +205,7 @@ def _one_feature(
     c = np.where(informs, other_with[live], 0.0) + add
     d = np.where(informs, (other_tot - other_with)[live], 0.0) + add
     with np.errstate(divide="ignore", invalid="ignore"):
-        lor, se = _mh_log_odds(a, b, c, d)
+        lor, se = mh_log_odds(a, b, c, d)
     with np.errstate(divide="ignore", invalid="ignore"):
         z = lor / se
     p = 2 * norm.sf(np.abs(z))

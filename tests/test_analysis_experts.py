@@ -9,12 +9,12 @@ from scipy.stats import norm
 from sklearn.metrics import roc_auc_score
 
 from analysis.experts import (
-    benjamini_hochberg,
     expert_profiles,
     feature_log_odds,
     routed_mask,
     top_values,
 )
+from analysis.odds import benjamini_hochberg
 from cesaa.data.synthetic import make_planted_frame
 
 
