@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from analysis.records.capture import Capture, per_row, squeeze_gate, topk_columns
 from analysis.records.format import ExpertInfo, GateInfo, RecordMeta
 from analysis.records.reader import Record, open_record
 from analysis.records.writer import RecordWriter
@@ -79,69 +80,15 @@ def _as_spec(g: GateSpec | str) -> GateSpec:
     return GateSpec(modules=(g,)) if isinstance(g, str) else g
 
 
-class _Capture:
-    """Forward hooks that keep the last output of each named module (one call per forward)."""
-
-    def __init__(self, model: nn.Module, names: Iterable[str]) -> None:
-        self.outputs: dict[str, torch.Tensor] = {}
-        self.calls: dict[str, int] = {}
-        self.handles = []
-        for name in dict.fromkeys(names):
-            try:
-                module = model.get_submodule(name)
-            except AttributeError:
-                raise ValueError(
-                    f"model {type(model).__name__} has no module {name!r} (see "
-                    "model.named_modules())"
-                ) from None
-            self.handles.append(module.register_forward_hook(self._hook(name)))
-
-    def _hook(self, name: str) -> Callable:
-        def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
-            self.calls[name] = self.calls.get(name, 0) + 1
-            if isinstance(output, (tuple, list)):
-                output = output[0]
-            self.outputs[name] = output.detach()
-
-        return hook
-
-    def reset(self) -> None:
-        self.outputs.clear()
-        self.calls.clear()
-
-    def get(self, name: str) -> torch.Tensor:
-        if name not in self.outputs:
-            raise ValueError(f"module {name!r} did not run in the forward pass")
-        if self.calls[name] > 1:
-            raise ValueError(
-                f"module {name!r} ran {self.calls[name]} times in one forward pass; hook a "
-                "module that runs once per batch"
-            )
-        return self.outputs[name]
-
-    def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
-
-
-def _squeeze(t: torch.Tensor, name: str, b: int) -> np.ndarray:
-    x = t.float()
-    while x.dim() > 2 and x.shape[-1] == 1:
-        x = x.squeeze(-1)
-    if x.dim() != 2 or x.shape[0] != b:
-        raise ValueError(f"{name}: expected a gate output of shape [{b}, E], got {tuple(t.shape)}")
-    return x.cpu().numpy().astype(np.float64)
-
-
 def _gate_probs(
-    name: str, spec: GateSpec, cap: _Capture, out: Any, domain: np.ndarray, e: int
+    name: str, spec: GateSpec, cap: Capture, out: Any, domain: np.ndarray, e: int
 ) -> np.ndarray:
     """[B, E] dense probabilities of gate ``name`` for this batch, in global columns."""
     b = domain.shape[0]
     if spec.output is not None:
-        raw = [_squeeze(torch.as_tensor(spec.output(out)), f"gate {name!r}", b)]
+        raw = [squeeze_gate(torch.as_tensor(spec.output(out)), f"gate {name!r}", b)]
     else:
-        raw = [_squeeze(cap.get(m), f"gate {name!r} module {m!r}", b) for m in spec.modules]
+        raw = [squeeze_gate(cap.get(m), f"gate {name!r} module {m!r}", b) for m in spec.modules]
     if spec.kind == "logits":
         raw = [np.exp(r - r.max(axis=1, keepdims=True)) for r in raw]
         raw = [r / r.sum(axis=1, keepdims=True) for r in raw]
@@ -160,23 +107,6 @@ def _gate_probs(
             f"{int(domain.max())}"
         )
     return probs
-
-
-def _topk(probs: np.ndarray, k: int) -> np.ndarray:
-    """[B, k] indices of the k largest columns, largest first (ties: lower index first)."""
-    order = np.argsort(-probs, axis=1, kind="stable")
-    return order[:, :k]
-
-
-def _np1(x: Any, name: str) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().float().cpu().numpy() if x.is_floating_point() else x.detach().cpu().numpy()
-    arr = np.asarray(x)
-    while arr.ndim > 1 and arr.shape[-1] == 1:
-        arr = arr[..., 0]
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be one value per row [B], got shape {arr.shape}")
-    return arr
 
 
 def default_forward(model: nn.Module, batch: Batch) -> Any:
@@ -236,7 +166,7 @@ def record(
             f"{primary!r}: experts={{{primary!r}: [module names]}}"
         )
     names = [m for s in specs.values() for m in s.modules] + list(experts.get(primary, ()))
-    cap = _Capture(model, names)
+    cap = Capture(model, names)
     was_training = model.training
     model.eval()
     writer: RecordWriter | None = None
@@ -244,7 +174,7 @@ def record(
         for batch in batches:
             cap.reset()
             output = forward(model, batch)
-            dom = _np1(domain(batch), "domain").astype(np.int64)
+            dom = per_row(domain(batch), "domain").astype(np.int64)
             if writer is None:
                 meta = _meta(
                     model,
@@ -268,13 +198,13 @@ def record(
                 n: _gate_probs(n, s, cap, output, dom, writer.meta.gate(n).num_experts)
                 for n, s in specs.items()
             }
-            topk = {n: _topk(g[n], s.top_k) for n, s in specs.items() if s.top_k}
+            topk = {n: topk_columns(g[n], s.top_k) for n, s in specs.items() if s.top_k}
             labeled = {}
             if label is not None:
                 pred = (prediction or (lambda o, b, d: o))(output, batch, dom)
                 labeled = {
-                    "label": _np1(label(batch), "label"),
-                    "prediction": _np1(pred, "prediction"),
+                    "label": per_row(label(batch), "label"),
+                    "prediction": per_row(pred, "prediction"),
                 }
             mods = experts.get(primary, ())
 
@@ -288,7 +218,7 @@ def record(
                 **labeled,
                 probs=g,
                 topk=topk,
-                keep={k: _np1(fn(batch), f"keep[{k!r}]") for k, fn in (keep or {}).items()},
+                keep={k: per_row(fn(batch), f"keep[{k!r}]") for k, fn in (keep or {}).items()},
                 expert_outputs=outputs if sample_size > 0 else None,
             )
         if writer is None:
@@ -322,7 +252,7 @@ def _reach(spec: GateSpec, e: int, num_domains: int) -> tuple[tuple[int, ...], .
 def _meta(
     model: nn.Module,
     specs: dict[str, GateSpec],
-    cap: _Capture,
+    cap: Capture,
     output: Any,
     dom: np.ndarray,
     domains: Sequence[str],
@@ -343,7 +273,7 @@ def _meta(
             e = max(max(c) for c in s.columns) + 1
         else:
             first = s.output(output) if s.output is not None else cap.get(s.modules[0])
-            e = _squeeze(torch.as_tensor(first), f"gate {name!r}", dom.shape[0]).shape[1]
+            e = squeeze_gate(torch.as_tensor(first), f"gate {name!r}", dom.shape[0]).shape[1]
         if s.experts is not None:
             if len(s.experts) != e:
                 raise ValueError(
