@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import components
-import derived
 import jobs
 import loaders
+import pruning
 import streamlit as st
 
 from analysis import figures
@@ -21,12 +21,12 @@ caps = loaders.capabilities(path)
 if not caps["has_gate"] or caps["num_experts"] < 2:
     st.info(f"**{caps['name']}** has no gate over several experts: nothing to prune or merge.")
     st.stop()
-found = components.require(derived.prune, path)
+found = components.require(pruning.prune, path)
 curve, names = found["curve"], loaders.expert_names(path)
 e = int(caps["num_experts"])
 st.caption(
     f"Each plan is chosen and its cost predicted on the validation split (at most "
-    f"{derived.PLAN_ROWS:,} rows, a seeded sample), then measured on the "
+    f"{pruning.PLAN_ROWS:,} rows, a seeded sample), then measured on the "
     f"{loaders.SPLIT} split with the edited model (ΔAUC against this model; 95% paired "
     "row-bootstrap interval).  knockout: greedy knock-outs by measured cost; reap: lowest "
     "router-weighted output norm; merge: average the most redundant experts (output CKA)."
@@ -51,7 +51,7 @@ crits = list(at["criterion"])
 crit = st.selectbox("Criterion", crits, key="prn_crit")
 plan = at[at["criterion"] == crit]["plan"].iloc[0]
 st.caption(describe_plan(plan, names))
-components.show_table(components.require(derived.plan_cost, path, plan), key="prn_domains")
+components.show_table(components.require(pruning.plan_cost, path, plan), key="prn_domains")
 
 refusal = jobs.prune_refusal(path)
 if refusal is None:
