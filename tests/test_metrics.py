@@ -11,7 +11,8 @@ import torch
 from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import roc_auc_score
 
-from cesaa.metrics import auc, evaluate_predictions, gauc, logloss, metrics_table, recall_at_k
+from cesaa.metrics import auc, evaluate_predictions, gauc, logloss, metrics_table
+from cesaa.retrieval.recall import recall_at_k
 
 
 def naive_gauc(y, p, user):

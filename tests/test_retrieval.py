@@ -9,7 +9,6 @@ import torch
 
 from cesaa.data.encoding import from_frame
 from cesaa.data.schema import TableSchema
-from cesaa.metrics import recall_at_k
 from cesaa.models import default_config
 from cesaa.retrieval import (
     EvalSet,
@@ -26,6 +25,7 @@ from cesaa.retrieval import (
     top_k_items,
     train_retrieval,
 )
+from cesaa.retrieval.recall import recall_at_k
 
 SYN_USER = ("user_id", "cat_a", "num_0")
 

@@ -11,7 +11,7 @@ Shapes: Q = queries, I = items of the catalog, d = embedding width.
 - Items the user already interacted with in earlier splits are excluded from the ranking before
   taking the top K: the training rows (any label) when evaluating validation, the training and
   validation rows when evaluating test.  An excluded item is never a hit.
-- Recall@K = mean over queries of |TopK ∩ GT| / |GT| (``cesaa.metrics.recall_at_k``); per domain
+- Recall@K = mean over queries of |TopK ∩ GT| / |GT| (``cesaa.retrieval.recall.recall_at_k``); per domain
   over that domain's queries.
 """
 
@@ -27,7 +27,7 @@ import torch
 from scipy import sparse
 
 from cesaa.data.table import EncodedTable, MultiDomainData
-from cesaa.metrics import recall_at_k
+from cesaa.retrieval.recall import recall_at_k
 
 SPLITS = ("val", "test")
 EARLIER = {"val": ("train",), "test": ("train", "val")}
