@@ -18,11 +18,12 @@ from cesaa.data.encoding import (
     spec_from_encoders,
 )
 from cesaa.data.movielens import load_movielens, read_movielens_1m, read_movielens_100k
-from cesaa.data.schema import TableSchema, load_table_frame, read_frame, read_schema
+from cesaa.data.schema import TableSchema, read_frame, read_schema
 from cesaa.data.sources import SOURCE_KINDS, load_data, parse_source
 from cesaa.data.splits import SPLITS, make_split, random_split, temporal_split
 from cesaa.data.synthetic import PlantedFrame, make_planted, make_planted_frame
 from cesaa.data.table import EncodedTable, MultiDomainData
+from cesaa.data.validate import load_table_frame
 
 __all__ = [
     "BENCHMARK_KINDS",

@@ -38,8 +38,9 @@ import torch
 
 from cesaa.data.encoding import from_frame
 from cesaa.data.kuairand_raw import is_kuairand_folder, read_kuairand_folder
-from cesaa.data.schema import TableSchema, read_frame, validate_frame
+from cesaa.data.schema import TableSchema, read_frame
 from cesaa.data.table import MultiDomainData
+from cesaa.data.validate import validate_frame
 
 DOMAIN_COLUMN = "domain_name"  # the column our loaders add: each row's domain name
 ALICCP_PARTS = ("train", "val", "test")

@@ -30,15 +30,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cesaa.data.schema import (
-    TableSchema,
-    check_label,
-    check_numeric,
-    domain_strings,
-    sorted_domain_names,
-)
+from cesaa.data.schema import TableSchema, domain_strings, sorted_domain_names
 from cesaa.data.splits import make_split
 from cesaa.data.table import EncodedTable, MultiDomainData
+from cesaa.data.validate import check_label, check_numeric
 from cesaa.features import FeatureSpec
 
 ENCODERS_VERSION = 1

@@ -29,8 +29,9 @@ import numpy as np
 import pandas as pd
 
 from cesaa.data.encoding import from_frame
-from cesaa.data.schema import TableSchema, validate_frame
+from cesaa.data.schema import TableSchema
 from cesaa.data.table import MultiDomainData
+from cesaa.data.validate import validate_frame
 
 DOMAIN_NAMES = ("age<25", "age25-34", "age35+")
 ML1M_GENRES = (

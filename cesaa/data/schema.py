@@ -18,13 +18,11 @@ data rows from 0 (the CSV header is not a row).
 
 from __future__ import annotations
 
-import math
 import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import yaml
@@ -49,7 +47,6 @@ CSV_EXTENSIONS = (".csv", ".tsv", ".csv.gz", ".tsv.gz")
 PARQUET_EXTENSIONS = (".parquet", ".pq")
 DATA_EXTENSIONS = CSV_EXTENSIONS + PARQUET_EXTENSIONS
 SCHEMA_EXTENSIONS = (".toml", ".yaml", ".yml")
-_MAX_SHOWN = 10  # bad values listed in an error message
 _PARSE_ERRORS: tuple[type[Exception], ...] = (
     yaml.YAMLError,
     UnicodeDecodeError,
@@ -239,44 +236,6 @@ def read_frame(path: str | Path, *, str_columns: tuple[str, ...] = ()) -> pd.Dat
     return df
 
 
-def validate_frame(df: pd.DataFrame, schema: TableSchema, source: str | Path) -> None:
-    """Check ``df`` against ``schema``; ``source`` names the file in messages."""
-    if len(df) == 0:
-        raise ValueError(f"{source}: empty file (no rows)")
-    available = [str(c) for c in df.columns]
-    for col, role in schema.roles().items():
-        if col not in df.columns:
-            raise ValueError(
-                f"{source}: {role} column {col!r} named by {schema.where} is missing; "
-                f"available columns: {available}"
-            )
-    check_label(df[schema.label], schema.label, source)
-    for col in schema.numeric:
-        check_numeric(df[col], col, source)
-    for key in ("user", "item", "time"):
-        col = getattr(schema, key)
-        if col is not None:
-            _check_no_missing(df[col], f"{key} column {col!r}", source)
-    _check_domains(df[schema.domain], schema, source)
-
-
-def load_table_frame(
-    schema: str | Path | TableSchema, data: str | Path | None = None
-) -> tuple[pd.DataFrame, TableSchema]:
-    """Read and validate the data file of ``schema`` (or ``data``, e.g. a new file to evaluate)."""
-    if not isinstance(schema, TableSchema):
-        schema = read_schema(schema)
-    data_path = Path(data) if data is not None else schema.data
-    if data_path is None:
-        raise ValueError(f"{schema.where} has no 'data' key and no data file was given")
-    str_cols = tuple(schema.categorical) + tuple(
-        c for c in (schema.domain, schema.user, schema.item) if c is not None
-    )
-    df = read_frame(data_path, str_columns=str_cols)
-    validate_frame(df, schema, data_path)
-    return df, schema
-
-
 def domain_strings(values: pd.Series) -> pd.Series:
     """Raw domain values as strings (ints in Parquet and "1" in CSV both become "1")."""
     return values.astype(str)
@@ -291,80 +250,6 @@ def sorted_domain_names(values: pd.Series) -> tuple[str, ...]:
         return tuple(sorted(names))
 
 
-def check_label(s: pd.Series, col: str, source: str | Path) -> None:
-    missing = s.isna().to_numpy()
-    if missing.any():
-        raise ValueError(
-            f"{source}: label column {col!r} has {int(missing.sum())} NaN/missing value(s), "
-            f"first at row {int(np.argmax(missing))}"
-        )
-    if pd.api.types.is_bool_dtype(s):
-        return
-    if pd.api.types.is_numeric_dtype(s):
-        bad = ~s.isin([0, 1]).to_numpy()
-    else:
-        bad = np.ones(len(s), dtype=bool)
-    if bad.any():
-        shown = [_plain(v) for v in pd.unique(s[bad])[:_MAX_SHOWN]]
-        raise ValueError(
-            f"{source}: label column {col!r} must be binary (bool, 0/1 ints or floats in {{0, 1}}); "
-            f"found values {shown}, first at row {int(np.argmax(bad))}"
-        )
-
-
-def check_numeric(s: pd.Series, col: str, source: str | Path) -> None:
-    if not (pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s)):
-        first = s.iloc[0]
-        raise ValueError(
-            f"{source}: numeric column {col!r} is not numeric (dtype {s.dtype}, e.g. {first!r} at row 0)"
-        )
-    values = s.to_numpy(dtype=np.float64, na_value=np.nan)
-    bad = ~np.isfinite(values)
-    if bad.any():
-        i = int(np.argmax(bad))
-        kind = "NaN" if math.isnan(values[i]) else "infinite"
-        raise ValueError(
-            f"{source}: numeric column {col!r} has {int(bad.sum())} NaN/infinite value(s), "
-            f"first at row {i} ({kind})"
-        )
-
-
-def _check_no_missing(s: pd.Series, what: str, source: str | Path) -> None:
-    missing = s.isna().to_numpy()
-    if missing.any():
-        raise ValueError(
-            f"{source}: {what} has {int(missing.sum())} missing value(s), "
-            f"first at row {int(np.argmax(missing))}"
-        )
-
-
-def _check_domains(s: pd.Series, schema: TableSchema, source: str | Path) -> None:
-    _check_no_missing(s, f"domain column {schema.domain!r}", source)
-    if schema.domains is None:
-        return
-    strs = domain_strings(s)
-    declared = list(schema.domains)
-    bad = ~strs.isin(declared).to_numpy()
-    if bad.any():
-        shown = list(pd.unique(strs[bad])[:_MAX_SHOWN])
-        raise ValueError(
-            f"{source}: domain column {schema.domain!r} has values not in the declared domains "
-            f"{declared}: {shown}, first at row {int(np.argmax(bad))}"
-        )
-    present = set(pd.unique(strs))
-    empty = [d for d in declared if d not in present]
-    if empty:
-        raise ValueError(
-            f"{source}: empty domain: declared domain(s) {empty} of column {schema.domain!r} "
-            f"have no rows"
-        )
-
-
 def _duplicates(names: tuple[str, ...]) -> list[str]:
     seen: set[str] = set()
     return sorted({n for n in names if n in seen or seen.add(n)})
-
-
-def _plain(v: object) -> object:
-    """numpy scalars as Python values, so messages read [2, 5] rather than [np.int64(2), ...]."""
-    return v.item() if isinstance(v, np.generic) else v

@@ -22,9 +22,9 @@ from pathlib import Path
 from cesaa.data.benchmarks import BENCHMARK_KINDS, load_benchmark
 from cesaa.data.encoding import from_frame
 from cesaa.data.movielens import DOMAIN_KINDS, load_movielens
-from cesaa.data.schema import load_table_frame
 from cesaa.data.synthetic import make_planted
 from cesaa.data.table import MultiDomainData
+from cesaa.data.validate import load_table_frame
 
 SOURCE_KINDS = ("synthetic", "movielens-100k", "movielens-1m", "table", *BENCHMARK_KINDS)
 SOURCE_FORMS = (

@@ -15,14 +15,9 @@ import pandas as pd
 import torch
 
 from cesaa.data.encoding import assemble_encoders, encode
-from cesaa.data.schema import (
-    TableSchema,
-    check_label,
-    check_numeric,
-    domain_strings,
-    sorted_domain_names,
-)
+from cesaa.data.schema import TableSchema, domain_strings, sorted_domain_names
 from cesaa.data.table import EncodedTable
+from cesaa.data.validate import check_label, check_numeric
 
 _ID_SPACE = 2**40  # hashed ids of unseen users / items: vocabulary size + 1 + [0, 2**40)
 
