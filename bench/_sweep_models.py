@@ -3,7 +3,8 @@ like any other model (``--setup bench._sweep_models:register``).
 
 - ``cesaa_nomi``: no MI loss (alpha = 0);
 - ``cesaa_noshared``: no shared expert (num_shared = 0);
-- ``cesaa_k1``: one selected expert per row (top_k = 1).
+- ``cesaa_k1``, ``cesaa_k3``, ``cesaa_k4``: 1, 3 or 4 selected experts per row (CESAA's default
+  is k = 2).
 
 Each searches CESAA's own space with its one setting pinned, so the budgets stay equal.
 """
@@ -20,6 +21,8 @@ PINNED = {
     "cesaa_nomi": ("CESAA without the MI loss (alpha 0)", {"alpha": 0.0}),
     "cesaa_noshared": ("CESAA without a shared expert", {"num_shared": 0}),
     "cesaa_k1": ("CESAA with one expert per row (k 1)", {"top_k": 1}),
+    "cesaa_k3": ("CESAA with three experts per row (k 3)", {"top_k": 3}),
+    "cesaa_k4": ("CESAA with four experts per row (k 4)", {"top_k": 4}),
 }
 
 

@@ -1,47 +1,69 @@
 """Where routing pays: CESAA, its ablations and the strongest baselines over a grid of synthetic
 multi-domain tables, from identical domains to disjoint mechanisms.
 
-Grid: ``--heterogeneity`` (the generator's dial, ``cesaa.data.synthetic``: 0 = every domain draws
-from one distribution, 1 = no two domains share a mechanism) x ``--domains`` x
-``--rows-per-domain``.  Each cell is one ``cesaa bench`` run (``cesaa.benchmark.runner``) in
-``<out>/<cell>/``: the same data seed for every cell, equal Optuna budgets per model (``--trials``,
-0 = registry defaults), then the same model seeds 0..S-1 for every model (paired).  The sweep is
-resumable: every finished run is a file (``<cell>/final/<model>-seed<s>.json``) and every trial
-is in the cell's Optuna journal; a rerun of the same command skips what is done and only trains
-what is missing.  After each cell the section is rewritten with every cell finished so far, so a
-stopped sweep still publishes its partial map (and says which cells are missing).
+Grid: ``--cells H:DOMAINS:ROWS_PER_DOMAIN,...``, where H is the generator's heterogeneity dial
+(``cesaa.data.synthetic``: 0 = every domain draws from one distribution, 1 = no two domains share
+a mechanism).  The default (``CELLS``) is three axes through shared cells, most informative first:
+the dial (h 0 / 0.5 / 1) at 12 domains x 3,000 rows; the number of domains (3 / 12 / 40) at h 1 x
+3,000 rows; the rows per domain (1k / 3k / 10k / 30k) at h 1 x 3 domains.  Each cell is one
+``cesaa bench`` run (``cesaa.benchmark.runner``) in ``<out>/<cell>/``: the same data seed for
+every cell, equal Optuna budgets per model (``--trials``; default 0, every model at its registry
+defaults), then the same model seeds 0..S-1 for every model (paired).  The sweep is resumable:
+every finished run is a file (``<cell>/final/<model>-seed<s>.json``) and every trial is in the
+cell's Optuna journal; a rerun of the same command skips what is done and only trains what is
+missing.  After each cell the section (and its chart, ``bench._sweep_chart``) is rewritten with
+every cell finished so far, so a stopped sweep still publishes its partial map (and says which
+cells are missing).
 
 The map, per cell: CESAA minus the best baseline (by mean test AUC), paired by seed, with its
 t interval and the smallest difference these seeds detect at 80 % power; and each mechanism's
-effect, CESAA minus its ablation (no MI loss, no shared expert, k = 1), paired the same way.
+effect, CESAA minus its ablation (no MI loss, no shared expert, k = 1 / 4; k 3 on request),
+paired the same way.
 
-Full grid (the default: 3 x 3 x 2 cells, 10 models, 2 trials + 5 seeds each, about 1.1e9
-training row-epochs; docs/benchmarks.md gives its time estimate from the reduced run):
-``python -m bench.sweep --jobs 2``.  A reduced grid takes the same flags with fewer values, e.g.
-``--heterogeneity 1,0,0.5 --domains 3 --rows-per-domain 3000 --trials 0``.
+Default (8 cells x 11 models x 5 seeds = 440 runs, no tuning): ``python -m bench.sweep --jobs 2``,
+about two hours on the shared 2-core machine of docs/benchmarks.md (its section gives the measured
+wall time).  A run's cost grows far slower than its table (TrainConfig: a small table trains
+its 30 epochs, a large one stops after about min_steps = 1000 steps plus patience); a cell of 3
+domains x 100,000 rows (``--cells 1:3:100000``, same ``--out``) adds about 40 minutes there.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 from pathlib import Path
 
-from bench import _common, _report
+from bench import _common, _report, _sweep_chart
 from cesaa.benchmark.protocol import Protocol
 from cesaa.benchmark.runner import BenchSpec, run_benchmark
 from cesaa.benchmark.stats import detectable_difference, mean_std, paired_difference
 
 SETUP = "bench._sweep_models:register"
 CESAA = "cesaa"
-ABLATIONS = {"cesaa_nomi": "MI loss", "cesaa_noshared": "shared expert", "cesaa_k1": "k 2 vs 1"}
-BASELINES = ("m2m", "ple", "star", "adasparse", "mlp", "shared_bottom")
-FULL = {
-    "heterogeneity": (0.0, 0.5, 1.0),
-    "domains": (3, 12, 40),
-    "rows_per_domain": (1000, 3000),
+# ablation -> its column in the map (CESAA, at k = 2, minus the ablation)
+ABLATIONS = {
+    "cesaa_nomi": "CESAA − no MI loss",
+    "cesaa_noshared": "CESAA − no shared expert",
+    "cesaa_k1": "CESAA − k 1",
+    "cesaa_k3": "CESAA − k 3",
+    "cesaa_k4": "CESAA − k 4",
 }
+# k 3 is registered (and mapped when run) but not in the default models: k 1, 2 (CESAA) and 4 bracket it
+DEFAULT_ABLATIONS = ("cesaa_nomi", "cesaa_noshared", "cesaa_k1", "cesaa_k4")
+BASELINES = ("m2m", "ple", "star", "adasparse", "mlp", "shared_bottom")
+# The default grid, (heterogeneity, domains, rows per domain), most informative first (the section
+# is rewritten after every cell): the dial at 12 domains x 3,000 rows; the number of domains at
+# h 1; the rows per domain at h 1 with 3 domains.
+CELLS = (
+    (1.0, 12, 3000),
+    (0.0, 12, 3000),
+    (0.5, 12, 3000),
+    (1.0, 3, 3000),
+    (1.0, 40, 3000),
+    (1.0, 3, 1000),
+    (1.0, 3, 10000),
+    (1.0, 3, 30000),
+)
 DATA_SEED = 0
 
 
@@ -109,7 +131,10 @@ def _verdict(d: dict) -> str:
 
 
 def map_rows(points: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
-    """The map as a table: one row per finished cell."""
+    """The map as a table: one row per finished cell; a column per default ablation and per other
+    ablation run in some cell."""
+    run = {k for p in points.values() for k in p["mechanisms"]}
+    shown = [k for k in ABLATIONS if k in DEFAULT_ABLATIONS or k in run]
     cols = [
         "cell (h, domains, rows/domain)",
         "CESAA AUC",
@@ -117,7 +142,7 @@ def map_rows(points: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
         "CESAA − best [95 % CI]",
         "verdict",
         "detectable Δ (these seeds / 10 seeds)",
-        *(f"CESAA − no {v}" if k != "cesaa_k1" else "CESAA − k 1" for k, v in ABLATIONS.items()),
+        *(ABLATIONS[k] for k in shown),
     ]
     rows = []
     for cell, p in points.items():
@@ -133,10 +158,7 @@ def map_rows(points: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
                 _ci(g),
                 _verdict(g),
                 f"{g['detectable']:.4f} / {g['detectable_10']:.4f}",
-                *(
-                    _ci(p["mechanisms"][k]) if k in p["mechanisms"] else "not run"
-                    for k in ABLATIONS
-                ),
+                *(_ci(p["mechanisms"][k]) if k in p["mechanisms"] else "not run" for k in shown),
             ]
         )
     return cols, rows
@@ -152,8 +174,11 @@ def spread_rows(points: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
     return ["cell", *models], rows
 
 
-def section(sec, args, models: tuple[str, ...], points: dict, missing: list[str]) -> str:
-    """The docs section: how it was run, the map so far, the spread; the cells still missing."""
+def section(
+    sec, args, models: tuple[str, ...], points: dict, missing: list[str], chart: str = ""
+) -> str:
+    """The docs section: how it was run, the map so far (and ``chart``, a markdown image line,
+    when given), the spread; the cells still missing."""
     budget = (
         f"{args.trials} Optuna trials per model and cell (TPE, median pruning; the tuned "
         f"configuration then trains with seeds 0..{args.seeds - 1})"
@@ -173,41 +198,53 @@ def section(sec, args, models: tuple[str, ...], points: dict, missing: list[str]
         notes += f"  **Partial: cells not yet run: {', '.join(missing)}.**"
     return sec.body(
         notes,
-        "### The map\n\n" + _report.table(*map_rows(points)),
+        "### The map\n\n" + (chart + "\n\n" if chart else "") + _report.table(*map_rows(points)),
         "### Seed-to-seed spread (test AUC std over seeds)\n\n"
         + _report.table(*spread_rows(points)),
     )
 
 
-def _grid(args) -> list[tuple[float, int, int]]:
-    if args.cells:  # explicit cells h:domains:rows_per_domain instead of the product
-        return [tuple(t(v) for t, v in zip((float, int, int), c.split(":"), strict=True))
-                for c in args.cells.split(",")]  # fmt: skip
-    hs = [float(x) for x in args.heterogeneity.split(",")]
-    ds = [int(x) for x in args.domains.split(",")]
-    rs = [int(x) for x in args.rows_per_domain.split(",")]
-    # fewest domains first: the small cells finish (and are published) before the large ones
-    return [(h, d, r) for d, h, r in itertools.product(ds, hs, rs)]
+def parse_cells(text: str) -> list[tuple[float, int, int]]:
+    """``H:DOMAINS:ROWS_PER_DOMAIN,...`` -> cells; ``ValueError`` naming a malformed one."""
+    cells = []
+    for c in text.split(","):
+        try:
+            h, d, r = c.split(":")
+            cells.append((float(h), int(d), int(r)))
+        except ValueError:
+            raise ValueError(
+                f"--cells: {c!r} is not H:DOMAINS:ROWS_PER_DOMAIN (e.g. 1:3:3000)"
+            ) from None
+    return cells
 
 
 def main(argv: list[str] | None = None) -> int:
     p = _common.parser(__doc__.splitlines()[0])
     _common.add_jobs(p)
-    p.add_argument("--heterogeneity", default=",".join(f"{h:g}" for h in FULL["heterogeneity"]))
-    p.add_argument("--domains", default=",".join(str(d) for d in FULL["domains"]))
-    p.add_argument("--rows-per-domain", default=",".join(str(r) for r in FULL["rows_per_domain"]))
     p.add_argument(
         "--cells",
-        default="",
-        help="explicit cells H:DOMAINS:ROWS_PER_DOMAIN, comma-separated (instead of the product "
-        "of the three lists), e.g. 1:3:3000,1:12:1000",
+        default=",".join(f"{h:g}:{d}:{r}" for h, d, r in CELLS),
+        help="cells H:DOMAINS:ROWS_PER_DOMAIN, comma-separated, run in this order "
+        "(default: %(default)s)",
     )
-    p.add_argument("--models", default=",".join([CESAA, *ABLATIONS, *BASELINES]))
+    p.add_argument("--models", default=",".join([CESAA, *DEFAULT_ABLATIONS, *BASELINES]))
     p.add_argument("--seeds", type=int, default=5, help="paired model seeds 0..S-1 per cell")
-    p.add_argument("--trials", type=int, default=2, help="Optuna trials per model and cell")
+    p.add_argument(
+        "--trials",
+        type=int,
+        default=0,
+        help="Optuna trials per model and cell (default 0: every model at its registry defaults, "
+        "an equal budget of none)",
+    )
     p.add_argument("--out", default=str(_common.REPO / "runs" / "sweep"))
+    p.add_argument(
+        "--chart",
+        default="img/sweep-map.png",
+        help="the map's chart (PNG), relative to the --docs file's folder; '' for none "
+        "(default: %(default)s)",
+    )
     args, argv = _common.parse(p, argv)
-    grid = _grid(args)
+    grid = parse_cells(args.cells)
     models = tuple(m for m in args.models.split(",") if m)
     train = {}
     if args.quick:
@@ -216,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     sec = _report.SectionRun(
         "Where routing pays: the heterogeneity sweep", "bench.sweep", argv, args.quick, 1
     )
-    points: dict[str, dict] = {}
+    points: dict[tuple[float, int, int], dict] = {}
     for h, d, r in grid:
         cell = cell_name(h, d, r)
         spec = BenchSpec(
@@ -235,9 +272,19 @@ def main(argv: list[str] | None = None) -> int:
         _report.log(f"cell {cell}: {spec.source}")
         run_benchmark(spec, _report.log)
         runs = json.loads((Path(spec.out) / "runs.json").read_text(encoding="utf-8"))
-        points[cell] = cell_map(runs)
-        missing = [cell_name(*c) for c in grid if cell_name(*c) not in points]
-        _common.write("sweep", args, section(sec, args, models, points, missing))
+        points[(h, d, r)] = cell_map(runs)
+        missing = [cell_name(*c) for c in grid if c not in points]
+        chart = ""
+        if args.chart and args.docs != "-":
+            done = _sweep_chart.write_png(points, ABLATIONS, Path(args.docs).parent / args.chart)
+            _report.log(f"chart: {done}")
+            chart = (
+                f"![CESAA − best baseline and CESAA − each ablation along each axis]({args.chart})"
+                if done.startswith("wrote")
+                else f"(chart {done})"
+            )
+        named = {cell_name(*c): p for c, p in points.items()}
+        _common.write("sweep", args, section(sec, args, models, named, missing, chart))
     return 0
 
 

@@ -100,6 +100,7 @@ def test_ablations_pin_one_setting_of_cesaas_space(clean_registry) -> None:
     assert default_config("cesaa_nomi").alpha == 0.0
     assert default_config("cesaa_noshared").num_shared == 0
     assert default_config("cesaa_k1").top_k == 1
+    assert default_config("cesaa_k3").top_k == 3 and default_config("cesaa_k4").top_k == 4
 
     class Trial:
         def suggest_categorical(self, name, choices):
@@ -125,3 +126,48 @@ def test_logloss_probe_temperature_recovers_a_known_overconfidence() -> None:
     y = (rng.random(z.size) < 1 / (1 + np.exp(-z))).astype(int)
     assert temperature(3 * z, y) == pytest.approx(3.0, rel=0.03)
     assert temperature(z, y) == pytest.approx(1.0, rel=0.03)
+
+
+def _point(gap: tuple, **mechanisms: tuple) -> dict:
+    def d(t):
+        return {"mean": t[0], "ci_low": t[1], "ci_high": t[2]}
+
+    return {"gap": d(gap), "mechanisms": {k: d(v) for k, v in mechanisms.items()}}
+
+
+def test_chart_series_follow_one_axis_with_the_tables_numbers() -> None:
+    """Each panel takes the cells that differ only along its axis, sorted along it, and plots the
+    map's own gap and mechanism intervals; a panel with one cell is empty."""
+    from bench import _sweep_chart
+
+    points = {
+        (1.0, 12, 3000): _point((-0.01, -0.02, 0.0), cesaa_nomi=(0.001, -0.001, 0.003)),
+        (0.0, 12, 3000): _point((0.002, -0.001, 0.005), cesaa_nomi=(0.0, -0.002, 0.002)),
+        (0.5, 12, 3000): _point((-0.004, -0.006, -0.002)),  # no ablation run in this cell
+        (1.0, 3, 3000): _point((-0.006, -0.015, 0.002)),
+        (1.0, 12, 1000): _point((0.5, 0.4, 0.6)),  # on no panel's line (12 domains, h 1, 1k rows)
+    }
+    labels = {"cesaa_nomi": "CESAA − no MI loss", "cesaa_k4": "CESAA − k 4"}
+    series = _sweep_chart.axis_series(points, 0, {1: 12, 2: 3000}, labels)
+    assert series == {
+        _sweep_chart.GAP: [
+            (0.0, 0.002, -0.001, 0.005),
+            (0.5, -0.004, -0.006, -0.002),
+            (1.0, -0.01, -0.02, 0.0),
+        ],
+        "CESAA − no MI loss": [(0.0, 0.0, -0.002, 0.002), (1.0, 0.001, -0.001, 0.003)],
+    }
+    domains = _sweep_chart.axis_series(points, 1, {0: 1.0, 2: 3000}, labels)
+    assert domains[_sweep_chart.GAP] == [(3.0, -0.006, -0.015, 0.002), (12.0, -0.01, -0.02, 0.0)]
+    assert _sweep_chart.axis_series(points, 2, {0: 1.0, 1: 3}, labels) == {}
+    fig = _sweep_chart.figure(points, labels)
+    gap = [t for t in fig.data if t.name == _sweep_chart.GAP and t.xaxis == "x"][0]
+    assert list(gap.y) == [0.002, -0.004, -0.01]
+    assert list(gap.error_y.array) == pytest.approx([0.003, 0.002, 0.01])
+    assert list(gap.error_y.arrayminus) == pytest.approx([0.003, 0.002, 0.01])
+
+
+def test_cells_parse_and_name_a_malformed_one() -> None:
+    assert sweep.parse_cells("1:3:3000,0.5:12:1000") == [(1.0, 3, 3000), (0.5, 12, 1000)]
+    with pytest.raises(ValueError, match=r"--cells: '1:3' is not H:DOMAINS:ROWS_PER_DOMAIN"):
+        sweep.parse_cells("1:3:3000,1:3")
