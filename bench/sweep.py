@@ -37,6 +37,7 @@ from bench import _common, _report, _sweep_chart
 from cesaa.benchmark.protocol import Protocol
 from cesaa.benchmark.runner import BenchSpec, run_benchmark
 from cesaa.benchmark.stats import detectable_difference, mean_std, paired_difference
+from cesaa.convergence import stalled_text
 
 SETUP = "bench._sweep_models:register"
 CESAA = "cesaa"
@@ -89,7 +90,8 @@ def cell_map(runs: list[dict], level: float = 0.95) -> dict:
     ``baseline``: the non-CESAA model with the best mean test AUC; ``gap``: CESAA minus it (a
     :class:`PairedDifference` as dict) with ``detectable`` (80 % power at these seeds) and
     ``detectable_10`` (at 10 seeds, same paired SD); ``mechanisms``: ablation name -> CESAA minus
-    that ablation (dict), for the ablations present; ``spread``: model -> seed-to-seed std."""
+    that ablation (dict), for the ablations present; ``spread``: model -> seed-to-seed std;
+    ``stalled``: model -> how many of its runs stalled (``cesaa.convergence.stalled_text``)."""
     models = sorted({r["model"] for r in runs})
     if CESAA not in models:
         raise ValueError(f"no {CESAA!r} runs in this cell (models: {models})")
@@ -110,8 +112,9 @@ def cell_map(runs: list[dict], level: float = 0.95) -> dict:
             d["detectable"] = detectable_difference(d["std"], d["n"], alpha)
             mechanisms[name] = d
     spread = {m: mean_std(list(_per_seed(runs, m).values())) for m in models}
+    stalled = {m: stalled_text([r.get("end") for r in runs if r["model"] == m]) for m in models}
     return {"baseline": baseline, "means": means, "gap": gap, "mechanisms": mechanisms,
-            "spread": spread}  # fmt: skip
+            "spread": spread, "stalled": stalled}  # fmt: skip
 
 
 def _ci(d: dict) -> str:
@@ -142,6 +145,7 @@ def map_rows(points: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
         "CESAA − best [95 % CI]",
         "verdict",
         "detectable Δ (these seeds / 10 seeds)",
+        "stalled runs: CESAA / best baseline",
         *(ABLATIONS[k] for k in shown),
     ]
     rows = []
@@ -158,6 +162,7 @@ def map_rows(points: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
                 _ci(g),
                 _verdict(g),
                 f"{g['detectable']:.4f} / {g['detectable_10']:.4f}",
+                f"{p['stalled'][CESAA]} / {p['stalled'][b]}",
                 *(_ci(p["mechanisms"][k]) if k in p["mechanisms"] else "not run" for k in shown),
             ]
         )

@@ -34,7 +34,12 @@ def test_cell_map_pairs_cesaa_with_the_best_baseline_and_its_ablations() -> None
     mlp = [0.79, 0.805, 0.785, 0.80, 0.795]  # the best baseline by mean
     star = [0.70, 0.71, 0.69, 0.72, 0.70]
     nomi = [0.80, 0.80, 0.79, 0.81, 0.80]
-    point = sweep.cell_map(_runs({"mlp": mlp, "star": star, "cesaa_nomi": nomi}))
+    runs = _runs({"mlp": mlp, "star": star, "cesaa_nomi": nomi})
+    ends = ["plateau", "converged", "plateau", "not_converged", "converged"]
+    for r in runs:  # CESAA's runs say how they ended, the baselines' do not
+        if r["model"] == "cesaa":
+            r["end"] = ends[r["seed"]]
+    point = sweep.cell_map(runs)
     assert point["baseline"] == "mlp"  # the ablation is no baseline, however good
     d = np.array(CESAA) - np.array(mlp)
     gap = point["gap"]
@@ -53,6 +58,10 @@ def test_cell_map_pairs_cesaa_with_the_best_baseline_and_its_ablations() -> None
     row = dict(zip(cols, rows[0], strict=True))
     assert gap["ci_low"] > 0 and row["verdict"] == "ahead"
     assert row["CESAA − no shared expert"] == "not run"
+    assert row["stalled runs: CESAA / best baseline"] == (
+        "3 of 5 seeds (plateau 2, not converged 1) / n/a"
+    )
+    assert "CESAA − k 3" not in cols  # not a default ablation, not run here
 
 
 def test_cell_map_verdicts_and_errors() -> None:
