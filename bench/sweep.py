@@ -169,11 +169,19 @@ def map_rows(points: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
     return cols, rows
 
 
-def spread_rows(points: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
-    """Each model's seed-to-seed std per cell (the noise each comparison sits on)."""
-    models = sorted({m for p in points.values() for m in p["spread"]})
+def model_rows(points: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
+    """Each model's test AUC per cell, mean ± seed-to-seed std (the noise each comparison sits
+    on); CESAA and its ablations first, then the baselines."""
+    seen = {m for p in points.values() for m in p["spread"]}
+    models = [m for m in (CESAA, *ABLATIONS) if m in seen] + sorted(seen - {CESAA, *ABLATIONS})
     rows = [
-        [cell, *(f"{p['spread'][m][1]:.4f}" if m in p["spread"] else "" for m in models)]
+        [
+            cell,
+            *(
+                "{:.4f} ± {:.4f}".format(*p["spread"][m]) if m in p["spread"] else "not run"
+                for m in models
+            ),
+        ]
         for cell, p in points.items()
     ]
     return ["cell", *models], rows
@@ -204,8 +212,8 @@ def section(
     return sec.body(
         notes,
         "### The map\n\n" + (chart + "\n\n" if chart else "") + _report.table(*map_rows(points)),
-        "### Seed-to-seed spread (test AUC std over seeds)\n\n"
-        + _report.table(*spread_rows(points)),
+        "### Every model's test AUC (mean ± std over seeds)\n\n"
+        + _report.table(*model_rows(points)),
     )
 
 

@@ -180,3 +180,16 @@ def test_cells_parse_and_name_a_malformed_one() -> None:
     assert sweep.parse_cells("1:3:3000,0.5:12:1000") == [(1.0, 3, 3000), (0.5, 12, 1000)]
     with pytest.raises(ValueError, match=r"--cells: '1:3' is not H:DOMAINS:ROWS_PER_DOMAIN"):
         sweep.parse_cells("1:3:3000,1:3")
+
+
+def test_model_rows_list_cesaa_first_and_mark_a_model_not_run() -> None:
+    points = {
+        "a": {"spread": {"star": (0.7, 0.01), "cesaa": (0.8, 0.002), "cesaa_k1": (0.79, 0.003)}},
+        "b": {"spread": {"cesaa": (0.6, 0.02), "m2m": (0.65, 0.0125)}},
+    }
+    cols, rows = sweep.model_rows(points)
+    assert cols == ["cell", "cesaa", "cesaa_k1", "m2m", "star"]
+    assert rows == [
+        ["a", "0.8000 ± 0.0020", "0.7900 ± 0.0030", "not run", "0.7000 ± 0.0100"],
+        ["b", "0.6000 ± 0.0200", "not run", "0.6500 ± 0.0125", "not run"],
+    ]
