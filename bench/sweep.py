@@ -5,7 +5,7 @@ Grid: ``--cells H:DOMAINS:ROWS_PER_DOMAIN,...``, where H is the generator's hete
 (``cesaa.data.synthetic``: 0 = every domain draws from one distribution, 1 = no two domains share
 a mechanism).  The default (``CELLS``) is three axes through shared cells, most informative first:
 the dial (h 0 / 0.5 / 1) at 12 domains x 3,000 rows; the number of domains (3 / 12 / 40) at h 1 x
-3,000 rows; the rows per domain (1k / 3k / 10k / 30k) at h 1 x 3 domains.  Each cell is one
+3,000 rows; the rows per domain (1k / 3k / 10k / 30k / 100k) at h 1 x 3 domains.  Each cell is one
 ``cesaa bench`` run (``cesaa.benchmark.runner``) in ``<out>/<cell>/``: the same data seed for
 every cell, equal Optuna budgets per model (``--trials``; default 0, every model at its registry
 defaults), then the same model seeds 0..S-1 for every model (paired).  The sweep is resumable:
@@ -17,14 +17,13 @@ cells are missing).
 
 The map, per cell: CESAA minus the best baseline (by mean test AUC), paired by seed, with its
 t interval and the smallest difference these seeds detect at 80 % power; and each mechanism's
-effect, CESAA minus its ablation (no MI loss, no shared expert, k = 1 / 4; k 3 on request),
+effect, CESAA (k = 2) minus its ablation (no MI loss, no shared expert, k = 1, 3, 4),
 paired the same way.
 
-Default (8 cells x 11 models x 5 seeds = 440 runs, no tuning): ``python -m bench.sweep --jobs 2``,
-about two hours on the shared 2-core machine of docs/benchmarks.md (its section gives the measured
-wall time).  A run's cost grows far slower than its table (TrainConfig: a small table trains
-its 30 epochs, a large one stops after about min_steps = 1000 steps plus patience); a cell of 3
-domains x 100,000 rows (``--cells 1:3:100000``, same ``--out``) adds about 40 minutes there.
+Default (9 cells x 12 models x 5 seeds = 540 runs, no tuning): ``python -m bench.sweep --jobs 2``;
+its measured wall time on the shared 2-core machine is in docs/benchmarks.md (about 1.5 h).  A
+run's cost grows far slower than its table (TrainConfig: a small table trains its 30 epochs, a
+large one stops after about min_steps = 1000 steps plus patience).
 """
 
 from __future__ import annotations
@@ -49,8 +48,6 @@ ABLATIONS = {
     "cesaa_k3": "CESAA − k 3",
     "cesaa_k4": "CESAA − k 4",
 }
-# k 3 is registered (and mapped when run) but not in the default models: k 1, 2 (CESAA) and 4 bracket it
-DEFAULT_ABLATIONS = ("cesaa_nomi", "cesaa_noshared", "cesaa_k1", "cesaa_k4")
 BASELINES = ("m2m", "ple", "star", "adasparse", "mlp", "shared_bottom")
 # The default grid, (heterogeneity, domains, rows per domain), most informative first (the section
 # is rewritten after every cell): the dial at 12 domains x 3,000 rows; the number of domains at
@@ -64,6 +61,7 @@ CELLS = (
     (1.0, 3, 1000),
     (1.0, 3, 10000),
     (1.0, 3, 30000),
+    (1.0, 3, 100000),
 )
 DATA_SEED = 0
 
@@ -134,10 +132,7 @@ def _verdict(d: dict) -> str:
 
 
 def map_rows(points: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
-    """The map as a table: one row per finished cell; a column per default ablation and per other
-    ablation run in some cell."""
-    run = {k for p in points.values() for k in p["mechanisms"]}
-    shown = [k for k in ABLATIONS if k in DEFAULT_ABLATIONS or k in run]
+    """The map as a table: one row per finished cell."""
     cols = [
         "cell (h, domains, rows/domain)",
         "CESAA AUC",
@@ -146,7 +141,7 @@ def map_rows(points: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
         "verdict",
         "detectable Δ (these seeds / 10 seeds)",
         "stalled runs: CESAA / best baseline",
-        *(ABLATIONS[k] for k in shown),
+        *ABLATIONS.values(),
     ]
     rows = []
     for cell, p in points.items():
@@ -163,7 +158,10 @@ def map_rows(points: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
                 _verdict(g),
                 f"{g['detectable']:.4f} / {g['detectable_10']:.4f}",
                 f"{p['stalled'][CESAA]} / {p['stalled'][b]}",
-                *(_ci(p["mechanisms"][k]) if k in p["mechanisms"] else "not run" for k in shown),
+                *(
+                    _ci(p["mechanisms"][k]) if k in p["mechanisms"] else "not run"
+                    for k in ABLATIONS
+                ),
             ]
         )
     return cols, rows
@@ -240,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         help="cells H:DOMAINS:ROWS_PER_DOMAIN, comma-separated, run in this order "
         "(default: %(default)s)",
     )
-    p.add_argument("--models", default=",".join([CESAA, *DEFAULT_ABLATIONS, *BASELINES]))
+    p.add_argument("--models", default=",".join([CESAA, *ABLATIONS, *BASELINES]))
     p.add_argument("--seeds", type=int, default=5, help="paired model seeds 0..S-1 per cell")
     p.add_argument(
         "--trials",
