@@ -86,6 +86,8 @@ class ModelConfig:
     # PEPNet (Chang et al. 2023)
     pepnet_gamma: float = 2.0  # Gate NU = gamma * sigmoid(...): gates in (0, gamma), 1 at neutral
     pepnet_prior: str = "auto"  # PPNet prior columns (comma-separated); auto: user_id, item_id
+    # False: no PPNet gates (EPNet and a plain DNN), the ablation of docs/model.md's measurement
+    pepnet_ppnet: bool = True
     # M2M (Zhang et al. 2022): experts = mmoe_experts (0 = one per domain), width expert_dim
     m2m_tower_layers: int = 2  # residual meta-tower layers, weights generated from the domain
 

@@ -214,6 +214,32 @@ def test_gates_do_not_backpropagate_into_what_they_read():
     assert all(g.out.weight.grad.abs().max() > 0 for g in m.pp_gates)
 
 
+def test_without_ppnet_pepnet_is_the_plain_dnn_on_epnets_output():
+    torch.manual_seed(0)
+    full = PEPNet(cfg("pepnet"), SPEC).eval()
+    torch.manual_seed(0)
+    m = PEPNet(cfg("pepnet", pepnet_ppnet=False), SPEC).eval()
+    assert len(m.pp_gates) == 0
+    n_gates = sum(p.numel() for p in full.pp_gates.parameters())
+    assert n_gates > 0
+    assert (
+        sum(p.numel() for p in m.parameters())
+        == sum(p.numel() for p in full.parameters()) - n_gates
+    )
+    cat, num, domain = batch()
+    x = m.embedding(cat, num)
+    delta = m.field_gates(x, domain)  # [B, F]; a categorical field's De values share one gate
+    h = torch.cat(
+        [x[:, : 3 * DE] * delta[:, :3].repeat_interleave(DE, 1), x[:, 3 * DE :] * delta[:, 3:]], 1
+    )
+    for layer in m.layers:
+        h = torch.relu(h @ layer.weight.T + layer.bias)
+    expected = (h @ m.out.weight.T + m.out.bias).squeeze(-1)
+    torch.testing.assert_close(m(cat, num, domain).logit, expected)
+    # the same draws up to the PPNet gates: EPNet and the DNN start as the full model's
+    torch.testing.assert_close(m.layers[0].weight, full.layers[0].weight)
+
+
 def test_pepnet_gamma_bounds_the_gates():
     torch.manual_seed(0)
     m = PEPNet(cfg("pepnet", pepnet_gamma=3.0), SPEC)

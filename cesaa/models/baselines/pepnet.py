@@ -28,9 +28,12 @@ Deviations and choices, each deliberate:
   tables with the DNN input.
 - Single task: the paper splits delta^l into one slice per task tower; we have one tower, so each
   delta^l covers the whole layer.  Widths: ``expert_hidden + tower_hidden``.
+- ``pepnet_ppnet=False`` drops PPNet's gates (every delta^l = 1): EPNet and a plain DNN, the
+  ablation that shows what the gates cost on product-structured data (docs/model.md).
 - Gate NU's hidden width equals its output width (the paper does not fix it; Scenario-Wise Rec's
   choice).  Scenario-Wise Rec gates each layer's output; the paper (and we) gate each layer's input,
-  which also gates the output layer's input.
+  which also gates the output layer's input.  Scenario-Wise Rec's MLP puts a BatchNorm after each
+  hidden Linear; ours (as every baseline's here) has none.
 
 Shapes: B = batch, C = categorical columns, M = numeric columns, F = C + M fields, De = ``embed_dim``,
 I = C * De + M, P = prior width, N_l = width of layer l.
@@ -119,7 +122,11 @@ class PEPNet(nn.Module):
         )
         self.out = nn.Linear(sizes[-1], 1)
         p = de * len(self.prior)
-        self.pp_gates = nn.ModuleList(GateNU(p + i, n, cfg.pepnet_gamma) for n in sizes)
+        self.pp_gates = (  # empty with pepnet_ppnet=False: every layer's gate is 1
+            nn.ModuleList(GateNU(p + i, n, cfg.pepnet_gamma) for n in sizes)
+            if cfg.pepnet_ppnet
+            else nn.ModuleList()
+        )
         self.dropout = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
 
     def field_gates(self, x: torch.Tensor, domain: torch.Tensor) -> torch.Tensor:
@@ -144,11 +151,19 @@ class PEPNet(nn.Module):
         reject_routing(routing, "pepnet")
         x = self.embedding(cat, num)  # [B, I]
         o_ep = self.expand(self.field_gates(x, domain)) * x  # [B, I]
+        gates = self.ppnet_gates(x, o_ep)  # len(layers) + 1 x [B, N_l], or [] without PPNet
+        h = o_ep  # [B, I]
+        for i, layer in enumerate(self.layers):
+            h = self.dropout(torch.relu(layer(gates[i] * h if gates else h)))  # [B, N_{i+1}]
+        logit = self.out(gates[-1] * h if gates else h).squeeze(-1)  # [B]
+        return ModelOutput(logit=logit, aux_loss=logit.new_zeros(()))
+
+    def ppnet_gates(self, x: torch.Tensor, o_ep: torch.Tensor) -> list[torch.Tensor]:
+        """PPNet's delta^l for every layer's input from z = [O_prior, sg(O_ep)]; [] when
+        ``pepnet_ppnet`` is off."""
+        if not self.pp_gates:
+            return []
         de = self.embed_dim
         prior = [x[:, c * de : (c + 1) * de] for c in self.prior]  # P/De x [B, De]
         z = torch.cat([*prior, o_ep.detach()], dim=1)  # [B, P + I]
-        h = o_ep  # [B, I]
-        for layer, gate in zip(self.layers, self.pp_gates, strict=False):
-            h = self.dropout(torch.relu(layer(gate(z) * h)))  # [B, N_{l+1}]
-        logit = self.out(self.pp_gates[-1](z) * h).squeeze(-1)  # [B]
-        return ModelOutput(logit=logit, aux_loss=logit.new_zeros(()))
+        return [gate(z) for gate in self.pp_gates]
