@@ -45,11 +45,19 @@ def axis_series(
 
 
 def figure(points: dict[tuple[float, int, int], dict], ablations: dict):
-    """One plotly figure, a panel per axis of ``AXES``, every series with its interval."""
+    """One plotly figure, a column per axis of ``AXES``: the gap to the best baseline on top, the
+    ablations below, every series with its interval."""
     from plotly.colors import qualitative
     from plotly.subplots import make_subplots
 
-    fig = make_subplots(rows=1, cols=len(AXES), subplot_titles=[a[0] for a in AXES])
+    # top row: the gap to the best baseline; bottom row: the mechanisms, on their own (smaller) scale
+    fig = make_subplots(
+        rows=2,
+        cols=len(AXES),
+        subplot_titles=[a[0] for a in AXES],
+        vertical_spacing=0.1,
+        shared_xaxes=True,
+    )
     names = [GAP, *ablations.values()]
     symbols = ["diamond", "circle", "square", "triangle-up", "triangle-down", "x"]
     shown: set[str] = set()
@@ -60,7 +68,8 @@ def figure(points: dict[tuple[float, int, int], dict], ablations: dict):
             i = names.index(name)
             xs, ys, lo, hi = zip(*pts, strict=True)
             color = qualitative.Plotly[i % len(qualitative.Plotly)]
-            shift = DODGE * (i - (len(names) - 1) / 2)  # side by side, not on top of each other
+            row = 1 if i == 0 else 2
+            shift = DODGE * (i - len(names) / 2)  # side by side, not on top of each other
             fig.add_scatter(
                 x=[x + shift if axis == 0 else x * 10**shift for x in xs],
                 y=ys,
@@ -87,17 +96,20 @@ def figure(points: dict[tuple[float, int, int], dict], ablations: dict):
                     "width": 3 if i == 0 else 1,
                     "dash": "solid" if i == 0 else "dot",
                     "color": color,
-                },  # fmt: skip
-                row=1,
+                },
+                row=row,
                 col=col,
             )
             shown.add(name)
-        fig.add_hline(y=0, line={"color": "grey", "width": 1}, row=1, col=col)
-        fig.update_xaxes(tickvals=ticks, type="linear" if axis == 0 else "log", row=1, col=col)
-    fig.update_yaxes(title_text="test AUC difference (mean, 95 % CI)", row=1, col=1)
+        for row in (1, 2):
+            fig.add_hline(y=0, line={"color": "grey", "width": 1}, row=row, col=col)
+            kind = "linear" if axis == 0 else "log"
+            fig.update_xaxes(tickvals=ticks, type=kind, row=row, col=col)
+    fig.update_yaxes(title_text="CESAA − best baseline", row=1, col=1)
+    fig.update_yaxes(title_text="CESAA − ablation", row=2, col=1)
     fig.update_layout(
-        height=460,
-        title="Where routing pays: CESAA − best baseline, and CESAA − each ablation",
+        height=720,
+        title="Where routing pays: test AUC differences, mean and 95 % interval over 5 paired seeds",
         legend={"orientation": "h", "y": -0.15},
         template="plotly_white",
     )
