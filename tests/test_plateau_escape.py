@@ -138,3 +138,40 @@ def test_mmoes_user_item_interaction_at_init_is_below_the_mlps_unless_the_input_
     assert default_config("mmoe").input_norm == "none"  # the paper's input (docs/model.md)
     assert 0 < 2 * mmoe < mlp
     assert at_init("mmoe", input_norm="batch") > 5 * mlp
+
+
+def test_mechanism_weights_recover_a_hand_built_mix_with_per_domain_offsets() -> None:
+    from bench.plateau_parts import mechanism_weights
+
+    rng = np.random.default_rng(0)
+    n = 600
+    shared, own = rng.standard_normal(n), rng.standard_normal(n)
+    domain = np.arange(n) % 3
+    offset = np.array([-1.0, 0.3, 2.0])[domain]  # per-domain intercepts are not the mechanisms
+    b_shared, b_own = mechanism_weights(2.0 * shared + 0.5 * own + offset, shared, own, domain)
+    assert b_shared == pytest.approx(2.0, abs=1e-10)
+    assert b_own == pytest.approx(0.5, abs=1e-10)
+    b_shared, b_own = mechanism_weights(-shared + offset, shared, own, domain)
+    assert (b_shared, b_own) == (pytest.approx(-1.0, abs=1e-10), pytest.approx(0.0, abs=1e-10))
+
+
+def test_planted_parts_are_the_mechanisms_of_each_test_rows_logit() -> None:
+    """The generator's true logit of a test row is intercept + strength * (shared + own) /
+    sqrt(2) (one shared and one own mechanism per domain): the parts must rebuild it."""
+    from bench.plateau_parts import planted_parts
+    from cesaa.benchmark.protocol import load_source
+    from cesaa.data.splits import make_split
+    from cesaa.data.synthetic import make_planted_frame
+
+    rows, seed = 3000, 2
+    data = load_source(f"synthetic:rows={rows},structure=multiplicative,per_domain=1,seed={seed}")
+    shared, own = planted_parts(rows, seed, data)
+    planted = make_planted_frame(
+        rows, mechanisms_per_domain=1, seed=seed, structure="multiplicative"
+    )
+    truth = planted.logit[make_split("random", rows, seed=0)[2].numpy()]
+    rebuilt = 2.5 * (shared + own) / math.sqrt(2)  # strength 2.5, the generator's default
+    np.testing.assert_allclose(truth - rebuilt, (truth - rebuilt).mean(), atol=1e-5)
+    assert np.corrcoef(shared, own)[0, 1] < 0.2  # two different products, not one counted twice
+    with pytest.raises(RuntimeError, match="does not match the loaded test split"):
+        planted_parts(rows, seed + 1, data)
