@@ -21,7 +21,7 @@ effect, CESAA (k = 2) minus its ablation (no MI loss, no shared expert, k = 1, 3
 paired the same way.
 
 Default (9 cells x 12 models x 5 seeds = 540 runs, no tuning): ``python -m bench.sweep --jobs 2``;
-its measured wall time on the shared 2-core machine is in docs/benchmarks.md (about 1.5 h).  A
+measured on the shared 2-core machine of docs/benchmarks.md: 80 min with another job competing.  A
 run's cost grows far slower than its table (TrainConfig: a small table trains its 30 epochs, a
 large one stops after about min_steps = 1000 steps plus patience).
 """
