@@ -17,7 +17,7 @@ import torch
 from cesaa.data.encoding import assemble_encoders, encode
 from cesaa.data.schema import TableSchema, domain_strings, sorted_domain_names
 from cesaa.data.table import EncodedTable
-from cesaa.data.validate import check_label, check_numeric
+from cesaa.data.validate import check_declared_domains, check_values
 
 _ID_SPACE = 2**40  # hashed ids of unseen users / items: vocabulary size + 1 + [0, 2**40)
 
@@ -94,38 +94,14 @@ def validate_piece(
     (messages give file row numbers).  ``domains``: the allowed domain values (declared in the
     schema or the encoders'), None to accept any."""
     try:
-        check_label(df[schema.label], schema.label, source)
-        for col in schema.numeric:
-            check_numeric(df[col], col, source)
-        for key in ("user", "item", "time"):
-            col = getattr(schema, key)
-            if col is not None:
-                _no_missing(df[col], f"{key} column {col!r}", source)
-        dom = df[schema.domain]
-        _no_missing(dom, f"domain column {schema.domain!r}", source)
+        check_values(df, schema, source)
         if domains is not None:
-            strs = domain_strings(dom)
-            bad = ~strs.isin(list(domains)).to_numpy()
-            if bad.any():
-                raise ValueError(
-                    f"{source}: domain column {schema.domain!r} has values not in the declared "
-                    f"domains {list(domains)}: {list(pd.unique(strs[bad])[:10])}, "
-                    f"first at row {int(np.argmax(bad))}"
-                )
+            check_declared_domains(df[schema.domain], schema.domain, domains, source)
     except ValueError as err:
         if offset == 0:
             raise
         msg = re.sub(r"\bat row (\d+)", lambda m: f"at row {int(m.group(1)) + offset}", str(err))
         raise ValueError(msg) from None
-
-
-def _no_missing(s: pd.Series, what: str, source: Path) -> None:
-    missing = s.isna().to_numpy()
-    if missing.any():
-        raise ValueError(
-            f"{source}: {what} has {int(missing.sum())} missing value(s), "
-            f"first at row {int(np.argmax(missing))}"
-        )
 
 
 def encode_piece(df: pd.DataFrame, encoders: dict) -> EncodedTable:

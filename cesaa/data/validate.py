@@ -28,13 +28,7 @@ def validate_frame(df: pd.DataFrame, schema: TableSchema, source: str | Path) ->
                 f"{source}: {role} column {col!r} named by {schema.where} is missing; "
                 f"available columns: {available}"
             )
-    check_label(df[schema.label], schema.label, source)
-    for col in schema.numeric:
-        check_numeric(df[col], col, source)
-    for key in ("user", "item", "time"):
-        col = getattr(schema, key)
-        if col is not None:
-            _check_no_missing(df[col], f"{key} column {col!r}", source)
+    check_values(df, schema, source)
     _check_domains(df[schema.domain], schema, source)
 
 
@@ -53,6 +47,33 @@ def load_table_frame(
     df = read_frame(data_path, str_columns=str_cols)
     validate_frame(df, schema, data_path)
     return df, schema
+
+
+def check_values(df: pd.DataFrame, schema: TableSchema, source: str | Path) -> None:
+    """The checks every row of a table passes, whole or in pieces: a binary label, finite numeric
+    columns, no missing user / item / time / domain value."""
+    check_label(df[schema.label], schema.label, source)
+    for col in schema.numeric:
+        check_numeric(df[col], col, source)
+    for key in ("user", "item", "time", "domain"):
+        col = getattr(schema, key)
+        if col is not None:
+            _check_no_missing(df[col], f"{key} column {col!r}", source)
+
+
+def check_declared_domains(
+    s: pd.Series, col: str, declared: tuple[str, ...], source: str | Path
+) -> pd.Series:
+    """Every value of domain column ``col`` is one of ``declared``; returns the values as strings."""
+    strs = domain_strings(s)
+    bad = ~strs.isin(list(declared)).to_numpy()
+    if bad.any():
+        shown = list(pd.unique(strs[bad])[:_MAX_SHOWN])
+        raise ValueError(
+            f"{source}: domain column {col!r} has values not in the declared domains "
+            f"{list(declared)}: {shown}, first at row {int(np.argmax(bad))}"
+        )
+    return strs
 
 
 def check_label(s: pd.Series, col: str, source: str | Path) -> None:
@@ -103,18 +124,10 @@ def _check_no_missing(s: pd.Series, what: str, source: str | Path) -> None:
 
 
 def _check_domains(s: pd.Series, schema: TableSchema, source: str | Path) -> None:
-    _check_no_missing(s, f"domain column {schema.domain!r}", source)
     if schema.domains is None:
         return
-    strs = domain_strings(s)
     declared = list(schema.domains)
-    bad = ~strs.isin(declared).to_numpy()
-    if bad.any():
-        shown = list(pd.unique(strs[bad])[:_MAX_SHOWN])
-        raise ValueError(
-            f"{source}: domain column {schema.domain!r} has values not in the declared domains "
-            f"{declared}: {shown}, first at row {int(np.argmax(bad))}"
-        )
+    strs = check_declared_domains(s, schema.domain, schema.domains, source)
     present = set(pd.unique(strs))
     empty = [d for d in declared if d not in present]
     if empty:
