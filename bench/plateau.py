@@ -32,6 +32,25 @@ EXPLAINED = ("cesaa", "hmoe", "m2m", "mmoe", "pepnet", "ple", "shared_bottom", "
 PAGE, HEADING = "docs/model.md", "Baselines on product-structured data"  # the models' page
 
 
+def planted_source(rows: int, seed: int | str) -> str:
+    """The planted multiplicative table of this benchmark (and of ``plateau_init`` / ``plateau_parts``)."""
+    return f"synthetic:rows={rows},structure=multiplicative,per_domain=1,seed={seed}"
+
+
+def variant_configs(variant: str, train=None):
+    """``name[:key=value;...]`` -> (the model's default config with those ``model.*`` overrides,
+    ``train`` or ``TrainConfig()``), as ``plateau_init`` and ``plateau_parts`` name their models."""
+    from cesaa.config import TrainConfig, apply_overrides
+    from cesaa.models import default_config
+
+    name, _, sets = variant.partition(":")
+    return apply_overrides(
+        default_config(name),
+        train if train is not None else TrainConfig(),
+        [f"model.{s}" for s in sets.split(";") if s],
+    )
+
+
 def run_one(task: dict) -> dict:
     from cesaa.benchmark.protocol import load_source
     from cesaa.config import TrainConfig, apply_overrides
@@ -104,10 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     from cesaa.models import model_names
 
     models = args.models.split(",") if args.models else model_names()
-    sources = {
-        s: f"synthetic:rows={args.rows},structure=multiplicative,per_domain=1,seed={s}"
-        for s in range(args.seeds)
-    }
+    sources = {s: planted_source(args.rows, s) for s in range(args.seeds)}
     tasks = [
         {"source": sources[s], "model": m, "seed": s, "set": args.set, "train": train_kw}
         for s in sources
@@ -159,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     overrides = f"  Overrides for every model: `{' '.join(args.set)}`." if args.set else ""
     notes = (
-        f"Data: `synthetic:rows={args.rows},structure=multiplicative,per_domain=1,seed=S` for "
+        f"Data: `{planted_source(args.rows, 'S')}` for "
         f"S in 0..{args.seeds - 1} ({int(args.rows * 0.8)} training rows), model seed S.  "
         f"Protocol: `TrainConfig()` defaults (Adam 1e-3, batch 1024, at most "
         f"{train_kw.get('epochs', 30)} epochs, patience 4, min_steps 1000); test AUC of the "

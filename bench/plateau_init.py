@@ -64,22 +64,17 @@ def main(argv: list[str] | None = None) -> int:
         help="registry names, each optionally with :key=value;... ModelConfig overrides",
     )
     args = p.parse_args(argv)
-    from cesaa.config import TrainConfig, apply_overrides
+    from bench.plateau import planted_source, variant_configs
     from cesaa.data import load_data
-    from cesaa.models import build_model, default_config
+    from cesaa.models import build_model
 
     print("| model | seed | user+item share of the input variance | interaction at init |")
     print("|:---|---:|---:|---:|")
     for seed in (int(s) for s in args.seeds.split(",")):
-        data = load_data(
-            f"synthetic:rows={args.rows},structure=multiplicative,per_domain=1,seed={seed}"
-        )
+        data = load_data(planted_source(args.rows, seed))
         names = list(data.spec.cat_names)
         for variant in args.models.split(","):
-            name, _, sets = variant.partition(":")
-            cfg, _ = apply_overrides(
-                default_config(name), TrainConfig(), [f"model.{s}" for s in sets.split(";") if s]
-            )
+            cfg, _ = variant_configs(variant)
             torch.manual_seed(seed)
             model = build_model(cfg, data.spec)
             share = signal_share(model, data.train, names)

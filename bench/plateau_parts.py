@@ -69,10 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     import torch
 
+    from bench.plateau import planted_source, variant_configs
     from cesaa.benchmark.protocol import load_source
-    from cesaa.config import TrainConfig, apply_overrides
+    from cesaa.config import TrainConfig
     from cesaa.data.synthetic import auc
-    from cesaa.models import default_config
     from cesaa.train import train
 
     torch.set_num_threads(1)
@@ -82,19 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     print("|:---|---:|---:|---:|---:|---:|")
     for seed in (int(s) for s in args.seeds.split(",")):
-        data = load_source(
-            f"synthetic:rows={args.rows},structure=multiplicative,per_domain=1,seed={seed}"
-        )
+        data = load_source(planted_source(args.rows, seed))
         shared, own = planted_parts(args.rows, seed, data)
         ceiling = auc(data.test.label.numpy(), shared)
         print(f"| shared-only ceiling | {seed} | {ceiling:.4f} | 1 | 0 | 0 |")
         for variant in args.models.split(","):
-            name, _, sets = variant.partition(":")
-            mcfg, tcfg = apply_overrides(
-                default_config(name),
-                TrainConfig(seed=seed, device="cpu"),
-                [f"model.{s}" for s in sets.split(";") if s],
-            )
+            mcfg, tcfg = variant_configs(variant, TrainConfig(seed=seed, device="cpu"))
             res = train(mcfg, tcfg, data)
             t = data.test
             with torch.no_grad():
