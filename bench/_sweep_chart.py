@@ -109,11 +109,18 @@ def figure(points: dict[tuple[float, int, int], dict], ablations: dict):
     fig.update_yaxes(title_text="CESAA − ablation", row=2, col=1)
     fig.update_layout(
         height=720,
-        title="Where routing pays: test AUC differences, mean and 95 % interval over 5 paired seeds",
+        title="Where routing pays: test AUC differences, mean and 95 % interval over "
+        f"{_seeds(points)} paired seeds",
         legend={"orientation": "h", "y": -0.15},
         template="plotly_white",
     )
     return fig
+
+
+def _seeds(points: dict[tuple[float, int, int], dict]) -> str:
+    """The paired seeds behind the gaps: "5", or "3-5" when cells differ."""
+    ns = sorted({int(p["gap"]["n"]) for p in points.values()})
+    return str(ns[0]) if len(ns) == 1 else f"{ns[0]}-{ns[-1]}"
 
 
 def write_png(points: dict[tuple[float, int, int], dict], ablations: dict, path: Path) -> str:

@@ -136,9 +136,9 @@ def test_logloss_probe_temperature_recovers_a_known_overconfidence() -> None:
     assert temperature(z, y) == pytest.approx(1.0, rel=0.03)
 
 
-def _point(gap: tuple, **mechanisms: tuple) -> dict:
+def _point(gap: tuple, n: int = 5, **mechanisms: tuple) -> dict:
     def d(t):
-        return {"mean": t[0], "ci_low": t[1], "ci_high": t[2]}
+        return {"mean": t[0], "ci_low": t[1], "ci_high": t[2], "n": n}
 
     return {"gap": d(gap), "mechanisms": {k: d(v) for k, v in mechanisms.items()}}
 
@@ -173,6 +173,9 @@ def test_chart_series_follow_one_axis_with_the_tables_numbers() -> None:
     assert list(gap.y) == [0.002, -0.004, -0.01]
     assert list(gap.error_y.array) == pytest.approx([0.003, 0.002, 0.01])
     assert list(gap.error_y.arrayminus) == pytest.approx([0.003, 0.002, 0.01])
+    assert fig.layout.title.text.endswith("over 5 paired seeds")
+    points[(1.0, 3, 3000)] = _point((-0.006, -0.015, 0.002), n=3)  # a cell run with fewer seeds
+    assert _sweep_chart.figure(points, labels).layout.title.text.endswith("over 3-5 paired seeds")
 
 
 def test_cells_parse_and_name_a_malformed_one() -> None:
