@@ -104,8 +104,8 @@ def supports_contributions(model: nn.Module) -> str | None:
             f"model {type(model).__name__} is not a CESAA-family model (gate + stacked experts + "
             "tower): per-expert contributions need its internals; the domain swap works for it"
         )
-    if not (hasattr(model, "tower") or hasattr(model, "towers")):
-        return f"model {type(model).__name__} has no prediction tower"
+    if not hasattr(model, "head_logit"):
+        return f"model {type(model).__name__} has no prediction head (head_logit)"
     return None
 
 
@@ -138,10 +138,7 @@ def expert_contributions(model: nn.Module, cat: Any, num: Any, domain: Any) -> C
 
         def head(sh: torch.Tensor, spec: torch.Tensor) -> torch.Tensor:
             h = torch.cat([sh, spec], dim=1) if concat else sh + spec
-            if hasattr(model, "tower"):
-                return model.tower(torch.cat([h, c.e_d], dim=1)).squeeze(-1)  # [n]
-            logits = torch.cat([t(h) for t in model.towers], dim=1)  # [n, D]
-            return logits.gather(1, domain.unsqueeze(1)).squeeze(1)
+            return model.head_logit(h, domain)  # [n]
 
         logit = head(h_sh, h_spec)
         contrib = torch.zeros_like(g)

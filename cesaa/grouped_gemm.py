@@ -125,13 +125,20 @@ def pack_layers(
         p_out = _pad_to(d_o, align)
         if i == 0 and bias_in_gemm:
             w = torch.cat([w, b.unsqueeze(1)], dim=1)  # [G, I + 1, O]: the bias row
-            packed.append((F.pad(w, (0, p_out - d_o, 0, p_in - d_i - 1)), None))  # [G, I', O']
-        elif (d_i, d_o) != (p_in, p_out):
-            packed.append((F.pad(w, (0, p_out - d_o, 0, p_in - d_i)), F.pad(b, (0, p_out - d_o))))
+            packed.append((_pad(w, p_in - d_i - 1, p_out - d_o), None))  # [G, I', O']
         else:
-            packed.append((w, b))
+            packed.append((_pad(w, p_in - d_i, p_out - d_o), _pad(b, 0, p_out - d_o)))
         p_in = p_out
     return packed
+
+
+def _pad(t: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """``t`` (weights [G, R, C]) with ``rows`` zero rows and ``cols`` zero columns appended (a bias
+    [G, C]: ``rows`` 0); ``t`` itself when both are 0 (a zero-width pad still copies, forward and
+    backward)."""
+    if rows == 0 and cols == 0:
+        return t
+    return F.pad(t, (0, cols, 0, rows) if rows else (0, cols))  # the last dim, then the one before
 
 
 def _grouped_gemm_mlp(

@@ -85,6 +85,7 @@ CONFIGS = [
     {"num_shared": 0},
     {"expert_hidden": ()},
     {"fusion": "concat"},
+    {"tower_hidden": ()},  # the head is one Linear: head_logit's split first layer is all of it
 ]
 
 

@@ -96,7 +96,12 @@ class CESBlock(nn.Module):
             g, shared_out = self._gate_and_shared(x, domain, stacked, run_shared, gate_args)
         # gates/probs [B, E], topk_idx [B, k]; k != cfg.top_k renormalizes over the new top-k
         h_spec = self._mix_experts(x, g)  # [B, H]
-        h_sh = shared_out.mean(dim=1) if use_shared else torch.zeros_like(h_spec)  # [B, H]
+        if not use_shared:
+            h_sh = torch.zeros_like(h_spec)  # [B, H]
+        elif shared_out.shape[1] == 1:  # one shared expert: its output is the mean, as a view
+            h_sh = shared_out[:, 0]  # [B, H]
+        else:
+            h_sh = shared_out.mean(dim=1)  # [B, H]
         if cfg.fusion == "sum":
             h = h_sh + h_spec  # [B, H]
         else:

@@ -69,13 +69,7 @@ class CESAA(CESBlock):
         routing = routing if routing is not None else RoutingOverride()
         c = self.select(cat, num, domain, routing, keep_shared_outputs=return_expert_outputs)
 
-        # head
-        if self.cfg.head == "shared":
-            logit = self.tower(torch.cat([c.h, c.e_d], dim=1)).squeeze(-1)  # [B]
-        else:
-            all_logits = torch.cat([t(c.h) for t in self.towers], dim=1)  # [B, D]
-            logit = all_logits.gather(1, domain.unsqueeze(1)).squeeze(1)  # [B], the row's own tower
-
+        logit = self.head_logit(c.h, domain)  # [B]
         # AEA: mutual information between domains and experts (+ optional load balancing)
         aux_loss, losses = self.aea_loss(c.gate, domain)
         return ModelOutput(
@@ -88,6 +82,27 @@ class CESAA(CESBlock):
             expert_outputs=self.expert_outputs(c.x) if return_expert_outputs else None,
             shared_outputs=c.shared_outputs if return_expert_outputs else None,
         )
+
+
+    def head_logit(self, h: torch.Tensor, domain: torch.Tensor) -> torch.Tensor:
+        """The logit [B] from the fused representation h [B, H'] and the rows' domains [B]: the
+        shared tower on [h, e_d], or each row's own domain tower on h.
+
+        The shared tower's first layer reads [h, e_d] as ``h @ W_h + (E @ W_e + b)[domain]``: the
+        domain embedding's part is a [D, O] table gathered per row, so no [B, H' + De] input is
+        concatenated, and the domain embedding's gradient is one small GEMM of the table's
+        (through the concatenation, a strided column slice of its gradient was scattered into
+        the embedding, an operator that does not use a second thread).  The same function as
+        ``tower(cat([h, e_d]))``, to float rounding.
+        """
+        if self.cfg.head != "shared":
+            all_logits = torch.cat([t(h) for t in self.towers], dim=1)  # [B, D]
+            return all_logits.gather(1, domain.unsqueeze(1)).squeeze(1)  # [B], the row's own tower
+        first, hd = self.tower[0], h.shape[1]
+        w = first.weight  # [O, H' + De]
+        table = torch.addmm(first.bias, self.domain_emb.weight, w[:, hd:].t())  # [D, O]
+        pre = torch.addmm(table.index_select(0, domain), h, w[:, :hd].t())  # [B, O]
+        return self.tower[1:](pre).squeeze(-1)  # [B]
 
 
 @register(
