@@ -17,6 +17,11 @@ Models: ``cesaa`` (k = 2 of 8 experts + 1 shared: 3 experts active per row), ``m
 expert per domain, 3 on MovieLens-100k age domains: equal active expert FLOPs per row) and
 ``mmoe-9`` (9 experts: CESAA's 8 domain experts + 1 shared, equal parameters).
 
+The fair efficiency claim: the three models again at wider experts (``--widths``, hidden ->
+output width of every expert; default 64 -> 32, the defaults, then 256 -> 64 and 512 -> 128),
+models and thread counts alternating round by round, with CESAA's rows/s as a multiple of each
+dense MoE's: where the sparse dispatch's fixed and memory-bound costs stop mattering.
+
     python -m bench.thread_scaling            # full (a few minutes on 2 cores)
     python -m bench.thread_scaling --quick    # CI smoke run
 """
@@ -30,11 +35,11 @@ import time
 import torch
 
 from bench import _common, _report
+from bench._efficiency import MODELS, WIDTHS, parse_widths, width_rows
 from bench._timing import build, train_step
 from bench.roofline import flops_per_row
 
 SECTION = "thread-scaling"
-MODELS = {"cesaa": ("cesaa", {}), "mmoe": ("mmoe", {}), "mmoe-9": ("mmoe", {"mmoe_experts": 9})}
 PROFILED = ("cesaa", "mmoe")  # the per-operator tables
 
 
@@ -163,11 +168,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=6, help="alternating 1/2-thread blocks")
     p.add_argument("--steps", type=int, default=6, help="training steps per block")
     p.add_argument("--top", type=int, default=14, help="operators listed per model")
+    p.add_argument(
+        "--widths",
+        default=WIDTHS,
+        help=f"expert HIDDEN:OUTPUT widths of the efficiency table, comma-separated ({WIDTHS})",
+    )
     args, argv = _common.parse(p, argv)
+    try:
+        widths = parse_widths(args.widths)
+    except ValueError as e:
+        p.error(str(e))
     models, replay_rounds, small = dict(MODELS), 8, 64
     if args.quick:
         args.batch, args.rounds, args.steps, replay_rounds = 256, 2, 1, 2
         models = {k: MODELS[k] for k in ("cesaa", "mmoe")}
+        widths = widths[:1]
     if args.threads not in (0, 2):
         p.error("--threads: this benchmark sets 1 and 2 threads itself; leave --threads out")
     machine = _report.machine(threads=2)
@@ -214,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
                     op_table(by_op, step, args.top),
                 )
             )
+    efficiency = width_rows(data.spec, table, args.batch, widths, args.rounds, args.steps, gen)
     torch.set_num_threads(2)
     notes = (
         f"MovieLens-100k training split, default configs, batch {args.batch}, float32, the "
@@ -255,6 +271,27 @@ def main(argv: list[str] | None = None) -> int:
                 summary,
             ),
             *tables,
+            "### CESAA against dense MoEs of equal active FLOPs and of equal parameters, by "
+            f"expert width (batch {args.batch})\n\n"
+            "'mmoe': one expert per domain (3 here: CESAA's k = 2 plus its shared expert, the "
+            "same active expert FLOPs per row); 'mmoe-9': 9 experts (CESAA's 8 plus 1 shared, "
+            "the same parameters).  Every model's experts at the width of the row; models and "
+            f"thread counts alternating in {args.rounds} rounds of {args.steps} steps (medians).  "
+            "'CESAA / model': CESAA's rows/s as a multiple of the model's (above 1: CESAA trains "
+            "faster).\n\n"
+            + _report.table(
+                [
+                    "expert widths",
+                    "model",
+                    "kFLOP / row",
+                    "rows/s, 1 thread",
+                    "rows/s, 2 threads",
+                    "speed-up",
+                    "CESAA / model, 1 thread",
+                    "CESAA / model, 2 threads",
+                ],
+                efficiency,
+            ),
         ]
     )
     _common.write(SECTION, args, body)

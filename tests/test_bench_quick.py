@@ -103,6 +103,9 @@ def test_quick_mode_writes_its_section(module, tmp_path, clean_registry, request
             assert f"| {model} |" in body
             assert f"### {model}: operators of one training step" in body
         assert body.count("| whole step |") == 2 and "| `_grouped_mm` |" in body
+        # the efficiency table: CESAA against both dense MoEs at the first --widths item
+        for model in ("cesaa", "mmoe", "mmoe-9"):
+            assert f"| 64 -> 32 | {model} |" in body
     if module == "best_shot":  # --publish: the leaderboard files and the runs, linked from the body
         import json
 

@@ -83,7 +83,6 @@ class CESAA(CESBlock):
             shared_outputs=c.shared_outputs if return_expert_outputs else None,
         )
 
-
     def head_logit(self, h: torch.Tensor, domain: torch.Tensor) -> torch.Tensor:
         """The logit [B] from the fused representation h [B, H'] and the rows' domains [B]: the
         shared tower on [h, e_d], or each row's own domain tower on h.
