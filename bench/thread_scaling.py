@@ -96,20 +96,32 @@ def replay_ops(calls: list[tuple], rounds: int) -> dict[str, list[float]]:
     return dict(by_op)
 
 
-def step_times(model, opt, table, batch: int, rounds: int, steps: int, gen) -> dict[int, float]:
-    """Median seconds of a training step at 1 and at 2 threads (alternating blocks of steps)."""
+def step_times(
+    model, opt, table, batches: tuple[int, ...], rounds: int, steps: int, gen
+) -> dict[tuple[int, int], float]:
+    """Median seconds of a training step at 1 and at 2 threads for each batch size:
+    {(threads, batch): s}.  Thread counts alternate block by block and the batch sizes
+    alternate within each block, so a slow phase of a shared machine hits every cell."""
     n = len(table)
-    got: dict[int, list[float]] = {1: [], 2: []}
+    got: dict[tuple[int, int], list[float]] = {(t, b): [] for t in (1, 2) for b in batches}
     for r in range(rounds):
         for threads in (1, 2) if r % 2 == 0 else (2, 1):
             torch.set_num_threads(threads)
-            train_step(model, opt, table, torch.randint(n, (batch,), generator=gen))  # wake-up
-            for _ in range(steps):
-                idx = torch.randint(n, (batch,), generator=gen)
-                t0 = time.perf_counter()
-                train_step(model, opt, table, idx)
-                got[threads].append(time.perf_counter() - t0)
-    return {t: statistics.median(v) for t, v in got.items()}
+            for batch in batches:
+                train_step(model, opt, table, torch.randint(n, (batch,), generator=gen))  # wake-up
+                for _ in range(steps):
+                    idx = torch.randint(n, (batch,), generator=gen)
+                    t0 = time.perf_counter()
+                    train_step(model, opt, table, idx)
+                    got[(threads, batch)].append(time.perf_counter() - t0)
+    return {key: statistics.median(v) for key, v in got.items()}
+
+
+def beyond_fixed(step: dict[int, float], fixed: dict[int, float]) -> str:
+    """The second thread's speed-up on the part of a step above its fixed cost,
+    (step - fixed) at 1 thread / (step - fixed) at 2; "n/a" when a part is not positive."""
+    rest1, rest2 = step[1] - fixed[1], step[2] - fixed[2]
+    return f"{rest1 / rest2:.2f}x" if rest1 > 0 and rest2 > 0 else "n/a"
 
 
 def op_table(by_op: dict[str, list[float]], step: dict[int, float], top: int) -> list[list]:
@@ -200,8 +212,9 @@ def main(argv: list[str] | None = None) -> int:
         model.train()
         for _ in range(2):  # warm-up (and Adam's state)
             train_step(model, opt, table, torch.randint(len(table), (args.batch,), generator=gen))
-        step = step_times(model, opt, table, args.batch, args.rounds, args.steps, gen)
-        fixed = step_times(model, opt, table, small, args.rounds, args.steps, gen)
+        times = step_times(model, opt, table, (args.batch, small), args.rounds, args.steps, gen)
+        step = {t: times[(t, args.batch)] for t in (1, 2)}
+        fixed = {t: times[(t, small)] for t in (1, 2)}
         idx = torch.randint(len(table), (args.batch,), generator=gen)
         calls = record_ops(lambda m=model, o=opt, i=idx: train_step(m, o, table, i))
         summary.append(
@@ -217,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{step[1] / step[2]:.2f}x",
                 f"{fixed[1] * 1e3:.2f}",
                 f"{fixed[2] * 1e3:.2f}",
+                f"{100 * fixed[2] / step[2]:.0f} %",
+                beyond_fixed(step, fixed),
             ]
         )
         _report.log(f"{label}: step {step[1] * 1e3:.1f} / {step[2] * 1e3:.1f} ms at 1 / 2 threads")
@@ -234,8 +249,13 @@ def main(argv: list[str] | None = None) -> int:
     notes = (
         f"MovieLens-100k training split, default configs, batch {args.batch}, float32, the "
         "trainer's fused Adam; threads switched in-process with `torch.set_num_threads`, 1 and "
-        f"2 alternating in {args.rounds} blocks of {args.steps} steps (medians).  'fixed ms' is "
-        f"a step at batch {small} (arithmetic negligible: Python, autograd, dispatch).  "
+        f"2 alternating in {args.rounds} blocks of {args.steps} steps (medians), batch "
+        f"{args.batch} and {small} alternating within each block.  'fixed ms' is a step at batch "
+        f"{small} (arithmetic negligible: Python, autograd, dispatch, per-call costs of the "
+        "operators): a cost every step pays whatever its batch.  'fixed share' is its part of "
+        f"the batch-{args.batch} step at 2 threads, and 'speed-up beyond the fixed cost' the "
+        "second thread's gain on the rest of the step, (step - fixed) at 1 thread over (step - "
+        "fixed) at 2.  "
         "'kFLOP / row' counts forward and backward matrix products (as `bench.roofline`).  "
         "Operator tables: every ATen call of one step replayed in its order on copies of its "
         f"inputs, each call timed (median of {replay_rounds} passes per thread count, passes "
@@ -267,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
                     "speed-up",
                     "fixed ms, 1 thread",
                     "fixed ms, 2 threads",
+                    "fixed share, 2 threads",
+                    "speed-up beyond the fixed cost",
                 ],
                 summary,
             ),

@@ -24,3 +24,11 @@ def test_thread_scaling_rejects_bad_widths_before_running(capsys) -> None:
         thread_scaling.main(["--quick", "--docs", "-", "--widths", "64:x"])
     assert exc.value.code == 2
     assert "--widths item '64:x': expected HIDDEN:OUTPUT" in capsys.readouterr().err
+
+
+def test_speed_up_beyond_the_fixed_cost() -> None:
+    from bench.thread_scaling import beyond_fixed
+
+    # 20 ms at 1 thread, 12 at 2, of which 4 and 5 fixed: (20 - 4) / (12 - 5) = 16 / 7
+    assert beyond_fixed({1: 0.020, 2: 0.012}, {1: 0.004, 2: 0.005}) == "2.29x"
+    assert beyond_fixed({1: 0.004, 2: 0.003}, {1: 0.004, 2: 0.002}) == "n/a"
