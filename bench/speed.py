@@ -116,13 +116,12 @@ def time_case(case: dict, kinds: tuple[str, ...], reps: int, warmup: int) -> dic
 
 
 def profile_sparse(case: dict, rounds: int) -> list[list]:
-    """One sparse step's operators replayed in order at 1 and 2 threads (``bench.thread_scaling``'s
+    """One sparse step's operators timed in the step at 1 and 2 threads (``bench.thread_scaling``'s
     method): rows of operator, calls, ms at each thread count, speed-up, share at 2 threads."""
     from bench import thread_scaling
 
     threads = torch.get_num_threads()  # restored on return: the caller's setting
-    calls = thread_scaling.record_ops(lambda: case["step"]("sparse"))
-    by_op = thread_scaling.replay_ops(calls, rounds)
+    by_op = thread_scaling.time_ops(lambda: case["step"]("sparse"), rounds)
     step = {}
     for t in (1, 2):
         torch.set_num_threads(t)
@@ -332,9 +331,9 @@ def main(argv: list[str] | None = None) -> int:
             threads_text,
             *([kernels_text] if kernels_text else []),
             f"### Where a sparse step's time goes (E={pe}, k={pk}, batch {args.batch}), at 1 and 2 "
-            "threads\n\nEvery ATen call of one sparse step (forward and backward) replayed in its "
-            "order on copies of its inputs, each call timed, median over passes "
-            "(`bench.thread_scaling`'s method); ms per step.\n\n"
+            "threads\n\nEvery ATen call of sparse steps (forward and backward) timed where it runs, "
+            "summed by operator per step, median over steps (`bench.thread_scaling`'s method); ms "
+            "per step.\n\n"
             + _report.table(
                 ["operator", "calls", "1 thread", "2 threads", "speed-up", "share at 2"],
                 prof_rows,

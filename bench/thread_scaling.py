@@ -7,11 +7,11 @@ allocator setting) the script measures
   and at 2 threads, in alternating blocks of steps (slow phases of a shared machine hit both);
 - the fixed cost of a step: the same step at batch 64, where the arithmetic is negligible, so its
   time is Python, autograd and operator dispatch;
-- every ATen operator the step runs (recorded once with ``TorchDispatchMode``, forward, backward
-  and optimizer), replayed in its order on copies of its recorded inputs at 1 and at 2 threads,
-  each call timed (median over passes).  Summed by operator: which ones use the second core and
-  which do not.  The step's time minus the operators' sum is the part outside operators (Python,
-  autograd bookkeeping, dispatch).
+- every ATen operator the step runs (forward, backward and optimizer), timed where it runs inside
+  real training steps at 1 and at 2 threads (a ``TorchDispatchMode`` around each call; median
+  over steps).  Summed by operator: which ones use the second core and which do not.  The
+  step's time minus the operators' sum is the part outside operators (Python, autograd
+  bookkeeping, dispatch).
 
 Models: ``cesaa`` (k = 2 of 8 experts + 1 shared: 3 experts active per row), ``mmoe`` (one
 expert per domain, 3 on MovieLens-100k age domains: equal active expert FLOPs per row) and
@@ -60,40 +60,46 @@ def record_ops(fn) -> list[tuple]:
     return calls
 
 
-def _copy(a):
-    return a.detach().clone() if isinstance(a, torch.Tensor) else a
+def time_ops(fn, rounds: int) -> dict[str, list[float]]:
+    """Every ATen call of ``fn()`` (one step: forward, backward, optimizer) timed where it runs,
+    inside the real step: {op name: [calls per step, s at 1 thread, s at 2 threads]}, the
+    seconds the median over ``rounds`` steps per thread count of that operator's summed time in
+    the step.  Thread counts alternate step by step, each timed step after an untimed one at the
+    same count (the workers started and awake).  The timer's own bookkeeping runs between
+    operators, outside their timed spans; operators an operator calls are inside its span."""
+    from torch.utils._python_dispatch import TorchDispatchMode
 
+    class _Timer(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.spent: dict[str, list] = collections.defaultdict(lambda: [0, 0.0])
 
-def replay_ops(calls: list[tuple], rounds: int) -> dict[str, list[float]]:
-    """The recorded calls replayed in their order on copies of their inputs, each call timed:
-    {op name: [calls, s at 1t, s at 2t]} (per call the median over ``rounds`` timed passes, each
-    after an untimed one at the same thread count; thread counts alternate).  In order, each operator meets its inputs where the step
-    leaves them (caches, fresh output buffers), so the sum matches the step's own time; replayed
-    in isolation (best of several calls, hot caches) the memory-bound ones look 2x faster."""
-    from torch.utils._pytree import tree_map
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            t0 = time.perf_counter()
+            out = func(*args, **(kwargs or {}))
+            row = self.spent[func.overloadpacket.__name__]
+            row[1] += time.perf_counter() - t0
+            row[0] += 1
+            return out
 
     threads_before = torch.get_num_threads()
-    prepared = [(f, tree_map(_copy, a), tree_map(_copy, k)) for f, a, k in calls]
-    times: dict[int, list[list[float]]] = {1: [], 2: []}
+    steps: dict[int, list[dict]] = {1: [], 2: []}
     for r in range(2 * rounds):
         threads = 1 + r % 2
         torch.set_num_threads(threads)
-        for f, a, k in prepared:  # untimed: the new thread count's workers are started and awake
-            f(*a, **k)
-        one = []
-        for f, a, k in prepared:
-            t0 = time.perf_counter()
-            f(*a, **k)
-            one.append(time.perf_counter() - t0)
-        times[threads].append(one)
+        fn()
+        with _Timer() as timer:
+            fn()
+        steps[threads].append(dict(timer.spent))
     torch.set_num_threads(threads_before)
-    by_op: dict[str, list[float]] = collections.defaultdict(lambda: [0, 0.0, 0.0])
-    for i, (f, _, _) in enumerate(prepared):
-        row = by_op[f.overloadpacket.__name__]
-        row[0] += 1
-        row[1] += statistics.median(p[i] for p in times[1])
-        row[2] += statistics.median(p[i] for p in times[2])
-    return dict(by_op)
+    names = {name for per_thread in steps.values() for step in per_thread for name in step}
+    return {
+        name: [
+            max(step.get(name, (0, 0.0))[0] for per in steps.values() for step in per),
+            *(statistics.median(step.get(name, (0, 0.0))[1] for step in steps[t]) for t in (1, 2)),
+        ]
+        for name in names
+    }
 
 
 def step_times(
@@ -190,9 +196,9 @@ def main(argv: list[str] | None = None) -> int:
         widths = parse_widths(args.widths)
     except ValueError as e:
         p.error(str(e))
-    models, replay_rounds, small = dict(MODELS), 8, 64
+    models, op_rounds, small = dict(MODELS), 8, 64
     if args.quick:
-        args.batch, args.rounds, args.steps, replay_rounds = 256, 2, 1, 2
+        args.batch, args.rounds, args.steps, op_rounds = 256, 2, 1, 2
         models = {k: MODELS[k] for k in ("cesaa", "mmoe")}
         widths = widths[:1]
     if args.threads not in (0, 2):
@@ -236,7 +242,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         _report.log(f"{label}: step {step[1] * 1e3:.1f} / {step[2] * 1e3:.1f} ms at 1 / 2 threads")
         if label in PROFILED:
-            by_op = replay_ops(calls, replay_rounds)
+            by_op = time_ops(
+                lambda m=model, o=opt: train_step(
+                    m, o, table, torch.randint(len(table), (args.batch,), generator=gen)
+                ),
+                op_rounds,
+            )
             tables.append(
                 f"### {label}: operators of one training step (batch {args.batch}), ms per step\n\n"
                 + _report.table(
@@ -257,11 +268,12 @@ def main(argv: list[str] | None = None) -> int:
         "second thread's gain on the rest of the step, (step - fixed) at 1 thread over (step - "
         "fixed) at 2.  "
         "'kFLOP / row' counts forward and backward matrix products (as `bench.roofline`).  "
-        "Operator tables: every ATen call of one step replayed in its order on copies of its "
-        f"inputs, each call timed (median of {replay_rounds} passes per thread count, passes "
-        "alternating); 'outside operators' is the whole step minus their sum (Python, autograd "
-        "bookkeeping, dispatch).  Replayed alone (best of several calls, hot caches) the "
-        "memory-bound operators look about twice as fast: the order matters."
+        "Operator tables: every ATen call timed where it runs, inside real training steps "
+        "(`bench.thread_scaling.time_ops`), summed by operator per step (median of "
+        f"{op_rounds} steps per thread count, steps alternating); 'outside operators' is the "
+        "whole step minus their sum (Python, autograd bookkeeping, dispatch).  An operator "
+        "timed alone (hot caches) looks faster than it runs in the step: the step's own order "
+        "and buffers are what count."
     )
     if args.quick:
         notes += "\n\n**Quick mode: a smoke run, these numbers mean nothing.**"
