@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--against", required=True, help="git revision to compare the working tree to")
     p.add_argument("--model", default="cesaa", help="registry name (default: %(default)s)")
     p.add_argument("--batch", type=int, default=4096)
-    p.add_argument("--blocks", type=int, default=12, help="alternating blocks per thread count")
+    p.add_argument("--blocks", type=int, default=30, help="alternating blocks per thread count")
     p.add_argument("--steps", type=int, default=5, help="timed steps per block")
     args, argv = _common.parse(p, argv)
     threads: tuple[int, ...] = (1, 2)
