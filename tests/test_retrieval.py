@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from cesaa.data.encoding import from_frame
+from cesaa.data.frame import from_frame
 from cesaa.data.schema import TableSchema
 from cesaa.models import default_config
 from cesaa.retrieval import (

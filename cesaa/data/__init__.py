@@ -9,14 +9,8 @@ To evaluate a checkpoint on a new file: ``load_table_frame`` then ``encode(df, e
 from __future__ import annotations
 
 from cesaa.data.benchmarks import BENCHMARK_KINDS, load_benchmark, read_benchmark
-from cesaa.data.encoding import (
-    check_compatible,
-    encode,
-    fingerprint,
-    fit_encoders,
-    from_frame,
-    spec_from_encoders,
-)
+from cesaa.data.encoding import check_compatible, encode, fit_encoders, spec_from_encoders
+from cesaa.data.frame import fingerprint, from_frame
 from cesaa.data.movielens import load_movielens, read_movielens_1m, read_movielens_100k
 from cesaa.data.schema import TableSchema, read_frame, read_schema
 from cesaa.data.sources import SOURCE_KINDS, load_data, parse_source

@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cesaa.data.encoding import from_frame
+from cesaa.data.frame import from_frame
 from cesaa.data.kuairand_raw import is_kuairand_folder, read_kuairand_folder
 from cesaa.data.schema import TableSchema, read_frame
 from cesaa.data.table import MultiDomainData

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cesaa.data.encoding import from_frame
+from cesaa.data.frame import from_frame
 from cesaa.data.schema import TableSchema
 from cesaa.data.table import MultiDomainData
 from cesaa.data.validate import validate_frame

@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 
 from cesaa.data.benchmarks import BENCHMARK_KINDS, load_benchmark
-from cesaa.data.encoding import from_frame
+from cesaa.data.frame import from_frame
 from cesaa.data.movielens import DOMAIN_KINDS, load_movielens
 from cesaa.data.synthetic import make_planted
 from cesaa.data.table import MultiDomainData

@@ -62,7 +62,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from cesaa.data.encoding import from_frame
+from cesaa.data.frame import from_frame
 from cesaa.data.mechanisms import (
     assign_mechanisms,
     bilinear,
