@@ -293,7 +293,7 @@ def test_expert_outputs_asked_only_for_rows_that_can_enter_the_sample(tmp_path):
             keep={"user": a["user"]}, expert_outputs=outputs,
         )  # fmt: skip
     assert asked == [10]
-    from analysis.records.writer import row_keys
+    from analysis.records.sample import row_keys
 
     want = np.sort(np.argsort(row_keys(np.arange(1000), 0))[:10])
     np.testing.assert_array_equal(open_record(tmp_path / "rec").sample()["row"].to_numpy(), want)

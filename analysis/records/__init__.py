@@ -2,6 +2,7 @@
 
 - ``format``: the on-disk layout, ``RecordMeta`` and the named ``RecordError`` subclasses.
 - ``writer.RecordWriter``: append rows in Parquet row groups; statistics as mergeable sums.
+- ``sample``: the expert-output sample, a bottom-n sketch of a seeded hash of row positions.
 - ``reader.open_record``: validated metadata and statistics at once, rows on demand.
 - ``merge.merge_records``: parts written by several ranks/shards -> the record one writer writes.
 - ``hooks.record``: record any PyTorch model through forward hooks on named modules.

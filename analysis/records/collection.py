@@ -16,6 +16,7 @@ import numpy as np
 from analysis.collection import Collection, EmbeddingSample
 from analysis.records.format import prob_column, top_column
 from analysis.records.reader import Record
+from analysis.records.sample import row_keys
 
 NEEDS_CHECKPOINT = (
     "needs a checkpoint: it re-runs the live model with other routing (knocked-out experts, "
@@ -144,12 +145,10 @@ def gate_rows(
 
 
 def head_sample(sample: EmbeddingSample | None, n: int, seed: int = 0) -> EmbeddingSample | None:
-    """The ``n`` rows of a record's sample with the smallest seeded keys (``writer.row_keys``):
+    """The ``n`` rows of a record's sample with the smallest seeded keys (``sample.row_keys``):
     exactly the sample a record written with ``sample_size=n`` holds (a bottom-n sketch keeps
     its property under a smaller n), in row order; ``None`` for n = 0."""
     from dataclasses import fields, replace
-
-    from analysis.records.writer import row_keys
 
     if sample is None or n >= len(sample):
         return sample

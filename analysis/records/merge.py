@@ -19,7 +19,8 @@ import pyarrow.parquet as pq
 
 from analysis.records.format import META_FILE, ROWS_FILE, SAMPLE_FILE, RecordError
 from analysis.records.reader import Record, open_record
-from analysis.records.writer import _metrics, row_keys
+from analysis.records.sample import row_keys
+from analysis.records.writer import _metrics
 from cesaa.checkpoint import write_json
 
 

@@ -9,6 +9,7 @@ sketch (the n rows with the smallest seeded hash of their position: a uniform sa
 replacement that does not depend on how the rows were cut into ``write`` calls).  Writers of
 parts of one record (ranks, shards) pass ``row_offset`` = the rows before them; the parts then
 merge into exactly the record one writer would have written (``analysis.records.merge``).
+The sample itself is ``analysis.records.sample``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import math
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -34,22 +35,10 @@ from analysis.records.format import (
     prob_column,
     top_column,
 )
+from analysis.records.sample import SampleSketch
 from cesaa.checkpoint import write_json
 from cesaa.routing.stats import RoutingStats
 from cesaa.routing.validation import to_numpy
-
-ExpertOutputs = Callable[[np.ndarray], tuple[Any, Any]]
-_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
-
-
-def row_keys(rows: np.ndarray, seed: int) -> np.ndarray:
-    """[B] uint64 splitmix64 hash of (seed, row position): the sample's sort key."""
-    with np.errstate(over="ignore"):
-        z = rows.astype(np.uint64) + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
-        z = (z + np.uint64(0x9E3779B97F4A7C15)) & _MASK64
-        z = ((z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & _MASK64
-        z = ((z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & _MASK64
-        return z ^ (z >> np.uint64(31))
 
 
 class RecordWriter:
@@ -98,7 +87,7 @@ class RecordWriter:
         self._buffer: list[dict[str, np.ndarray]] = []
         self._buffered = 0
         self._writer: pq.ParquetWriter | None = None
-        self._sample: dict[str, np.ndarray] | None = None
+        self._sample = SampleSketch(self.sample_size, self.seed, meta.primary)
         self._closed = False
 
     # ---- writing --------------------------------------------------------------------------------
@@ -199,55 +188,12 @@ class RecordWriter:
         self._hash["domain"].update(dom.tobytes())  # one hash per column: independent of cuts
         self._hash["label"].update(cols["label"].tobytes())
         if self.sample_size > 0 and n > 0:
-            self._add_sample(cols, expert_outputs)
+            self._sample.add(cols, expert_outputs)
         self._buffer.append(cols)
         self._buffered += n
         self.rows += n
         if self._buffered >= self.row_group_rows:
             self._flush()
-
-    def _add_sample(self, cols: dict[str, np.ndarray], outputs: Any) -> None:
-        keys = row_keys(cols["row"], self.seed)
-        # only this batch's sample_size smallest keys can be among the record's smallest: the
-        # expert outputs are asked for those alone (a first batch larger than the sample)
-        cand = np.arange(len(keys))
-        if len(keys) > self.sample_size:
-            cand = np.sort(np.argpartition(keys, self.sample_size - 1)[: self.sample_size])
-        if self._sample is not None and len(self._sample["key"]) >= self.sample_size:
-            cand = cand[keys[cand] < self._sample["key"].max()]
-        if cand.size == 0:
-            return
-        if outputs is None:
-            raise ValueError(
-                "expert_outputs is needed for rows entering the sample (sample_size > 0)"
-            )
-        if callable(outputs):
-            out, shared = outputs(cand)
-            if out is None:
-                raise ValueError(
-                    "the model returned no expert outputs for the sample; record with "
-                    "sample_size=0 (cesaa record --sample 0)"
-                )
-        else:
-            out, shared = to_numpy(outputs, "expert_outputs")[cand], None
-        out = to_numpy(out, "expert_outputs").astype(np.float32)
-        e = self.meta.primary.num_experts
-        if out.ndim != 3 or out.shape[:2] != (cand.size, e):
-            raise ValueError(
-                f"expert_outputs must have shape [{cand.size}, {e}, H], got {out.shape}"
-            )
-        new = {k: v[cand] for k, v in cols.items()}
-        new["key"] = keys[cand]
-        new["out"] = out
-        if shared is not None:
-            new["shared"] = to_numpy(shared, "shared outputs").astype(np.float32)
-        merged = (
-            new
-            if self._sample is None
-            else {k: np.concatenate([self._sample[k], new[k]]) for k in new}
-        )
-        order = np.argsort(merged["key"], kind="stable")[: self.sample_size]
-        self._sample = {k: v[order] for k, v in merged.items()}
 
     def _flush(self) -> None:
         if not self._buffer:
@@ -281,25 +227,7 @@ class RecordWriter:
         else:
             self._writer.close()
         self._closed = True
-        sample_info: dict[str, Any] = {"size": 0, "seed": self.seed, "requested": self.sample_size}
-        if self._sample is not None:
-            s = self._sample
-            order = np.argsort(s["row"])
-            cols: dict[str, Any] = {
-                k: v[order] for k, v in s.items() if k not in ("key", "out", "shared")
-            }
-            for e in range(s["out"].shape[1]):
-                cols[f"out.{e}"] = list(s["out"][order, e])
-            for j in range(s["shared"].shape[1] if "shared" in s else 0):
-                cols[f"shared.{j}"] = list(s["shared"][order, j])
-            pq.write_table(pa.table(cols), self.out / SAMPLE_FILE)
-            sample_info = {
-                "size": int(len(order)),
-                "seed": self.seed,
-                "hidden": int(s["out"].shape[2]),
-                "shared": int(s["shared"].shape[1]) if "shared" in s else 0,
-                "requested": self.sample_size,
-            }
+        sample_info = self._sample.write(self.out / SAMPLE_FILE)
         m = self.meta
         m.rows = self.rows
         m.stats = {name: st.to_dict() for name, st in self.stats.items()}
