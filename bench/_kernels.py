@@ -1,8 +1,9 @@
 """The speed goals with narrower vector units: ``bench.speed --kernels avx2,default``.
 
-Reruns ``bench.speed.goal_ratios`` in fresh processes whose torch kernels (``ATEN_CPU_CAPABILITY``)
-and MKL kernels (``MKL_ENABLE_INSTRUCTIONS``) are restricted to one instruction set, so that one
-machine shows what the same code does on a CPU without its wider vector units.
+Reruns ``bench._dispatch.goal_ratios`` in fresh processes whose torch kernels
+(``ATEN_CPU_CAPABILITY``) and MKL kernels (``MKL_ENABLE_INSTRUCTIONS``) are restricted to one
+instruction set, so that one machine shows what the same code does on a CPU without its wider vector
+units.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def goal_ratios_under(kernels: str, batch: int, reps: int, warmup: int, threads:
         ),
     }
     code = (
-        "import json, torch; from bench.speed import goal_ratios; "
+        "import json, torch; from bench._dispatch import goal_ratios; "
         f"torch.set_num_threads({threads}); "
         f"print(json.dumps(goal_ratios({batch}, {reps}, {warmup})))"
     )
