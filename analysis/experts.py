@@ -1,5 +1,5 @@
-"""What each expert learned: the feature values over-represented among the rows routed to it, its
-predictions and accuracy on those rows.
+"""What each expert learned: the feature values over-represented among the rows routed to it (its
+predictions and accuracy on those rows are ``analysis.expert_profiles``).
 
 Shapes: N = rows, D = domains, E = selectable experts, k = experts selected per row.
 
@@ -46,6 +46,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
+# re-exported: documented as analysis.experts.expert_profiles before it moved
+from analysis.expert_profiles import expert_profiles as expert_profiles
 from analysis.odds import Z95, benjamini_hochberg, mh_log_odds
 from analysis.validation import check_routing_arrays, to_numpy
 
@@ -267,90 +269,3 @@ def top_values(table: pd.DataFrame, top_n: int = 5, *, significant_only: bool = 
     t = table[table["significant"]] if significant_only else table
     t = t.sort_values("ci_low", ascending=False, kind="stable")
     return t.groupby("feature", sort=False).head(top_n).reset_index(drop=True)
-
-
-def expert_profiles(
-    domain: Any,
-    topk_idx: Any,
-    labels: Any,
-    preds: Any,
-    *,
-    num_experts: int,
-    num_domains: int | None = None,
-    domain_names: list[str] | None = None,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per expert, on the rows routed to it: ``(summary, per_domain)``.
-
-    ``summary``: one row per expert: ``expert``, ``rows``, ``share`` (of all rows), ``domains``
-    (how many domains send it rows), ``mean_prediction``, ``label_rate``, ``auc`` (NaN when its
-    rows hold one class only).  ``per_domain``: ``expert``, ``domain``, ``rows``,
-    ``mean_prediction``, ``label_rate``, ``auc`` for every (expert, domain) with rows.  With
-    ``labels`` and ``preds`` both ``None`` (a record without labels) the three label columns are
-    left out.
-    """
-    from sklearn.metrics import roc_auc_score
-
-    arr = check_routing_arrays(
-        domain=domain,
-        topk_idx=topk_idx,
-        labels=labels,
-        preds=preds,
-        num_experts=num_experts,
-        num_domains=num_domains,
-    )
-    dom, y, p = arr.domain, arr.labels, arr.preds
-    n_dom = arr.num_domains or 1
-    names = (
-        list(domain_names) if domain_names is not None else [f"domain_{d}" for d in range(n_dom)]
-    )
-    if len(names) != n_dom:
-        raise ValueError(f"domain_names has {len(names)} names but there are {n_dom} domains")
-
-    labeled = y is not None
-
-    def auc(yy: np.ndarray, pp: np.ndarray) -> float:
-        return float(roc_auc_score(yy, pp)) if 0 < yy.sum() < len(yy) else float("nan")
-
-    def quality(m: np.ndarray) -> dict[str, float]:
-        if not labeled:
-            return {}
-        if not m.any():
-            return {
-                "mean_prediction": float("nan"),
-                "label_rate": float("nan"),
-                "auc": float("nan"),
-            }
-        return {
-            "mean_prediction": float(p[m].mean()),
-            "label_rate": float(y[m].mean()),
-            "auc": auc(y[m], p[m]),
-        }
-
-    summary, per_domain = [], []
-    n = len(dom)
-    for e in range(num_experts):
-        m = (arr.topk_idx == e).any(axis=1)
-        rows = int(m.sum())
-        summary.append(
-            {
-                "expert": e,
-                "rows": rows,
-                "share": rows / n if n else float("nan"),
-                "domains": int(len(np.unique(dom[m]))),
-                **quality(m),
-            }
-        )
-        for d in np.unique(dom[m]):
-            md = m & (dom == d)
-            per_domain.append(
-                {
-                    "expert": e,
-                    "domain": names[int(d)],
-                    "rows": int(md.sum()),
-                    **quality(md),
-                }
-            )
-    cols = ["expert", "domain", "rows"] + (
-        ["mean_prediction", "label_rate", "auc"] if labeled else []
-    )
-    return pd.DataFrame(summary), pd.DataFrame(per_domain, columns=cols)

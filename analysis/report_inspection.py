@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from analysis.experts import domain_contrast, expert_profiles, feature_log_odds
+from analysis.expert_profiles import expert_profiles
+from analysis.experts import domain_contrast, feature_log_odds
 from analysis.measures import json_safe
 from analysis.rows import domain_swap, kept_columns, swap_matrices
 from analysis.saturation import saturation_table, settled_statement

@@ -150,7 +150,7 @@ def features(path: str, expert: int, domains: tuple[int, ...] | None = None):
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _profiles(path: str, tok: str) -> tuple:
-    from analysis.experts import expert_profiles
+    from analysis.expert_profiles import expert_profiles
 
     r = rows(path)
     summary, per_domain = expert_profiles(
@@ -170,7 +170,7 @@ def _profiles(path: str, tok: str) -> tuple:
 
 
 def profiles(path: str) -> tuple:
-    """``(summary, per_domain)`` of ``analysis.experts.expert_profiles``."""
+    """``(summary, per_domain)`` of ``analysis.expert_profiles.expert_profiles``."""
     return _profiles(path, token(path))
 
 

@@ -8,12 +8,8 @@ import pytest
 from scipy.stats import norm
 from sklearn.metrics import roc_auc_score
 
-from analysis.experts import (
-    expert_profiles,
-    feature_log_odds,
-    routed_mask,
-    top_values,
-)
+from analysis.expert_profiles import expert_profiles
+from analysis.experts import feature_log_odds, routed_mask, top_values
 from analysis.odds import benjamini_hochberg
 from cesaa.data.synthetic import make_planted_frame
 
