@@ -20,6 +20,7 @@ if str(APP) not in sys.path:  # `streamlit run` adds it; AppTest does not
     sys.path.insert(0, str(APP))
 
 import components  # noqa: E402
+import sidebar  # noqa: E402
 
 st.set_page_config(page_title="cesaa dashboard", page_icon=":material/hub:", layout="wide")
 
@@ -42,7 +43,7 @@ PAGES = [
 ]
 
 page = st.navigation(PAGES, expanded=True)  # every page listed (Streamlit folds past 10)
-components.checkpoint_sidebar()
+sidebar.checkpoint_sidebar()
 try:
     page.run()
 except Exception as e:  # noqa: BLE001  (last resort: never show a traceback)

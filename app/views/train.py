@@ -9,6 +9,7 @@ import catalog
 import components
 import jobs
 import pandas as pd
+import sidebar
 import streamlit as st
 
 from cesaa.config import TrainConfig
@@ -41,7 +42,7 @@ def show_job(job) -> None:
         st.session_state["tr_failed"] = job.error
     else:
         st.session_state["tr_last"] = str(job.out.resolve())
-        st.session_state[components.PENDING] = str(job.out.resolve())
+        st.session_state[sidebar.PENDING] = str(job.out.resolve())
         st.session_state["_tr_trained"] = True
     st.rerun()
 
