@@ -77,12 +77,7 @@ def check_declared_domains(
 
 
 def check_label(s: pd.Series, col: str, source: str | Path) -> None:
-    missing = s.isna().to_numpy()
-    if missing.any():
-        raise ValueError(
-            f"{source}: label column {col!r} has {int(missing.sum())} NaN/missing value(s), "
-            f"first at row {int(np.argmax(missing))}"
-        )
+    _check_no_missing(s, f"label column {col!r}", source, kind="NaN/missing")
     if pd.api.types.is_bool_dtype(s):
         return
     if pd.api.types.is_numeric_dtype(s):
@@ -114,11 +109,11 @@ def check_numeric(s: pd.Series, col: str, source: str | Path) -> None:
         )
 
 
-def _check_no_missing(s: pd.Series, what: str, source: str | Path) -> None:
+def _check_no_missing(s: pd.Series, what: str, source: str | Path, kind: str = "missing") -> None:
     missing = s.isna().to_numpy()
     if missing.any():
         raise ValueError(
-            f"{source}: {what} has {int(missing.sum())} missing value(s), "
+            f"{source}: {what} has {int(missing.sum())} {kind} value(s), "
             f"first at row {int(np.argmax(missing))}"
         )
 
